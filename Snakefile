@@ -1,0 +1,22 @@
+# cellfate: public mouse single-cell data -> foundation model, cell-state dynamics, tissue maps.
+# This file is the table of contents: the stages live in rules/, the logic in src/cellfate/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/simulate.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        simulated_targets(),

@@ -1,0 +1,75 @@
+import pandas as pd
+from snakemake.utils import validate
+
+validate(config, schema="../config/schema.yaml")
+
+RESULTS = config["results"]
+SIM = f"{RESULTS}/simulated"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+SOURCES = ["panglaodb", "expression_atlas", "cellxgene"]
+SIMULATED = bool(config.get("simulate"))
+
+
+def read_sample_sheet(source):
+    """The source's sample sheet, validated row by row, indexed by sample_id."""
+    path = config["samples"][source]
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    for column in ("sim_n_cells", "sim_n_duplicates"):
+        if column in sheet:
+            sheet[column] = pd.to_numeric(sheet[column].replace("", "0"))
+    validate(sheet, schema="../config/schema.samples.yaml")
+    if sheet["sample_id"].duplicated().any():
+        dup = sheet["sample_id"][sheet["sample_id"].duplicated()].iloc[0]
+        raise ValueError(f"{path}: sample_id {dup!r} appears twice")
+    return sheet.set_index("sample_id", drop=False)
+
+
+SAMPLES = {source: read_sample_sheet(source) for source in SOURCES}
+
+
+def sample_row(source, sample):
+    """One sample-sheet row as a plain dict (for params)."""
+    return SAMPLES[source].loc[sample].to_dict()
+
+
+def sample_ids(source):
+    return list(SAMPLES[source].index)
+
+
+def simulated_targets():
+    """Every simulated input of the demo, with its overview figures."""
+    if not SIMULATED:
+        return []
+    return [
+        expand(
+            f"{SIM}/sources/panglaodb/{{sample}}.sparse.RData",
+            sample=sample_ids("panglaodb"),
+        ),
+        f"{SIM}/sources/panglaodb/metadata.txt",
+        expand(
+            f"{SIM}/sources/expression_atlas/{{sample}}-quantification-raw-files.zip",
+            sample=sample_ids("expression_atlas"),
+        ),
+        expand(
+            f"{SIM}/sources/cellxgene/{{sample}}.h5ad", sample=sample_ids("cellxgene")
+        ),
+        f"{SIM}/bifurcation/possorted_genome_bam.bam",
+        f"{SIM}/tissue/spots.h5ad",
+        f"{RESULTS}/figures/simulated_corpus.png",
+        f"{RESULTS}/figures/simulated_bifurcation.png",
+        f"{RESULTS}/figures/simulated_tissue.png",
+    ]
+
+
+wildcard_constraints:
+    sample=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def donor_row(sample):
+    """The sample whose cells a simulated CELLxGENE dataset re-hosts, if any."""
+    donor = sample_row("cellxgene", sample).get("sim_duplicates_from", "")
+    for source in SOURCES:
+        if donor and donor in SAMPLES[source].index:
+            return sample_row(source, donor)
+    return None

@@ -1,0 +1,108 @@
+# The demo's inputs: the public sources' files simulated with known ground truth
+# (cellfate.simulate). Only active when the config has a `simulate:` block.
+
+
+rule simulate_panglaodb_sample:
+    output:
+        rdata=f"{SIM}/sources/panglaodb/{{sample}}.sparse.RData",
+        clusters=f"{SIM}/sources/panglaodb/sample_clusters/{{sample}}.seurat_clusters.txt",
+        truth=f"{SIM}/truth/panglaodb/{{sample}}.tsv",
+    log:
+        f"{LOGS}/simulate/panglaodb/{{sample}}.log",
+    benchmark:
+        f"{BENCH}/simulate/panglaodb/{{sample}}.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        row=lambda wildcards: sample_row("panglaodb", wildcards.sample),
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_panglaodb_sample.py"
+
+
+rule simulate_panglaodb_tables:
+    output:
+        metadata=f"{SIM}/sources/panglaodb/metadata.txt",
+        annotations=f"{SIM}/sources/panglaodb/cell_type_annotations.txt",
+    log:
+        f"{LOGS}/simulate/panglaodb_tables.log",
+    benchmark:
+        f"{BENCH}/simulate/panglaodb_tables.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        rows=[sample_row("panglaodb", s) for s in sample_ids("panglaodb")],
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_panglaodb_tables.py"
+
+
+rule simulate_expression_atlas_experiment:
+    output:
+        archive=f"{SIM}/sources/expression_atlas/{{sample}}-quantification-raw-files.zip",
+        design=f"{SIM}/sources/expression_atlas/ExpDesign-{{sample}}.tsv",
+        truth=f"{SIM}/truth/expression_atlas/{{sample}}.tsv",
+    log:
+        f"{LOGS}/simulate/expression_atlas/{{sample}}.log",
+    benchmark:
+        f"{BENCH}/simulate/expression_atlas/{{sample}}.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        row=lambda wildcards: sample_row("expression_atlas", wildcards.sample),
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_expression_atlas_experiment.py"
+
+
+rule simulate_cellxgene_dataset:
+    output:
+        h5ad=f"{SIM}/sources/cellxgene/{{sample}}.h5ad",
+        truth=f"{SIM}/truth/cellxgene/{{sample}}.tsv",
+    log:
+        f"{LOGS}/simulate/cellxgene/{{sample}}.log",
+    benchmark:
+        f"{BENCH}/simulate/cellxgene/{{sample}}.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        row=lambda wildcards: sample_row("cellxgene", wildcards.sample),
+        donor_row=lambda wildcards: donor_row(wildcards.sample),
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_cellxgene_dataset.py"
+
+
+rule simulate_bifurcation:
+    output:
+        truth=f"{SIM}/bifurcation/truth.h5ad",
+        bam=f"{SIM}/bifurcation/possorted_genome_bam.bam",
+        bai=f"{SIM}/bifurcation/possorted_genome_bam.bam.bai",
+        gtf=f"{SIM}/bifurcation/genes.gtf",
+        barcodes=f"{SIM}/bifurcation/barcodes.tsv",
+    log:
+        f"{LOGS}/simulate/bifurcation.log",
+    benchmark:
+        f"{BENCH}/simulate/bifurcation.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_bifurcation.py"
+
+
+rule simulate_tissue:
+    output:
+        spots=f"{SIM}/tissue/spots.h5ad",
+        reference=f"{SIM}/tissue/reference.h5ad",
+    log:
+        f"{LOGS}/simulate/tissue.log",
+    benchmark:
+        f"{BENCH}/simulate/tissue.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_tissue.py"

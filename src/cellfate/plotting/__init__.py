@@ -1,0 +1,1 @@
+"""Figures, one module per figure family; every function writes one PNG atomically."""

@@ -1,0 +1,84 @@
+"""Writers for the demo's simulated inputs: one function per workflow rule.
+
+Each function takes the sample-sheet row and the ``simulate`` config block, simulates with the
+seeded simulators and writes the source files plus a truth table, so the rest of the DAG sees
+exactly what a download of the real source would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cellfate.io import write_h5ad, write_table
+from cellfate.simulate import source_formats
+from cellfate.simulate.bam import write_velocyto_inputs
+from cellfate.simulate.bifurcation import BifurcationSpec, simulate_bifurcation
+from cellfate.simulate.corpus import add_duplicates, corpus_model, simulate_sample, tissue_cell_types, truth_table
+from cellfate.simulate.tissue import TissueSpec, simulate_tissue
+
+Config = Mapping[str, Any]
+
+
+def _all_cell_types(corpus: Config) -> list[str]:
+    return sorted({t for types in corpus["tissues"].values() for t in types})
+
+
+def _simulate(row: Mapping[str, Any], sim: Config):
+    corpus = sim["corpus"]
+    model = corpus_model(_all_cell_types(corpus), corpus["n_genes"], sim["seed"])
+    types = tissue_cell_types(corpus["tissues"], row["tissue"])
+    return simulate_sample(model, row["sample_id"], types, int(row["sim_n_cells"]), sim["seed"]), types
+
+
+def panglaodb_sample(row: Config, sim: Config, rdata: str, clusters: str, truth: str) -> None:
+    """One PanglaoDB sample: ``.RData`` with ``sm``, its cluster file and its truth table."""
+    adata, types = _simulate(row, sim)
+    source_formats.write_panglaodb_sample(adata, types, rdata, clusters)
+    write_table(truth_table(adata), truth)
+
+
+def panglaodb_tables(rows: list[Config], sim: Config, metadata: str, annotations: str) -> None:
+    """PanglaoDB's ``metadata.txt`` and ``cell_type_annotations.txt`` for the simulated samples."""
+    samples = [dict(row, cell_types=tissue_cell_types(sim["corpus"]["tissues"], row["tissue"])) for row in rows]
+    source_formats.write_panglaodb_tables(samples, metadata, annotations)
+
+
+def expression_atlas_experiment(row: Config, sim: Config, archive: str, design: str, truth: str) -> None:
+    """One Expression Atlas experiment: the quantification-raw zip, the design TSV, the truth."""
+    adata, _ = _simulate(row, sim)
+    source_formats.write_expression_atlas_experiment(adata, row["accession"], row["tissue"], archive, design)
+    write_table(truth_table(adata), truth)
+
+
+def cellxgene_dataset(row: Config, sim: Config, donor_row: Config | None, h5ad: str, truth: str) -> None:
+    """One CELLxGENE dataset h5ad; with a donor sample, some of its cells are re-hosted copies."""
+    adata, _ = _simulate(row, sim)
+    if donor_row is not None and int(row.get("sim_n_duplicates") or 0) > 0:
+        donor, _ = _simulate(donor_row, sim)
+        adata = add_duplicates(adata, donor, int(row["sim_n_duplicates"]), donor_row["sample_id"], sim["seed"])
+    source_formats.write_cellxgene_dataset(adata, row["dataset_id"], row["tissue"], h5ad)
+    write_table(truth_table(adata), truth)
+
+
+def bifurcation(sim: Config, truth: str, bam: str, gtf: str, barcodes: str) -> None:
+    """The differentiation's truth h5ad and the 10x-style BAM + GTF that encode its counts."""
+    spec = BifurcationSpec(seed=sim["seed"], **sim.get("bifurcation", {}))
+    adata = simulate_bifurcation(spec)
+    write_velocyto_inputs(
+        np.asarray(adata.layers["spliced"]), np.asarray(adata.layers["unspliced"]), list(adata.obs["barcode"]),
+        list(adata.var_names), list(adata.var["symbol"]), bam, gtf, barcodes, seed=sim["seed"],
+    )
+    write_h5ad(adata, truth)
+
+
+def tissue(sim: Config, spots: str, reference: str) -> None:
+    """The spatial spots and the independent single-cell reference."""
+    cfg = dict(sim.get("tissue", {}))
+    if "grid" in cfg:
+        cfg["grid"] = tuple(cfg["grid"])
+    spot_data, reference_data = simulate_tissue(TissueSpec(seed=sim["seed"], **cfg))
+    write_h5ad(spot_data, spots)
+    write_h5ad(reference_data, reference)

@@ -1,0 +1,1 @@
+"""Downloads of the public data sources and readers for their file formats."""

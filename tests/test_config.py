@@ -1,0 +1,74 @@
+"""The config and sample sheets are validated before any job runs, with the bad key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO, run_snakemake
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    validate(config, str(REPO / "config" / "schema.yaml"))
+
+
+def _demo_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _dry_run_with(tmp_path: Path, config: dict):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_snakemake("-n", "--nolock", "--configfile", str(path), "--config", f"results={tmp_path}/results")
+    result.output = result.stdout + result.stderr  # snakemake reports validation errors on stdout
+    return result
+
+
+def test_wrong_type_fails_before_any_job_naming_the_key(tmp_path: Path) -> None:
+    config = _demo_config()
+    config["simulate"]["corpus"]["n_genes"] = "many"
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0
+    assert "n_genes" in result.output and "is not of type 'integer'" in result.output
+    assert "Job stats" not in result.output
+
+
+def test_unknown_key_is_rejected_with_its_name(tmp_path: Path) -> None:
+    config = _demo_config()
+    config["resutls"] = "typo"
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0
+    assert "resutls" in result.output
+
+
+def test_unknown_simulated_cell_type_is_rejected(tmp_path: Path) -> None:
+    config = _demo_config()
+    config["simulate"]["corpus"]["tissues"]["liver"].append("unicorn cell")
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0 and "unicorn cell" in result.output
+
+
+def test_bad_sample_sheet_row_is_rejected(tmp_path: Path) -> None:
+    sheet = tmp_path / "panglaodb.tsv"
+    sheet.write_text("sample_id\tsra\tsrs\ttissue\tsim_n_cells\nS1\tnot-an-accession\tSRS1\tliver\t100\n")
+    config = _demo_config()
+    config["samples"]["panglaodb"] = str(sheet)
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0
+    assert "not-an-accession" in result.output
+
+
+def test_duplicate_sample_id_is_rejected_naming_the_sheet(tmp_path: Path) -> None:
+    sheet = tmp_path / "panglaodb.tsv"
+    row = "SRA1_SRS1\tSRA1\tSRS1\tliver\t100\n"
+    sheet.write_text("sample_id\tsra\tsrs\ttissue\tsim_n_cells\n" + row + row)
+    config = _demo_config()
+    config["samples"]["panglaodb"] = str(sheet)
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0
+    assert str(sheet) in result.output and "appears twice" in result.output

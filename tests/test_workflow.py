@@ -1,0 +1,50 @@
+"""The workflow itself: lint-clean, formatted, and a complete DAG for both configs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import BIN, REPO, run_snakemake
+
+import subprocess
+
+
+def test_lint_is_clean() -> None:
+    result = run_snakemake("--lint", "--nolock")
+    assert result.returncode == 0, result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_formatted() -> None:
+    result = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_demo_dag_is_complete(tmp_path) -> None:
+    result = run_snakemake("-n", "--nolock", "--config", f"results={tmp_path}/results")
+    assert result.returncode == 0, result.stderr
+    jobs = _job_counts(result.stdout)
+    assert jobs["simulate_panglaodb_sample"] == 2
+    for rule in ("simulate_expression_atlas_experiment", "simulate_cellxgene_dataset", "simulate_bifurcation",
+                 "simulate_tissue", "figure_simulated_corpus", "figure_simulated_bifurcation", "figure_simulated_tissue"):
+        assert jobs[rule] == 1, rule
+
+
+def test_paper_dag_builds() -> None:
+    result = run_snakemake("-n", "--nolock", "--configfile", "config/paper.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "simulate_" not in result.stdout  # the paper run simulates nothing
+
+
+@pytest.mark.parametrize("profile", ["profiles/local", "profiles/slurm"])
+def test_profiles_parse(profile: str, tmp_path) -> None:
+    args = ["-n", "--nolock", "--profile", profile, "--config", f"results={tmp_path}/results"]
+    result = run_snakemake(*args)
+    assert result.returncode == 0, result.stderr
