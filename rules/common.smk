@@ -73,3 +73,13 @@ def donor_row(sample):
         if donor and donor in SAMPLES[source].index:
             return sample_row(source, donor)
     return None
+
+
+def all_samples():
+    """(source, sample_id) of every sample of every source, in sheet order."""
+    return [(source, sample) for source in SOURCES for sample in sample_ids(source)]
+
+
+def qc_h5ads():
+    """The QC'd AnnData of every sample: the corpus that tokenization reads."""
+    return [f"{RESULTS}/qc/{source}/{sample}.h5ad" for source, sample in all_samples()]
