@@ -171,3 +171,11 @@ def test_velocyto_counts_back_exactly(counts, written, tmp_path):
     pads = [i for i, a in enumerate(accessions) if a not in set(gene_ids)]
     assert all(layers[name][pads].sum() == 0 for name in layers)
     assert sum(m.sum() for m in layers.values()) == spliced.sum() + unspliced.sum()
+
+
+def test_same_seed_same_bam(counts, written, tmp_path):
+    write_velocyto_inputs(*counts, tmp_path / "a.bam", tmp_path / "a.gtf", tmp_path / "a.tsv", seed=3)
+    with pysam.AlignmentFile(str(written["bam"])) as a, pysam.AlignmentFile(str(tmp_path / "a.bam")) as b:
+        assert str(a.header) == str(b.header)
+        assert [r.to_string() for r in a] == [r.to_string() for r in b]
+    assert (tmp_path / "a.gtf").read_text() == written["gtf"].read_text()

@@ -158,7 +158,7 @@ def write_velocyto_inputs(
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".bam_sim.", dir=bam_path.parent)))
         unsorted = workdir / "unsorted.bam"
         _write_reads(unsorted, spl, uns, barcodes, genes, chrom_lengths, rng, seed)
-        pysam.sort("-O", "BAM", "-T", str(workdir / "sort"), "-o", str(tmp_bam), str(unsorted))
+        pysam.sort("--no-PG", "-O", "BAM", "-T", str(workdir / "sort"), "-o", str(tmp_bam), str(unsorted))
         pysam.index("-o", str(tmp_bai), str(tmp_bam))
     stale = bam_path.with_name("cellsorted_" + bam_path.name)
     if stale.exists():
