@@ -13,6 +13,8 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/simulate.smk"
+include: "rules/download.smk"
+include: "rules/qc.smk"
 include: "rules/figures.smk"
 
 
@@ -20,3 +22,6 @@ rule all:
     default_target: True
     input:
         simulated_targets(),
+        f"{RESULTS}/qc/corpus_summary.tsv",
+        f"{RESULTS}/figures/qc_metrics.png",
+        f"{RESULTS}/figures/corpus_summary.png",

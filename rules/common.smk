@@ -1,3 +1,5 @@
+import os
+
 import pandas as pd
 from snakemake.utils import validate
 
@@ -83,3 +85,31 @@ def all_samples():
 def qc_h5ads():
     """The QC'd AnnData of every sample: the corpus that tokenization reads."""
     return [f"{RESULTS}/qc/{source}/{sample}.h5ad" for source, sample in all_samples()]
+
+
+def source_url(key, source=None, sample=None):
+    """A download URL from the config template, filled with the sample's sheet columns.
+
+    `{simulated}` stands for the absolute path of the demo's simulated sources.
+    """
+    fields = dict(sample_row(source, sample)) if sample else {}
+    return config["download"]["urls"][key].format(
+        sample=sample, simulated=os.path.abspath(SIM), **fields
+    )
+
+
+def local_source(key, source=None, sample=None):
+    """The local file behind a file:// URL (so the demo waits for its simulator), else nothing."""
+    url = source_url(key, source, sample)
+    # relative, as the simulator's output is declared (else the DAG would not connect them)
+    return [os.path.relpath(url.removeprefix("file://"))] if url.startswith("file://") else []
+
+
+def download_params():
+    """Retry and manifest settings shared by every download rule."""
+    cfg = config["download"]
+    return dict(
+        manifest_dir=cfg.get("manifest_dir") or f"{RESULTS}/manifests",
+        retries=cfg["retries"],
+        timeout=cfg["timeout_s"],
+    )

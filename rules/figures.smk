@@ -60,3 +60,42 @@ rule figure_simulated_tissue:
         "../envs/figures.yaml"
     script:
         "../workflow_scripts/figure_simulated_tissue.py"
+
+
+rule figure_qc_metrics:
+    input:
+        qc_h5ads(),
+    output:
+        report(
+            f"{RESULTS}/figures/qc_metrics.png",
+            caption="../report/qc_metrics.rst",
+            category="Corpus",
+        ),
+    log:
+        f"{LOGS}/figures/qc_metrics.log",
+    benchmark:
+        f"{BENCH}/figures/qc_metrics.tsv"
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow_scripts/figure_qc_metrics.py"
+
+
+rule figure_corpus_summary:
+    input:
+        composition=f"{RESULTS}/qc/corpus_composition.tsv",
+        summary=f"{RESULTS}/qc/corpus_summary.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/corpus_summary.png",
+            caption="../report/corpus_summary.rst",
+            category="Corpus",
+        ),
+    log:
+        f"{LOGS}/figures/corpus_summary.log",
+    benchmark:
+        f"{BENCH}/figures/corpus_summary.tsv"
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow_scripts/figure_corpus_summary.py"

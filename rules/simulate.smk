@@ -106,3 +106,22 @@ rule simulate_tissue:
         sim=config.get("simulate"),
     script:
         "../workflow_scripts/simulate_tissue.py"
+
+
+rule simulate_cellxgene_listing:
+    input:
+        expand(
+            f"{SIM}/sources/cellxgene/{{sample}}.h5ad", sample=sample_ids("cellxgene")
+        ),
+    output:
+        f"{SIM}/sources/cellxgene/datasets.json",
+    log:
+        f"{LOGS}/simulate/cellxgene_listing.log",
+    benchmark:
+        f"{BENCH}/simulate/cellxgene_listing.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    params:
+        rows=[sample_row("cellxgene", s) for s in sample_ids("cellxgene")],
+    script:
+        "../workflow_scripts/simulate_cellxgene_listing.py"

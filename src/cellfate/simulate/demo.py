@@ -7,12 +7,14 @@ exactly what a download of the real source would give.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cellfate.io import write_h5ad, write_table
+from cellfate.io import write_h5ad, write_table, write_text
 from cellfate.simulate import source_formats
 from cellfate.simulate.bam import write_velocyto_inputs
 from cellfate.simulate.bifurcation import BifurcationSpec, simulate_bifurcation
@@ -82,3 +84,21 @@ def tissue(sim: Config, spots: str, reference: str) -> None:
     spot_data, reference_data = simulate_tissue(TissueSpec(seed=sim["seed"], **cfg))
     write_h5ad(spot_data, spots)
     write_h5ad(reference_data, reference)
+
+
+def cellxgene_listing(rows: list[Config], h5ads: list[str], listing: str) -> None:
+    """A curation-API ``/datasets`` listing whose H5AD assets are the simulated files (file:// URLs)."""
+    entries = []
+    for row, path in zip(rows, h5ads, strict=True):
+        h5ad = Path(path).resolve()
+        entries.append(
+            {
+                "collection_id": "00000000-0000-0000-0000-00000000c011",
+                "dataset_id": row["dataset_id"],
+                "dataset_version_id": row["dataset_id"],
+                "title": f"Simulated mouse {row['tissue']}",
+                "organism": [{"label": "Mus musculus", "ontology_term_id": "NCBITaxon:10090"}],
+                "assets": [{"filetype": "H5AD", "filesize": h5ad.stat().st_size, "url": h5ad.as_uri()}],
+            }
+        )
+    write_text(listing, json.dumps(entries, indent=1) + "\n")

@@ -1,1 +1,1 @@
-"""Downloads of the public data sources and readers for their file formats."""
+"""Public data sources: downloading (resumable, checksummed, atomic) and readers to AnnData."""

@@ -1,0 +1,1 @@
+"""The corpus: harmonisation and QC of every sample, gene medians and rank-value tokenization."""
