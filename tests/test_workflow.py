@@ -33,14 +33,20 @@ def test_demo_dag_is_complete(tmp_path) -> None:
     jobs = _job_counts(result.stdout)
     assert jobs["simulate_panglaodb_sample"] == 2
     for rule in ("simulate_expression_atlas_experiment", "simulate_cellxgene_dataset", "simulate_bifurcation",
-                 "simulate_tissue", "figure_simulated_corpus", "figure_simulated_bifurcation", "figure_simulated_tissue"):
+                 "simulate_tissue", "figure_simulated_corpus", "figure_simulated_bifurcation", "figure_simulated_tissue",
+                 "download_expression_atlas", "download_cellxgene_listing", "download_cellxgene_dataset",
+                 "corpus_summary", "figure_qc_metrics", "figure_corpus_summary"):
         assert jobs[rule] == 1, rule
+    assert jobs["download_panglaodb_counts"] == jobs["read_panglaodb"] == 2
+    assert jobs["qc_sample"] == 4  # every sample of every source
 
 
 def test_paper_dag_builds() -> None:
     result = run_snakemake("-n", "--nolock", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
     assert "simulate_" not in result.stdout  # the paper run simulates nothing
+    jobs = _job_counts(result.stdout)
+    assert jobs["download_panglaodb_counts"] == jobs["qc_sample"] == 1061  # PanglaoDB's mouse samples
 
 
 @pytest.mark.parametrize("profile", ["profiles/local", "profiles/slurm"])
