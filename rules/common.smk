@@ -87,22 +87,24 @@ def qc_h5ads():
     return [f"{RESULTS}/qc/{source}/{sample}.h5ad" for source, sample in all_samples()]
 
 
-def source_url(key, source=None, sample=None):
+def source_url(key, source=None, sample=None, simulated=None):
     """A download URL from the config template, filled with the sample's sheet columns.
 
     `{simulated}` stands for the absolute path of the demo's simulated sources.
     """
     fields = dict(sample_row(source, sample)) if sample else {}
     return config["download"]["urls"][key].format(
-        sample=sample, simulated=os.path.abspath(SIM), **fields
+        sample=sample, simulated=simulated or os.path.abspath(SIM), **fields
     )
 
 
 def local_source(key, source=None, sample=None):
-    """The local file behind a file:// URL (so the demo waits for its simulator), else nothing."""
-    url = source_url(key, source, sample)
-    # relative, as the simulator's output is declared (else the DAG would not connect them)
-    return [os.path.relpath(url.removeprefix("file://"))] if url.startswith("file://") else []
+    """The simulated file behind a demo file:// URL, as its rule declares it, else nothing.
+
+    This makes the demo's download jobs wait for the simulators.
+    """
+    url = source_url(key, source, sample, simulated=SIM)
+    return [url.removeprefix("file://")] if url.startswith(f"file://{SIM}/") else []
 
 
 def download_params():
