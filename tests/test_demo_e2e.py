@@ -16,11 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("demo") / "results"
-    run = run_snakemake("--profile", "profiles/local", "--cores", "2", "--config", f"results={results}", timeout=1500)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return results
+def demo(demo_results: Path) -> Path:
+    return demo_results
 
 
 def test_second_run_has_nothing_to_do(demo: Path) -> None:

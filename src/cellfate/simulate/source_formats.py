@@ -89,10 +89,11 @@ def write_expression_atlas_experiment(adata: ad.AnnData, accession: str, tissue:
     rows = "".join(f"{g}\t{g}\n" for g in adata.var_names)
     cols = "".join(f"{c}\n" for c in cell_ids)
     with atomic_path(zip_path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(f"{accession}.aggregated_filtered_counts.mtx", mtx.getvalue())
-            zf.writestr(f"{accession}.aggregated_filtered_counts.mtx_rows", rows)
-            zf.writestr(f"{accession}.aggregated_filtered_counts.mtx_cols", cols)
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for suffix, content in (("mtx", mtx.getvalue()), ("mtx_rows", rows), ("mtx_cols", cols)):
+                # a fixed timestamp: the same simulation gives the same bytes, wherever it runs
+                entry = zipfile.ZipInfo(f"{accession}.aggregated_filtered_counts.{suffix}", date_time=(1980, 1, 1, 0, 0, 0))
+                zf.writestr(entry, content, compress_type=zipfile.ZIP_DEFLATED)
     design = pd.DataFrame(
         {
             "Assay": cell_ids,
