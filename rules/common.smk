@@ -115,3 +115,22 @@ def download_params():
         retries=cfg["retries"],
         timeout=cfg["timeout_s"],
     )
+
+
+def canonical(value):
+    """A config value with dict keys sorted at every level.
+
+    Snakemake compares params by their text, so the same settings written in another key order
+    would otherwise rerun a job.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def sim_params(part):
+    """The seed and one part of the simulate block: a job reruns only when its part changes."""
+    sim = config.get("simulate") or {}
+    return canonical({"seed": sim.get("seed"), part: sim.get(part, {})})

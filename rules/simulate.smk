@@ -15,7 +15,7 @@ rule simulate_panglaodb_sample:
         "../envs/simulate.yaml"
     params:
         row=lambda wildcards: sample_row("panglaodb", wildcards.sample),
-        sim=config.get("simulate"),
+        sim=sim_params("corpus"),
     script:
         "../workflow_scripts/simulate_panglaodb_sample.py"
 
@@ -32,7 +32,7 @@ rule simulate_panglaodb_tables:
         "../envs/simulate.yaml"
     params:
         rows=[sample_row("panglaodb", s) for s in sample_ids("panglaodb")],
-        sim=config.get("simulate"),
+        sim=sim_params("corpus"),
     script:
         "../workflow_scripts/simulate_panglaodb_tables.py"
 
@@ -50,7 +50,7 @@ rule simulate_expression_atlas_experiment:
         "../envs/simulate.yaml"
     params:
         row=lambda wildcards: sample_row("expression_atlas", wildcards.sample),
-        sim=config.get("simulate"),
+        sim=sim_params("corpus"),
     script:
         "../workflow_scripts/simulate_expression_atlas_experiment.py"
 
@@ -68,7 +68,7 @@ rule simulate_cellxgene_dataset:
     params:
         row=lambda wildcards: sample_row("cellxgene", wildcards.sample),
         donor_row=lambda wildcards: donor_row(wildcards.sample),
-        sim=config.get("simulate"),
+        sim=sim_params("corpus"),
     script:
         "../workflow_scripts/simulate_cellxgene_dataset.py"
 
@@ -87,7 +87,7 @@ rule simulate_bifurcation:
     conda:
         "../envs/simulate.yaml"
     params:
-        sim=config.get("simulate"),
+        sim=sim_params("bifurcation"),
     script:
         "../workflow_scripts/simulate_bifurcation.py"
 
@@ -103,7 +103,7 @@ rule simulate_tissue:
     conda:
         "../envs/simulate.yaml"
     params:
-        sim=config.get("simulate"),
+        sim=sim_params("tissue"),
     script:
         "../workflow_scripts/simulate_tissue.py"
 

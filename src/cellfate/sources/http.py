@@ -80,7 +80,8 @@ def download(
             part.unlink()
             raise CellfateError(
                 f"checksum mismatch for {label}: got {size} bytes sha256 {digest[:16]}..., manifest {manifest} "
-                f"records {expected.size} bytes sha256 {expected.sha256[:16]}...; the bad file was deleted"
+                f"records {expected.size} bytes sha256 {expected.sha256[:16]}...; the bad file was deleted "
+                f"(if the source really changed, delete {manifest} to accept the new file)"
             )
     elif manifest:
         write_entry(manifest, ManifestEntry(url=url, size=size, sha256=digest))

@@ -1,0 +1,344 @@
+# Where cells sit in tissue (cellfate.spatial): DeepCOLOR maps single cells onto spots ->
+# colocalization (type matrix, cell-pair edges, pair clusters) -> ligand activity over the edges
+# -> environment-dependent dynamics. On the demo the inputs are the simulated tissue, and the
+# environment analysis runs on a second simulated tissue whose fate choice a partner type drives.
+
+SPATIAL = config.get("spatial") or {}
+SP = f"{RESULTS}/spatial"
+ENV = f"{SP}/environment"
+
+
+def spatial_input(key, simulated):
+    """A user-given spatial input, else the simulated one (demo), else None."""
+    if SPATIAL.get(key):
+        return SPATIAL[key]
+    return simulated if SIMULATED else None
+
+
+SPATIAL_REFERENCE = spatial_input("reference", f"{SIM}/tissue/reference.h5ad")
+SPATIAL_SPOTS = spatial_input("spots", f"{SIM}/tissue/spots.h5ad")
+SPATIAL_LIGANDS = SPATIAL.get("ligand_target")
+
+
+def environment_source():
+    """Cells, p_mat and ligand-target matrix of the environment analysis: the simulated
+    environment tissue on the demo, else the main DeepCOLOR run (its cells need spliced and
+    unspliced layers)."""
+    if SIMULATED:
+        return {
+            "cells": f"{ENV}/deepcolor.h5ad",
+            "p_mat": f"{ENV}/p_mat.npy",
+            "ligand_target": f"{SIM}/environment/ligand_target.tsv",
+        }
+    return {
+        "cells": f"{SP}/deepcolor.h5ad",
+        "p_mat": f"{SP}/p_mat.npy",
+        "ligand_target": SPATIAL_LIGANDS,
+    }
+
+
+def spatial_targets():
+    """Every spatial result and figure this config can make."""
+    if not (SPATIAL and SPATIAL_REFERENCE and SPATIAL_SPOTS):
+        return []
+    targets = [
+        f"{SP}/colocalization_types.tsv",
+        f"{SP}/pair_clusters.tsv",
+        f"{RESULTS}/figures/deepcolor_maps.png",
+        f"{RESULTS}/figures/colocalization_heatmap.png",
+        f"{RESULTS}/figures/pair_clusters_umap.png",
+    ]
+    if SPATIAL_LIGANDS:
+        targets += [
+            f"{SP}/ligand_activity.tsv",
+            f"{RESULTS}/figures/ligand_activity.png",
+        ]
+    if SIMULATED or (SPATIAL_LIGANDS and SPATIAL.get("environment")):
+        targets += [
+            f"{SP}/environment_modes.tsv",
+            f"{RESULTS}/figures/environment_dynamics.png",
+        ]
+    if SIMULATED:
+        targets += [
+            f"{SP}/validation.tsv",
+            f"{RESULTS}/figures/spatial_validation.png",
+        ]
+    return targets
+
+
+rule deepcolor:
+    input:
+        reference=SPATIAL_REFERENCE or [],
+        spots=SPATIAL_SPOTS or [],
+    output:
+        model_dir=directory(f"{SP}/model"),
+        cells_h5ad=f"{SP}/deepcolor.h5ad",
+        p_mat=f"{SP}/p_mat.npy",
+        mapped_spots=f"{SP}/spots_mapped.h5ad",
+    log:
+        f"{LOGS}/spatial/deepcolor.log",
+    benchmark:
+        f"{BENCH}/spatial/deepcolor.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    threads: SPATIAL.get("threads", 2)
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/deepcolor.py"
+
+
+rule colocalization:
+    input:
+        cells=f"{SP}/deepcolor.h5ad",
+        p_mat=f"{SP}/p_mat.npy",
+    output:
+        types=f"{SP}/colocalization_types.tsv",
+        edges=f"{SP}/colocalization_edges.parquet",
+    log:
+        f"{LOGS}/spatial/colocalization.log",
+    benchmark:
+        f"{BENCH}/spatial/colocalization.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/colocalization.py"
+
+
+rule pair_clusters:
+    input:
+        cells=f"{SP}/deepcolor.h5ad",
+        edges=f"{SP}/colocalization_edges.parquet",
+    output:
+        f"{SP}/pair_clusters.tsv",
+    log:
+        f"{LOGS}/spatial/pair_clusters.log",
+    benchmark:
+        f"{BENCH}/spatial/pair_clusters.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/pair_clusters.py"
+
+
+rule ligand_activity:
+    input:
+        cells=f"{SP}/deepcolor.h5ad",
+        model=f"{SP}/model",
+        edges=f"{SP}/colocalization_edges.parquet",
+        ligand_target=SPATIAL_LIGANDS or [],
+    output:
+        f"{SP}/ligand_activity.tsv",
+    log:
+        f"{LOGS}/spatial/ligand_activity.log",
+    benchmark:
+        f"{BENCH}/spatial/ligand_activity.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/ligand_activity.py"
+
+
+rule simulate_environment:
+    output:
+        spots=f"{SIM}/environment/spots.h5ad",
+        reference=f"{SIM}/environment/reference.h5ad",
+        ligand_target_tsv=f"{SIM}/environment/ligand_target.tsv",
+    log:
+        f"{LOGS}/simulate/environment.log",
+    benchmark:
+        f"{BENCH}/simulate/environment.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    params:
+        sim=config.get("simulate"),
+    script:
+        "../workflow_scripts/simulate_environment.py"
+
+
+rule deepcolor_environment:
+    input:
+        reference=f"{SIM}/environment/reference.h5ad",
+        spots=f"{SIM}/environment/spots.h5ad",
+    output:
+        model_dir=directory(f"{ENV}/model"),
+        cells_h5ad=f"{ENV}/deepcolor.h5ad",
+        p_mat=f"{ENV}/p_mat.npy",
+        mapped_spots=f"{ENV}/spots_mapped.h5ad",
+    log:
+        f"{LOGS}/spatial/deepcolor_environment.log",
+    benchmark:
+        f"{BENCH}/spatial/deepcolor_environment.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    threads: SPATIAL.get("threads", 2)
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/deepcolor.py"
+
+
+rule environment_dynamics:
+    input:
+        **{k: v for k, v in environment_source().items() if v},
+    output:
+        modes=f"{SP}/environment_modes.tsv",
+        genes=f"{SP}/environment_genes.tsv",
+        ligands=f"{SP}/environment_ligands.tsv",
+    log:
+        f"{LOGS}/spatial/environment_dynamics.log",
+    benchmark:
+        f"{BENCH}/spatial/environment_dynamics.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    threads: SPATIAL.get("threads", 2)
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/environment_dynamics.py"
+
+
+rule spatial_validation:
+    input:
+        cells=f"{SP}/deepcolor.h5ad",
+        p_mat=f"{SP}/p_mat.npy",
+        types=f"{SP}/colocalization_types.tsv",
+        spots=f"{SIM}/tissue/spots.h5ad",
+        modes=f"{SP}/environment_modes.tsv",
+    output:
+        f"{SP}/validation.tsv",
+    log:
+        f"{LOGS}/spatial/validation.log",
+    benchmark:
+        f"{BENCH}/spatial/validation.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    params:
+        cfg=SPATIAL,
+    script:
+        "../workflow_scripts/spatial_validation.py"
+
+
+rule figure_deepcolor_maps:
+    input:
+        spots=f"{SP}/spots_mapped.h5ad",
+    output:
+        report(
+            f"{RESULTS}/figures/deepcolor_maps.png",
+            caption="../report/deepcolor_maps.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/deepcolor_maps.log",
+    benchmark:
+        f"{BENCH}/figures/deepcolor_maps.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_deepcolor_maps.py"
+
+
+rule figure_colocalization_heatmap:
+    input:
+        types=f"{SP}/colocalization_types.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/colocalization_heatmap.png",
+            caption="../report/colocalization_heatmap.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/colocalization_heatmap.log",
+    benchmark:
+        f"{BENCH}/figures/colocalization_heatmap.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_colocalization_heatmap.py"
+
+
+rule figure_pair_clusters_umap:
+    input:
+        pairs=f"{SP}/pair_clusters.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/pair_clusters_umap.png",
+            caption="../report/pair_clusters_umap.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/pair_clusters_umap.log",
+    benchmark:
+        f"{BENCH}/figures/pair_clusters_umap.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_pair_clusters_umap.py"
+
+
+rule figure_ligand_activity:
+    input:
+        ligands=f"{SP}/ligand_activity.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/ligand_activity.png",
+            caption="../report/ligand_activity.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/ligand_activity.log",
+    benchmark:
+        f"{BENCH}/figures/ligand_activity.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_ligand_activity.py"
+
+
+rule figure_environment_dynamics:
+    input:
+        modes=f"{SP}/environment_modes.tsv",
+        genes=f"{SP}/environment_genes.tsv",
+        ligands=f"{SP}/environment_ligands.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/environment_dynamics.png",
+            caption="../report/environment_dynamics.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/environment_dynamics.log",
+    benchmark:
+        f"{BENCH}/figures/environment_dynamics.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_environment_dynamics.py"
+
+
+rule figure_spatial_validation:
+    input:
+        mapped=f"{SP}/spots_mapped.h5ad",
+        truth=f"{SIM}/tissue/spots.h5ad",
+        types=f"{SP}/colocalization_types.tsv",
+        validation=f"{SP}/validation.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/spatial_validation.png",
+            caption="../report/spatial_validation.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/spatial_validation.log",
+    benchmark:
+        f"{BENCH}/figures/spatial_validation.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_spatial_validation.py"
