@@ -1,5 +1,6 @@
 # Intake: each downloaded sample -> harmonised AnnData (Ensembl ids, one label set) -> QC flags.
-# Reading and QC are separate rules so a changed threshold reruns QC only.
+# Reading and QC are separate rules so a changed threshold reruns QC only. Memory grows with
+# each retry (`--retries`): a sample that hits the limit is resubmitted with more.
 
 
 rule read_panglaodb:
@@ -16,6 +17,8 @@ rule read_panglaodb:
         f"{BENCH}/harmonise/panglaodb/{{sample}}.tsv"
     conda:
         "../envs/qc.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
     params:
         row=lambda wildcards: sample_row("panglaodb", wildcards.sample),
     script:
@@ -35,6 +38,8 @@ rule read_expression_atlas:
         f"{BENCH}/harmonise/expression_atlas/{{sample}}.tsv"
     conda:
         "../envs/qc.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
     params:
         row=lambda wildcards: sample_row("expression_atlas", wildcards.sample),
     script:
@@ -53,6 +58,8 @@ rule read_cellxgene:
         f"{BENCH}/harmonise/cellxgene/{{sample}}.tsv"
     conda:
         "../envs/qc.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
     params:
         row=lambda wildcards: sample_row("cellxgene", wildcards.sample),
     script:
@@ -71,6 +78,8 @@ rule qc_sample:
         f"{BENCH}/qc/{{source}}/{{sample}}.tsv"
     conda:
         "../envs/qc.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
     params:
         thresholds=config["qc"],
     script:
