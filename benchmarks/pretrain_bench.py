@@ -1,0 +1,162 @@
+"""Pretraining throughput of one process: tokens/s, samples/s and model FLOPs utilisation (MFU).
+
+Runs the real training step of ``cellfate.foundation.train`` (masked-LM objective on the masked
+positions only, AdamW, gradient clipping, bf16 autocast on GPU) on synthetic full-length cells, so
+data loading is excluded: this is the ceiling the data pipeline has to feed. Not part of
+``make test``.
+
+    python benchmarks/pretrain_bench.py                       # base config, 2,048 tokens x 12 cells
+    python benchmarks/pretrain_bench.py --seq-len 512 --batch-size 4 --steps 3   # a quick CPU look
+
+MFU = model FLOPs per second / the device's peak dense bf16 FLOPs. Model FLOPs count the matrix
+products of the forward pass (x3 for forward + backward): per layer 8·L·d² (Q, K, V, output
+projections) + 4·L²·d (scores and weighted sum) + 4·L·d·f (feed-forward), plus the prediction head
+on the masked positions only (2·m·d² + 2·m·d·V with m = 15% of L), which is what our objective
+computes. Peaks are looked up from the GPU's name (or given with ``--peak-tflops``); on CPU MFU is
+reported only when a peak is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cellfate.foundation.collator import MaskingCollator
+from cellfate.foundation.config import bert_config, build_model, read_model_yaml
+from cellfate.foundation.objective import MaskedLMObjective
+from cellfate.foundation.optim import build_optimizer
+from cellfate.foundation.train import autocast_context
+from cellfate.foundation.vocab import TokenDictionary, load_token_dictionary
+
+REPO = Path(__file__).resolve().parents[1]
+MOUSE_VOCAB = 56_084  # the released Mouse-Geneformer vocabulary (2 special tokens + 56,082 genes)
+# Dense bf16 peak TFLOP/s (no sparsity), by a substring of torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = [
+    ("H100 PCIe", 756.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+    ("A10", 125.0),
+]
+
+
+def synthetic_vocab(size: int) -> TokenDictionary:
+    tokens = {"<pad>": 0, "<mask>": 1} | {f"ENSMUSG{i:011d}": i + 2 for i in range(size - 2)}
+    return TokenDictionary(path="<synthetic>", token_to_id=tokens)
+
+
+def training_flops_per_sample(config, seq_len: int, mask_fraction: float) -> float:
+    """Forward + backward matmul FLOPs of one full-length cell (see the module docstring)."""
+    d, f, layers, vocab = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+    per_layer = 8 * seq_len * d * d + 4 * seq_len * seq_len * d + 4 * seq_len * d * f
+    masked = mask_fraction * seq_len
+    head = 2 * masked * d * d + 2 * masked * d * vocab
+    return 3.0 * (layers * per_layer + head)
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    if given:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(REPO / "config/models/base.yaml"))
+    parser.add_argument("--token-dictionary", help="take the vocabulary from this file (default: 56,084 tokens)")
+    parser.add_argument("--vocab-size", type=int, default=MOUSE_VOCAB)
+    parser.add_argument("--batch-size", type=int, default=12)
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocator, kernels)")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's peak (overrides the lookup; needed for CPU MFU)"
+    )
+    parser.add_argument("--out", help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    vocab = load_token_dictionary(args.token_dictionary) if args.token_dictionary else synthetic_vocab(args.vocab_size)
+    config = bert_config(read_model_yaml(args.model), vocab, args.model)
+    if args.seq_len > config.max_position_embeddings:
+        parser.error(f"--seq-len {args.seq_len} exceeds the model's {config.max_position_embeddings} positions")
+    torch.manual_seed(0)
+    model = build_model(config).to(device)
+    objective = MaskedLMObjective(model)
+    optimizer = build_optimizer(model, 1e-4, 0.001, fused=device.type == "cuda")
+    collator = MaskingCollator(vocab, config.max_position_embeddings)
+    generator = torch.Generator().manual_seed(0)
+    cells = torch.randint(2, vocab.vocab_size, (args.batch_size, args.seq_len), generator=generator)
+    batch = {k: v.to(device) for k, v in collator(list(cells.numpy()), generator).items()}
+
+    def step() -> None:
+        with autocast_context(device, args.bf16):
+            loss_sum, count = objective(**batch)
+        (loss_sum / count.clamp(min=1)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / args.steps
+    samples_per_s = args.batch_size / seconds
+    flops = training_flops_per_sample(config, args.seq_len, collator.mlm_probability) * samples_per_s
+    peak = peak_tflops(device, args.peak_tflops)
+    result = {
+        "model": Path(args.model).name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": vocab.vocab_size,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "bf16": bool(args.bf16 and device.type == "cuda"),
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "seconds_per_step": seconds,
+        "tokens_per_s": args.batch_size * args.seq_len / seconds,
+        "samples_per_s": samples_per_s,
+        "model_tflops_per_s": flops / 1e12,
+        "peak_tflops": peak,
+        "mfu": flops / (peak * 1e12) if peak else None,
+    }
+    if device.type == "cuda":
+        result["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a (no peak for this device; pass --peak-tflops)"
+    print(
+        f"{result['model']} ({result['parameters'] / 1e6:.1f}M parameters) on {result['device']}, "
+        f"{args.batch_size} x {args.seq_len} tokens, bf16={result['bf16']}:\n"
+        f"  {result['tokens_per_s']:,.0f} tokens/s  {samples_per_s:,.2f} samples/s  "
+        f"{result['model_tflops_per_s']:.3f} model TFLOP/s  MFU {mfu}",
+        file=sys.stderr,
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,560 @@
+"""Masked-gene-model pretraining: the loop, run once per process under ``torchrun``.
+
+``python -m cellfate.foundation.train --help`` lists the settings. One process per GPU (DDP over
+NCCL, bf16 autocast) or per CPU process (gloo, fp32); a world of one needs no torchrun at all.
+
+What one optimizer step does: take ``grad_accumulation`` batches from the length-grouped stream,
+mask each with a generator keyed by (seed, epoch, batch, rank), count the masked tokens of the
+step over all ranks, and back-propagate sum(cross-entropy) / that count, so the gradient is the
+token-weighted mean over the whole step whatever the split over micro-batches and ranks. Then
+clip, AdamW, advance the schedule.
+
+Every ``checkpoint_every`` steps the full state is written atomically; ``--resume`` continues from
+it, reaching the same weights as an uninterrupted run (bit-exact on CPU). Rank 0 writes the
+history (step, train loss, lr, tokens/s, held-out loss at evaluation steps), the held-out MLM
+loss table and, at the end, the model with ``save_pretrained`` plus the token dictionary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cellfate.errors import CellfateError
+from cellfate.foundation.checkpoint import (
+    LATEST,
+    check_fingerprint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cellfate.foundation.collator import IGNORE_INDEX, MaskingCollator, masking_generator
+from cellfate.foundation.config import bert_config, build_model, model_yaml, read_model_yaml, write_model_yaml
+from cellfate.foundation.data import Corpus, load_corpus, split_heldout
+from cellfate.foundation.distributed import DistContext, init_distributed
+from cellfate.foundation.objective import MaskedLMObjective
+from cellfate.foundation.optim import SCHEDULES, build_optimizer, build_scheduler
+from cellfate.foundation.sampler import LengthGroupedBatchSampler
+from cellfate.foundation.vocab import TokenDictionary, load_token_dictionary
+from cellfate.io import atomic_path, write_table
+
+# Named explicitly: under ``python -m`` this module runs as ``__main__``.
+log = logging.getLogger("cellfate.foundation.train")
+
+HISTORY_COLUMNS = ["step", "epoch", "train_loss", "lr", "tokens_per_s", "heldout_loss"]
+
+
+@dataclass
+class TrainSettings:
+    """Everything a pretraining run depends on; the CLI flags are these names with dashes."""
+
+    token_dictionary: str
+    model_config: str
+    shards: list[str]
+    output_model: str
+    checkpoint_dir: str
+    history: str
+    heldout: str
+    epochs: float = 1.0
+    max_steps: int | None = None  # when set, overrides epochs
+    batch_size: int = 12  # per process (per GPU)
+    grad_accumulation: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 10_000
+    schedule: str = "cosine"
+    weight_decay: float = 0.001
+    max_grad_norm: float = 1.0
+    mlm_probability: float = 0.15
+    heldout_fraction: float = 0.01
+    heldout_max_cells: int = 10_000
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    megabatch_batches: int = 1000
+    num_workers: int = 2
+    device: str = "auto"  # auto | cuda | cpu
+    bf16: bool = True  # bf16 autocast on CUDA; CPU always computes in fp32
+    resume: bool = False
+    stop_after_step: int | None = field(default=None, repr=False)  # tests: stop as if killed after this step
+
+    def check(self) -> None:
+        """One-line errors for values no run can use."""
+        positive = (
+            "batch_size",
+            "grad_accumulation",
+            "eval_every",
+            "checkpoint_every",
+            "log_every",
+            "megabatch_batches",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise CellfateError(f"pretrain setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise CellfateError(f"pretrain setting max_steps must be at least 1, got {self.max_steps}")
+        if self.max_steps is None and not self.epochs > 0:
+            raise CellfateError(f"pretrain setting epochs must be positive, got {self.epochs}")
+        if self.schedule not in SCHEDULES:
+            raise CellfateError(
+                f"pretrain setting schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if not 0 <= self.heldout_fraction < 1:
+            raise CellfateError(f"pretrain setting heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise CellfateError(
+                "pretrain settings lr and max_grad_norm must be positive, warmup_steps and weight_decay >= 0"
+            )
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise CellfateError(f"pretrain setting device must be auto, cuda or cpu, got {self.device!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or deliberately stopped) run leaves in memory, for callers and tests."""
+
+    model: torch.nn.Module
+    step: int
+    completed: bool
+    heldout_loss: float | None
+    history: list[dict[str, float]]
+
+
+@dataclass
+class _Window:
+    """Global sums since the last history row (identical on every rank)."""
+
+    loss_sum: float = 0.0
+    masked: float = 0.0
+    tokens: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _fingerprint(settings: TrainSettings, config, corpus: Corpus, world_size: int, total_steps: int) -> dict[str, Any]:
+    """The settings that shape the trajectory; a checkpoint only resumes under the same ones."""
+    keys = (
+        "batch_size",
+        "grad_accumulation",
+        "lr",
+        "warmup_steps",
+        "schedule",
+        "weight_decay",
+        "max_grad_norm",
+        "mlm_probability",
+        "heldout_fraction",
+        "heldout_max_cells",
+        "seed",
+        "megabatch_batches",
+    )
+    out: dict[str, Any] = {k: getattr(settings, k) for k in keys}
+    out.update(
+        model=model_yaml(config),
+        world_size=world_size,
+        total_steps=total_steps,
+        shards=[Path(s).name for s in corpus.shards],
+        cells=len(corpus),
+    )
+    return out
+
+
+def _batch_stream(
+    corpus: Corpus,
+    sampler: LengthGroupedBatchSampler,
+    collator: MaskingCollator,
+    epoch: int,
+    position: int,
+    num_workers: int,
+    pin_memory: bool,
+) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+    """(epoch, batch position, padded batch) from ``(epoch, position)`` on, epoch after epoch."""
+    while True:
+        sampler.set_epoch(epoch, position)
+        # Its own generator: a DataLoader otherwise draws its worker seed from torch's global generator, which
+        # would shift the dropout stream of a resumed run (iterators start at other steps) off the original.
+        seeds = torch.Generator().manual_seed(sampler.seed * 1_000_003 + epoch)
+        loader = DataLoader(
+            corpus,
+            batch_sampler=sampler,
+            collate_fn=collator.pad,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            generator=seeds,
+        )
+        for batch in loader:
+            yield epoch, position, batch
+            position += 1
+        epoch, position = epoch + 1, 0
+
+
+def _empty_stand_in(collator: MaskingCollator) -> dict[str, torch.Tensor]:
+    """A one-token batch with no label: a rank without cells still runs forward/backward (zero gradient)
+    so that DDP's gradient all-reduce sees every rank."""
+    ids = torch.full((1, 1), collator.pad_id, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.full_like(ids, IGNORE_INDEX)}
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast_context(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA; CPU runs in fp32 (exact and reproducible)."""
+    if device.type == "cuda" and bf16:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluate(
+    objective: MaskedLMObjective,
+    corpus: Corpus,
+    sampler: LengthGroupedBatchSampler,
+    collator: MaskingCollator,
+    ctx: DistContext,
+    seed: int,
+    bf16: bool,
+) -> tuple[float, int]:
+    """Held-out MLM loss (token-weighted mean over all ranks) and its number of masked tokens.
+
+    The masks are fixed by the seed, so evaluations at different steps score the same task.
+    """
+    was_training = objective.training
+    objective.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    with torch.no_grad():
+        for k, cells in enumerate(sampler.rank_batches(0)):
+            if not cells:
+                continue
+            batch = collator.mask(collator.pad(corpus.__getitems__(cells)), masking_generator(seed, 1, k, ctx.rank))
+            with autocast_context(ctx.device, bf16):
+                loss_sum, count = objective(**_to_device(batch, ctx.device))
+            totals += torch.stack([loss_sum.double(), count.double()])
+    ctx.all_reduce_sum(totals)
+    objective.train(was_training)
+    loss_sum, count = totals.tolist()
+    return (loss_sum / count if count else float("nan")), int(count)
+
+
+def _write_history(path: str, history: list[dict[str, float]]) -> None:
+    write_table(pd.DataFrame(history, columns=HISTORY_COLUMNS), path)
+
+
+def _write_heldout(path: str, step: int, loss: float | None, count: int, n_heldout: int, n_train: int) -> None:
+    value = float("nan") if loss is None else loss
+    frame = pd.DataFrame(
+        [
+            {
+                "step": step,
+                "heldout_mlm_loss": value,
+                "heldout_perplexity": math.exp(value) if value == value else value,
+                "heldout_cells": n_heldout,
+                "masked_tokens": count,
+                "train_cells": n_train,
+            }
+        ]
+    )
+    write_table(frame, path)
+
+
+def _save_model(model, config, vocab: TokenDictionary, directory: str) -> None:
+    """``save_pretrained`` plus the token dictionary and the model YAML, appearing in one rename."""
+    with atomic_path(directory, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        shutil.copyfile(vocab.path, Path(tmp) / "token_dictionary.json")
+        write_model_yaml(config, Path(tmp) / "model.yaml")
+
+
+def train(settings: TrainSettings) -> TrainResult:
+    """Run (or resume) pretraining in this process; collective with the other ranks under torchrun."""
+    settings.check()
+    ctx = init_distributed(settings.device)
+    try:
+        return _train(settings, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(settings: TrainSettings, ctx: DistContext) -> TrainResult:
+    cuda = ctx.device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    vocab = load_token_dictionary(settings.token_dictionary)
+    config = bert_config(read_model_yaml(settings.model_config), vocab, settings.model_config)
+    corpus = load_corpus(settings.shards)
+    if corpus.lengths.max() > config.max_position_embeddings:
+        raise CellfateError(
+            f"cells have up to {corpus.lengths.max()} tokens but the model takes {config.max_position_embeddings} "
+            "(max_position_embeddings): tokenize with a smaller maximum length or use a model with more positions",
+            settings.model_config,
+        )
+    train_idx, heldout_idx = split_heldout(
+        corpus.lengths, settings.heldout_fraction, settings.heldout_max_cells, settings.seed
+    )
+    sampler = LengthGroupedBatchSampler(
+        corpus.lengths,
+        settings.batch_size,
+        indices=train_idx,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        seed=settings.seed,
+        megabatch_batches=settings.megabatch_batches,
+    )
+    eval_sampler = None
+    if len(heldout_idx):
+        eval_sampler = LengthGroupedBatchSampler(
+            corpus.lengths,
+            settings.batch_size,
+            indices=heldout_idx,
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+            shuffle=False,
+            megabatch_batches=settings.megabatch_batches,
+        )
+    per_epoch = len(sampler)
+    total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accumulation))
+    if settings.warmup_steps >= total_steps:
+        log.warning(
+            "warmup_steps %d >= total steps %d: the learning rate never reaches its peak %g",
+            settings.warmup_steps,
+            total_steps,
+            settings.lr,
+        )
+    collator = MaskingCollator(
+        vocab,
+        config.max_position_embeddings,
+        mlm_probability=settings.mlm_probability,
+        pad_to_multiple_of=8 if cuda else 1,
+    )
+
+    torch.manual_seed(settings.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(config)
+    fingerprint = _fingerprint(settings, config, corpus, ctx.world_size, total_steps)
+    step, epoch, position, history, window = 0, 0, 0, [], _Window()
+    checkpoint = load_checkpoint(settings.checkpoint_dir) if settings.resume else None
+    checkpoint_path = Path(settings.checkpoint_dir) / LATEST
+    if checkpoint is not None:
+        check_fingerprint(checkpoint["fingerprint"], fingerprint, checkpoint_path)
+        model.load_state_dict(checkpoint["model"])
+        step, epoch, position = checkpoint["step"], checkpoint["epoch"], checkpoint["position"]
+        history = checkpoint["history"]
+        window = _Window(**checkpoint["window"])
+        log.info("resuming from %s at step %d (epoch %d, batch %d)", checkpoint_path, step, epoch, position)
+    model.to(ctx.device)
+    objective = MaskedLMObjective(model)
+    wrapped: torch.nn.Module = objective
+    if ctx.distributed:
+        wrapped = torch.nn.parallel.DistributedDataParallel(objective, device_ids=[ctx.local_rank] if cuda else None)
+    optimizer = build_optimizer(model, settings.lr, settings.weight_decay, fused=cuda)
+    scheduler = build_scheduler(optimizer, settings.schedule, settings.warmup_steps, total_steps)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"][ctx.rank])
+        del checkpoint
+    else:
+        torch.manual_seed(settings.seed + 1 + ctx.rank)  # dropout: independent draws per rank
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model %s: %.2fM parameters, vocabulary %d; %d train / %d held-out cells; %d processes on %s; "
+        "%d batches of %d per process per epoch, %d steps (grad accumulation %d)",
+        Path(settings.model_config).name,
+        n_params / 1e6,
+        vocab.vocab_size,
+        len(train_idx),
+        len(heldout_idx),
+        ctx.world_size,
+        ctx.device.type,
+        per_epoch,
+        settings.batch_size,
+        total_steps,
+        settings.grad_accumulation,
+    )
+
+    def row_for(at: int) -> dict[str, float]:
+        if not history or history[-1]["step"] != at:
+            history.append({c: float("nan") for c in HISTORY_COLUMNS} | {"step": at})
+        return history[-1]
+
+    def flush_window() -> None:
+        nonlocal window
+        if window.masked == 0 and window.tokens == 0:
+            return
+        seconds = max(time.perf_counter() - window.started, 1e-9)
+        row = row_for(step)
+        row.update(
+            epoch=step * settings.grad_accumulation / per_epoch,
+            train_loss=window.loss_sum / max(window.masked, 1),
+            lr=scheduler.get_last_lr()[0],
+            tokens_per_s=window.tokens / seconds,
+        )
+        if ctx.is_main:
+            log.info(
+                "step %d/%d  epoch %.2f  loss %.4f  lr %.3g  %s tokens/s",
+                step,
+                total_steps,
+                row["epoch"],
+                row["train_loss"],
+                row["lr"],
+                f"{row['tokens_per_s']:,.0f}",
+            )
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+        window = _Window()
+
+    def run_eval() -> tuple[float | None, int]:
+        if eval_sampler is None:
+            return None, 0
+        loss, count = evaluate(objective, corpus, eval_sampler, collator, ctx, settings.seed, settings.bf16)
+        row_for(step)["heldout_loss"] = loss
+        if ctx.is_main:
+            log.info("step %d  held-out MLM loss %.4f (%d masked tokens)", step, loss, count)
+        return loss, count
+
+    def write_checkpoint() -> None:
+        rngs = ctx.all_gather_object(rng_state())
+        if ctx.is_main:
+            state = {
+                "format": 1,
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rngs,
+                "history": history,
+                "fingerprint": fingerprint,
+                "window": {"loss_sum": window.loss_sum, "masked": window.masked, "tokens": window.tokens},
+            }
+            save_checkpoint(settings.checkpoint_dir, state)
+            _write_history(settings.history, history)
+            log.info("checkpoint at step %d: %s", step, checkpoint_path)
+
+    stream = _batch_stream(corpus, sampler, collator, epoch, position, settings.num_workers, pin_memory=cuda)
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (ctx.is_main and sys.stderr.isatty()))
+    step_loss = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    try:
+        while step < total_steps:
+            micro = []
+            for _ in range(settings.grad_accumulation):
+                batch_epoch, batch_position, batch = next(stream)
+                micro.append(
+                    collator.mask(batch, masking_generator(settings.seed, 0, batch_epoch, batch_position, ctx.rank))
+                )
+                epoch, position = batch_epoch, batch_position + 1
+            counts = torch.tensor(
+                [
+                    sum(int((m["labels"] != IGNORE_INDEX).sum()) for m in micro),
+                    sum(int(m["attention_mask"].sum()) for m in micro),
+                ],
+                dtype=torch.float64,
+                device=ctx.device,
+            )
+            ctx.all_reduce_sum(counts)
+            # DDP averages gradients over ranks; this scale turns that into the mean over every masked token
+            scale = (ctx.world_size / counts[0].clamp(min=1)).float()
+            step_loss.zero_()
+            for i, batch in enumerate(micro):
+                if batch["input_ids"].numel() == 0:
+                    batch = _empty_stand_in(collator)
+                last = i == len(micro) - 1
+                with wrapped.no_sync() if ctx.distributed and not last else contextlib.nullcontext():
+                    with autocast_context(ctx.device, settings.bf16):
+                        loss_sum, _ = wrapped(**_to_device(batch, ctx.device))
+                    (loss_sum * scale).backward()
+                step_loss += loss_sum.detach().double()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            ctx.all_reduce_sum(step_loss)
+            window.loss_sum += step_loss.item()
+            window.masked += counts[0].item()
+            window.tokens += counts[1].item()
+            if step % settings.log_every == 0:
+                flush_window()
+            if step % settings.eval_every == 0 and step < total_steps:
+                run_eval()
+            if step % settings.checkpoint_every == 0 and step < total_steps:
+                write_checkpoint()
+            if settings.stop_after_step is not None and step >= settings.stop_after_step:
+                log.warning("stopping after step %d as asked (stop_after_step), as if killed", step)
+                return TrainResult(model, step, False, None, history)
+        flush_window()
+        heldout, heldout_tokens = run_eval()
+        write_checkpoint()
+        if ctx.is_main:
+            _write_history(settings.history, history)
+            _write_heldout(settings.heldout, step, heldout, heldout_tokens, len(heldout_idx), len(train_idx))
+            _save_model(model, config, vocab, settings.output_model)
+            log.info(
+                "saved model to %s (held-out MLM loss %s)",
+                settings.output_model,
+                "n/a" if heldout is None else f"{heldout:.4f}",
+            )
+        ctx.barrier()
+        return TrainResult(model, step, True, heldout, history)
+    finally:
+        bar.close()
+        stream.close()
+
+
+_FLAG_TYPES = {"str": str, "int": int, "float": float, "int | None": int}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainSettings:
+    """TrainSettings from the command line: each field is a flag (``--batch-size 12``, ``--resume``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cellfate.foundation.train", description="Masked-gene-model pretraining (run under torchrun)."
+    )
+    for f in fields(TrainSettings):
+        flag = "--" + f.name.replace("_", "-")
+        extra: dict[str, Any] = {"help": argparse.SUPPRESS} if f.name == "stop_after_step" else {}
+        if f.name == "shards":
+            parser.add_argument(
+                flag, nargs="+", required=True, help="tokenized shard folders (lengths files beside them)"
+            )
+        elif f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, **extra)
+        else:
+            required = f.default is dataclasses.MISSING
+            parser.add_argument(
+                flag, type=_FLAG_TYPES[f.type], required=required, default=None if required else f.default, **extra
+            )
+    return TrainSettings(**vars(parser.parse_args(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``torchrun ... -m cellfate.foundation.train``: one-line user errors, exit status 1."""
+    from cellfate.workflow import configure_logging
+
+    rank = int(os.environ.get("RANK", 0))
+    configure_logging(level=logging.INFO if rank == 0 else logging.WARNING)
+    try:
+        result = train(parse_args(argv))
+    except CellfateError as err:
+        log.error("[rank %d] %s", rank, err)
+        return 1
+    return 0 if result.completed else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
