@@ -4,43 +4,49 @@
 # all samples, and it holds one genes x bins table. A failed sample reruns alone.
 
 TOK = f"{RESULTS}/tokenize"
-
-
-def tokenize_setting(key, default=None):
-    """A key of the config's `tokenize:` block (defaults documented in config/schema.yaml)."""
-    value = (config.get("tokenize") or {}).get(key)
-    return default if value is None else value
-
-
-def tokenize_version():
-    return tokenize_setting("version", "v1")
-
-
-def tokenize_medians_file():
-    """The medians the tokenizer divides by: the corpus's own, or a pretrained model's."""
-    return tokenize_setting("gene_medians") or f"{TOK}/gene_medians.tsv"
-
-
-def tokenize_shards():
-    return [f"{TOK}/shards/{source}/{sample}" for source, sample in all_samples()]
-
-
-def tokenize_targets():
-    """What `rule all` requests: every sample's shards and lengths, the summary and figures."""
-    targets = tokenize_shards() + [
-        f"{shard}.lengths.npy" for shard in tokenize_shards()
-    ]
-    targets += [
+# The `tokenize:` config block over its defaults (documented in config/schema.yaml).
+TOKENIZE = {
+    "version": "v1",
+    "max_length": None,  # v1: 2048 genes; v2: 4096 tokens with <cls> and <eos>
+    "gene_policy": "all_detected",
+    "biotype_table": "gencode",
+    "min_cells": 1,
+    "chunk_size": 1024,
+    "threads": 2,
+    "cell_attributes": ["cell_type", "tissue", "source", "sample"],
+    "token_dictionary": None,
+    "gene_medians": None,
+    "check_medians": SIMULATED,
+} | {k: v for k, v in (config.get("tokenize") or {}).items() if v is not None}
+TOKENIZE_MAX_LENGTH = (
+    TOKENIZE["max_length"] or {"v1": 2048, "v2": 4096}[TOKENIZE["version"]]
+)
+# For rules in other files (rules/foundation.smk): one setting with a fallback, and the version.
+tokenize_setting = lambda key, default=None: (
+    default if TOKENIZE.get(key) is None else TOKENIZE[key]
+)
+tokenize_version = lambda: TOKENIZE["version"]
+TOKENIZE_SHARDS = [
+    f"{TOK}/shards/{source}/{sample}" for source, sample in all_samples()
+]
+# What `rule all` requests: every sample's shards and lengths, the summary and figures.
+TOKENIZE_TARGETS = (
+    TOKENIZE_SHARDS
+    + [f"{shard}.lengths.npy" for shard in TOKENIZE_SHARDS]
+    + [
         f"{TOK}/summary.tsv",
         f"{TOK}/token_dictionary.json",
         f"{RESULTS}/figures/tokenize_lengths.png",
     ]
-    if tokenize_setting("check_medians", SIMULATED):
-        targets += [
+    + (
+        [
             f"{TOK}/median_accuracy.tsv",
             f"{RESULTS}/figures/tokenize_median_accuracy.png",
         ]
-    return targets
+        if TOKENIZE["check_medians"]
+        else []
+    )
+)
 
 
 rule tokenize_sketch:
@@ -55,7 +61,7 @@ rule tokenize_sketch:
     conda:
         "../envs/tokenize.yaml"
     params:
-        chunk_size=tokenize_setting("chunk_size", 2048),
+        chunk_size=TOKENIZE["chunk_size"],
     script:
         "../workflow_scripts/tokenize_sketch.py"
 
@@ -92,11 +98,11 @@ rule tokenize_dictionary:
         "../envs/tokenize.yaml"
     params:
         settings={
-            "version": tokenize_version(),
-            "gene_policy": tokenize_setting("gene_policy", "all_detected"),
-            "biotype_table": tokenize_setting("biotype_table", "gencode"),
-            "min_cells": tokenize_setting("min_cells", 1),
-            "given": tokenize_setting("token_dictionary"),
+            "version": TOKENIZE["version"],
+            "gene_policy": TOKENIZE["gene_policy"],
+            "biotype_table": TOKENIZE["biotype_table"],
+            "min_cells": TOKENIZE["min_cells"],
+            "given": TOKENIZE["token_dictionary"],
         },
     script:
         "../workflow_scripts/tokenize_dictionary.py"
@@ -106,7 +112,8 @@ rule tokenize_sample:
     input:
         h5ad=f"{RESULTS}/qc/{{source}}/{{sample}}.h5ad",
         dictionary=f"{TOK}/token_dictionary.json",
-        medians=tokenize_medians_file(),
+        # the medians the tokenizer divides by: the corpus's own, or a pretrained model's
+        medians=TOKENIZE["gene_medians"] or f"{TOK}/gene_medians.tsv",
     output:
         shards=directory(f"{TOK}/shards/{{source}}/{{sample}}"),
         lengths=f"{TOK}/shards/{{source}}/{{sample}}.lengths.npy",
@@ -120,19 +127,17 @@ rule tokenize_sample:
         sample=r"[A-Za-z0-9][A-Za-z0-9_.-]*(?<!\.lengths\.npy)(?<!\.stats\.json)",
     conda:
         "../envs/tokenize.yaml"
-    threads: tokenize_setting("threads", 2)
+    threads: TOKENIZE["threads"]
     resources:
         mem_mb=2000,
     params:
         settings=lambda wildcards: {
             "source": wildcards.source,
             "sample": wildcards.sample,
-            "version": tokenize_version(),
-            "max_length": tokenize_setting("max_length"),
-            "cell_attributes": tokenize_setting(
-                "cell_attributes", ["cell_type", "tissue", "source", "sample"]
-            ),
-            "chunk_size": tokenize_setting("chunk_size", 2048),
+            "version": TOKENIZE["version"],
+            "max_length": TOKENIZE_MAX_LENGTH,
+            "cell_attributes": TOKENIZE["cell_attributes"],
+            "chunk_size": TOKENIZE["chunk_size"],
         },
     script:
         "../workflow_scripts/tokenize_sample.py"
@@ -140,7 +145,7 @@ rule tokenize_sample:
 
 rule tokenize_summary:
     input:
-        stats=[f"{shard}.stats.json" for shard in tokenize_shards()],
+        stats=[f"{shard}.stats.json" for shard in TOKENIZE_SHARDS],
     output:
         f"{TOK}/summary.tsv",
     log:
@@ -173,7 +178,7 @@ rule tokenize_median_accuracy:
 
 rule figure_tokenize_lengths:
     input:
-        lengths=[f"{shard}.lengths.npy" for shard in tokenize_shards()],
+        lengths=[f"{shard}.lengths.npy" for shard in TOKENIZE_SHARDS],
     output:
         report(
             f"{RESULTS}/figures/tokenize_lengths.png",
@@ -188,9 +193,7 @@ rule figure_tokenize_lengths:
         "../envs/figures.yaml"
     params:
         labels=[f"{source}/{sample}" for source, sample in all_samples()],
-        max_length=tokenize_setting(
-            "max_length", {"v1": 2048, "v2": 4096}[tokenize_version()]
-        ),
+        max_length=TOKENIZE_MAX_LENGTH,
     script:
         "../workflow_scripts/figure_tokenize_lengths.py"
 
