@@ -1,0 +1,198 @@
+"""VICDYF's training loop, apart from the networks and from AnnData.
+
+Two phases, as in the original: phase 1 fits the VAE alone (spliced likelihood + KL(z); the
+dynamics net and the kinetic rates frozen), so that the latent space settles before dynamics are
+read off it; phase 2 fits everything. Each phase gets a fresh Adam optimiser.
+
+Improvements over the original: a held-out set (``holdout_fraction`` of the cells) is scored
+after every epoch and, with ``patience`` > 0, a phase stops once it has not improved for that
+many epochs and keeps its best state (the original always runs all epochs); a non-finite loss
+stops training and restores the last finite state instead of carrying NaNs into the results;
+the data live on the device as tensors and batches are index slices (no DataLoader or worker
+processes per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cellfate.dynamics.module import VicdyfModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingPlan:
+    """How to train; every field has the original's default unless said otherwise."""
+
+    epochs_phase1: int = 500
+    epochs_phase2: int = 500
+    batch_size: int = 100
+    lr: float = 1e-3
+    holdout_fraction: float = 0.05
+    patience: int = 0  # epochs without held-out improvement before a phase stops; 0 = never
+    seed: int = 42
+    device: str = "auto"  # "auto": CUDA when present, else CPU
+    progress: bool = True
+    log_every: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CountTensors:
+    """Counts and the two factors of the size-factor matrix N (N_ij = cell_i * gene_j)."""
+
+    spliced: torch.Tensor
+    unspliced: torch.Tensor
+    cell_factor: torch.Tensor
+    gene_factor: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, spliced: np.ndarray, unspliced: np.ndarray) -> CountTensors:
+        """N = rowsum(S) (outer) colsum(S) / sum(S): its mean equals the mean of S."""
+        s = torch.as_tensor(np.asarray(spliced, dtype=np.float32))
+        u = torch.as_tensor(np.asarray(unspliced, dtype=np.float32))
+        total = s.sum()
+        return cls(s, u, s.sum(1), s.sum(0) / total)
+
+    @property
+    def n_cells(self) -> int:
+        return self.spliced.shape[0]
+
+    def to(self, device: torch.device) -> CountTensors:
+        return CountTensors(*(t.to(device) for t in (self.spliced, self.unspliced, self.cell_factor, self.gene_factor)))
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA if available, else CPU; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def split_cells(n_cells: int, holdout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and held-out cell indices (at least one held out when the fraction is positive)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_cells, generator=gen)
+    n_holdout = 0 if holdout_fraction <= 0 else max(1, int(round(n_cells * holdout_fraction)))
+    return order[n_holdout:], order[:n_holdout]
+
+
+def _set_phase(module: VicdyfModule, phase: int) -> list[torch.nn.Parameter]:
+    """Freeze what phase 1 does not fit; return the parameters this phase optimises."""
+    frozen = set()
+    if phase == 1:
+        frozen = {id(p) for p in module.dynamics.parameters()} | {id(p) for p in module.kinetic_parameters()}
+    params = []
+    for p in module.parameters():
+        p.requires_grad_(id(p) not in frozen)
+        if id(p) not in frozen:
+            params.append(p)
+    return params
+
+
+@torch.no_grad()
+def heldout_loss(module: VicdyfModule, data: CountTensors, idx: torch.Tensor, phase: int) -> float:
+    """Deterministic (posterior-mean) loss on the held-out cells; NaN when none are held out."""
+    if len(idx) == 0:
+        return math.nan
+    module.eval()
+    parts = module.loss(*data.batch(idx), use_unspliced=phase == 2, sample=False)
+    module.train()
+    return float(parts["total"])
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN or infinite."""
+
+
+def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor, holdout_idx: torch.Tensor,
+               plan: TrainingPlan, phase: int, gen: torch.Generator, history: list[dict[str, Any]]) -> bool:
+    """One phase; returns False when it ended on a non-finite loss (state restored)."""
+    epochs = plan.epochs_phase1 if phase == 1 else plan.epochs_phase2
+    if epochs <= 0:
+        return True
+    optimizer = torch.optim.Adam(_set_phase(module, phase), lr=plan.lr, fused=True)  # one kernel for all tensors
+    last_good = copy.deepcopy(module.state_dict())
+    best_state, best_loss, since_best = last_good, math.inf, 0
+    n_train = len(train_idx)
+    bar = tqdm(range(epochs), desc=f"VICDYF phase {phase}", disable=not plan.progress, mininterval=1.0, leave=False)
+    for epoch in bar:
+        order = train_idx[torch.randperm(n_train, generator=gen)].to(data.spliced.device)
+        totals: dict[str, torch.Tensor] = {}
+        for start in range(0, n_train, plan.batch_size):
+            parts = module.loss(*data.batch(order[start:start + plan.batch_size]), use_unspliced=phase == 2)
+            loss = parts["total"]
+            if not torch.isfinite(loss):
+                module.load_state_dict(last_good)
+                log.warning("phase %d epoch %d: the loss became %s; restored the state after epoch %d and stopped",
+                            phase, epoch + 1, float(loss), epoch)
+                bar.close()
+                return False
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n = min(plan.batch_size, n_train - start)
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + value.detach() * n
+        record = {"phase": phase, "epoch": epoch + 1, **{f"train_{k}": float(v) / n_train for k, v in totals.items()}}
+        record["heldout_total"] = heldout_loss(module, data, holdout_idx, phase)
+        history.append(record)
+        last_good = copy.deepcopy(module.state_dict())
+        bar.set_postfix(train=f"{record['train_total']:.2f}", heldout=f"{record['heldout_total']:.2f}", refresh=False)
+        if plan.log_every and ((epoch + 1) % plan.log_every == 0 or epoch + 1 == epochs):
+            log.info("phase %d epoch %d/%d: train %.3f, held-out %.3f", phase, epoch + 1, epochs,
+                     record["train_total"], record["heldout_total"])
+        if plan.patience > 0 and len(holdout_idx):
+            if not math.isfinite(best_loss) or record["heldout_total"] < best_loss - 1e-4 * abs(best_loss):
+                best_state, best_loss, since_best = last_good, record["heldout_total"], 0
+            else:
+                since_best += 1
+                if since_best >= plan.patience:
+                    log.info("phase %d: no held-out improvement for %d epochs; stopping at epoch %d (best %.3f)",
+                             phase, plan.patience, epoch + 1, best_loss)
+                    break
+    bar.close()
+    if plan.patience > 0 and len(holdout_idx) and math.isfinite(best_loss):
+        module.load_state_dict(best_state)
+    return True
+
+
+def train(module: VicdyfModule, data: CountTensors, plan: TrainingPlan) -> list[dict[str, Any]]:
+    """Fit ``module`` to ``data`` in two phases; returns one record per epoch (losses by part).
+
+    The module is moved to the plan's device and left there; every parameter is trainable again
+    at the end.
+    """
+    device = resolve_device(plan.device)
+    torch.manual_seed(plan.seed)
+    gen = torch.Generator().manual_seed(plan.seed)
+    module.to(device)
+    data = data.to(device)
+    train_idx, holdout_idx = split_cells(data.n_cells, plan.holdout_fraction, plan.seed)
+    if len(train_idx) == 0:
+        raise ValueError("no cells left to train on")
+    log.info("training VICDYF on %s: %d cells (%d held out) x %d genes", device, len(train_idx), len(holdout_idx),
+             data.spliced.shape[1])
+    history: list[dict[str, Any]] = []
+    module.train()
+    for phase in (1, 2):
+        if not _run_phase(module, data, train_idx, holdout_idx, plan, phase, gen, history):
+            break
+    for p in module.parameters():
+        p.requires_grad_(True)
+    module.eval()
+    return history

@@ -1,0 +1,8 @@
+"""Spliced/unspliced counting: ``velocyto run`` on a 10x-style BAM, its loom read into AnnData.
+
+- :mod:`~cellfate.velocity.guards`: checks of the BAM, GTF and barcodes before velocyto runs, one
+  clear error per problem that velocyto itself would either crash on or, worse, silently miscount.
+- :mod:`~cellfate.velocity.velocyto`: runs ``velocyto run`` into its own output directory.
+- :mod:`~cellfate.velocity.loom`: the loom as AnnData with integer ``spliced`` / ``unspliced``
+  layers, joined to the sample's QC'd cells.
+"""

@@ -1,0 +1,205 @@
+"""VICDYF: module maths, training safeguards, AnnData in/out, save/load, bad input, a real file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+from cellfate.dynamics import train as train_mod
+from cellfate.dynamics.embedding import knn_indices, project_velocity
+from cellfate.dynamics.model import OUTPUT_KEYS, VICDYF
+from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
+from cellfate.dynamics.preprocess import select_genes
+from cellfate.dynamics.train import CountTensors, TrainingPlan
+from cellfate.errors import CellfateError
+
+DATA = Path(__file__).parent / "data" / "scvelo" / "pancreas_50obs_top2000.h5ad"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "scvelo" / "pancreas_50obs.h5ad"
+FAST = dict(epochs_phase1=3, epochs_phase2=3, progress=False, batch_size=32)
+
+
+def toy(n_cells: int = 60, n_genes: int = 12, seed: int = 0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 1, n_cells)[:, None]
+    rate = 1 + 5 * np.abs(np.sin(3 * t + rng.uniform(0, 3, n_genes)))
+    adata = ad.AnnData(obs={"t": t.ravel()}, var={"symbol": [f"G{g}" for g in range(n_genes)]})
+    adata.obs_names = [f"c{i}" for i in range(n_cells)]
+    adata.var_names = [f"ENSMUSG{g:011d}" for g in range(n_genes)]
+    adata.layers["spliced"] = rng.poisson(rate).astype(np.int32)
+    adata.layers["unspliced"] = rng.poisson(rate * 0.4).astype(np.int32)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    adata = toy()
+    model = VICDYF(adata)
+    model.train(TrainingPlan(**FAST))
+    model.annotate(adata, n_samples=5, embed=False)
+    return model, adata
+
+
+def test_jvp_is_exact_and_the_finite_difference_agrees() -> None:
+    torch.manual_seed(0)
+    module = VicdyfModule(VicdyfConfig(n_genes=30)).double()
+    z, t = torch.randn(6, 10, dtype=torch.double), torch.randn(6, 10, dtype=torch.double)
+    value, tangent = module.decoder.forward_with_tangent(z, t)
+    ref_value, ref_tangent = torch.func.jvp(module.decoder, (z,), (t,))
+    torch.testing.assert_close(value, ref_value)
+    torch.testing.assert_close(tangent, ref_tangent)
+    fd = VicdyfModule(VicdyfConfig(n_genes=30, velocity="finite_difference")).double()
+    fd.load_state_dict(module.state_dict())
+    d = 1e-4 * t
+    _, central = fd.rate_and_velocity(z, d)  # dec(z + d) - dec(z - d), no 1/2: twice J d
+    torch.testing.assert_close(central, 2 * module.rate_and_velocity(z, d)[1], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "nb"])
+def test_loss_has_named_finite_parts(likelihood: str) -> None:
+    module = VicdyfModule(VicdyfConfig(n_genes=12, likelihood=likelihood))
+    data = CountTensors.from_arrays(toy().layers["spliced"], toy().layers["unspliced"])
+    parts = module.loss(*data.batch(torch.arange(10)))
+    assert set(parts) == {"nll_s", "nll_u", "kl_z", "kl_d", "total"}
+    assert all(torch.isfinite(v) for v in parts.values())
+    torch.testing.assert_close(parts["total"], parts["nll_s"] + parts["nll_u"] + parts["kl_z"] + parts["kl_d"])
+    assert set(module.loss(*data.batch(torch.arange(10)), use_unspliced=False)) == {"nll_s", "kl_z", "total"}
+
+
+def test_size_factor_matrix_has_the_mean_of_the_counts() -> None:
+    adata = toy()
+    data = CountTensors.from_arrays(adata.layers["spliced"], adata.layers["unspliced"])
+    n = data.cell_factor[:, None] * data.gene_factor[None, :]
+    assert float(n.mean()) == pytest.approx(float(data.spliced.mean()), rel=1e-5)
+
+
+def test_phase_one_leaves_dynamics_untouched() -> None:
+    adata = toy()
+    model = VICDYF(adata)
+    before = {k: v.clone() for k, v in model.module.dynamics.state_dict().items()}
+    beta = model.module.raw_beta.detach().clone()
+    model.train(TrainingPlan(**{**FAST, "epochs_phase2": 0}))
+    assert all(torch.equal(before[k], v) for k, v in model.module.dynamics.state_dict().items())
+    assert torch.equal(beta, model.module.raw_beta.detach())
+    assert set(model.history["phase"]) == {1}
+
+
+def test_nan_loss_restores_the_last_good_state(monkeypatch) -> None:
+    adata = toy()
+    model = VICDYF(adata)
+    real_loss = model.module.loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        parts = real_loss(*args, **kwargs)
+        if calls["n"] > 7:  # two epochs of 2 batches train fine, then NaN
+            parts["total"] = parts["total"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(model.module, "loss", flaky)
+    model.train(TrainingPlan(**{**FAST, "epochs_phase1": 10}))
+    assert len(model.history) < 10
+    assert all(torch.isfinite(p).all() for p in model.module.parameters())
+    assert np.isfinite(model.history["train_total"]).all()
+
+
+def test_early_stopping_on_heldout_loss(monkeypatch) -> None:
+    adata = toy()
+    model = VICDYF(adata)
+    scores = iter([5.0, 4.0] + [4.5] * 100)
+    monkeypatch.setattr(train_mod, "heldout_loss", lambda *a, **k: next(scores))
+    model.train(TrainingPlan(**{**FAST, "epochs_phase1": 50, "epochs_phase2": 0, "patience": 3}))
+    assert len(model.history) == 5  # best at epoch 2, then three epochs without improvement
+
+
+def test_outputs_use_the_original_keys(fitted) -> None:
+    model, adata = fitted
+    for key in OUTPUT_KEYS["layers"]:
+        assert adata.layers[key].shape == adata.shape
+    for key in OUTPUT_KEYS["obs"]:
+        assert np.isfinite(adata.obs[key]).all()
+    for key in ("X_vicdyf_z", "X_vicdyf_zl", "X_vicdyf_d", "X_vicdyf_dl"):
+        assert adata.obsm[key].shape == (adata.n_obs, 10)
+    assert (adata.layers["vicdyf_fluctuation"] >= 0).all()
+    np.testing.assert_allclose(adata.obs["vicdyf_fluctuation"], adata.layers["vicdyf_fluctuation"].mean(1), rtol=1e-5)
+    assert json.loads(adata.uns["vicdyf"]["keys"]) == OUTPUT_KEYS
+
+
+def test_save_and_load_round_trip(fitted, tmp_path) -> None:
+    model, adata = fitted
+    model.save(tmp_path / "model")
+    with pytest.raises(CellfateError, match="exists"):
+        model.save(tmp_path / "model")
+    loaded = VICDYF.load(tmp_path / "model", adata)
+    a, b = model.posterior(n_samples=4, seed=3), loaded.posterior(n_samples=4, seed=3)
+    for key in ("X_vicdyf_zl", "vicdyf_mean_velocity", "vicdyf_fluctuation"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-7)
+    assert loaded.config == model.config and len(loaded.history) == len(model.history)
+
+
+def test_loading_onto_other_genes_is_an_error(fitted, tmp_path) -> None:
+    model, adata = fitted
+    model.save(tmp_path / "model")
+    with pytest.raises(CellfateError, match="genes differ"):
+        VICDYF.load(tmp_path / "model", adata[:, 1:].copy())
+    with pytest.raises(CellfateError, match="different order"):
+        VICDYF.load(tmp_path / "model", adata[:, ::-1].copy())
+
+
+def test_velocity_arrows_use_a_knn_graph() -> None:
+    rng = np.random.default_rng(0)
+    z = np.cumsum(np.ones((50, 3)) * 0.1, axis=0) + rng.normal(0, 0.01, (50, 3))
+    embedding = z[:, :2] * 10
+    d = np.tile([1.0, 1.0, 1.0], (50, 1))  # every cell moves along the line
+    neighbors = knn_indices(z, 8)
+    assert neighbors.shape == (50, 8)
+    arrows = project_velocity(z, d, embedding, neighbors=neighbors)
+    inner = arrows[10:40]
+    assert (inner @ np.array([1.0, 1.0]) > 0).all()  # arrows point forward on the embedding
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.layers.__setitem__("spliced", a.layers["spliced"] + 0.5), "non-integer"),
+    (lambda a: a.layers.__delitem__("unspliced"), "no layer 'unspliced'"),
+    (lambda a: a.layers.__setitem__("unspliced", -a.layers["unspliced"]), "negative"),
+    (lambda a: a.layers.__setitem__("spliced", np.where(np.arange(12) == 2, 0, a.layers["spliced"])), "no spliced counts"),
+])
+def test_bad_layers(change, message) -> None:
+    adata = toy()
+    change(adata)
+    with pytest.raises(CellfateError, match=message):
+        VICDYF(adata)
+
+
+def test_too_few_cells() -> None:
+    with pytest.raises(CellfateError, match="only 10 cells"):
+        VICDYF(toy(n_cells=10))
+    with pytest.raises(CellfateError, match="cells have counts"):
+        select_genes(toy(n_cells=10), min_shared_counts=0)
+
+
+def _smoke(adata: ad.AnnData) -> None:
+    adata = select_genes(adata, min_shared_counts=10, n_top_genes=300)
+    assert 50 <= adata.n_vars <= 300 and adata.n_obs == 50
+    model = VICDYF(adata)
+    model.train(TrainingPlan(**FAST))
+    model.annotate(adata, n_samples=4, embed=False)
+    assert np.isfinite(adata.layers["vicdyf_mean_velocity"]).all()
+    assert adata.obs["vicdyf_fluctuation"].gt(0).all()
+
+
+def test_real_pancreas_file_loads_and_fits() -> None:
+    """Real scVelo pancreas counts (shipped slice): real gene names, sparse float32 layers."""
+    adata = ad.read_h5ad(DATA)
+    assert "Pdx1" in adata.var_names or adata.n_vars == 2000
+    _smoke(adata)
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared/fixtures is not beside this checkout")
+def test_full_real_pancreas_file() -> None:
+    _smoke(ad.read_h5ad(SHARED))
