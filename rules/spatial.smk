@@ -8,62 +8,61 @@ SP = f"{RESULTS}/spatial"
 ENV = f"{SP}/environment"
 
 
-def spatial_input(key, simulated):
-    """A user-given spatial input, else the simulated one (demo), else None."""
-    if SPATIAL.get(key):
-        return SPATIAL[key]
-    return simulated if SIMULATED else None
-
-
-SPATIAL_REFERENCE = spatial_input("reference", f"{SIM}/tissue/reference.h5ad")
-SPATIAL_SPOTS = spatial_input("spots", f"{SIM}/tissue/spots.h5ad")
+# User-given inputs, else the simulated tissue (demo), else none (the stage is skipped).
+SPATIAL_REFERENCE = SPATIAL.get("reference") or (
+    f"{SIM}/tissue/reference.h5ad" if SIMULATED else None
+)
+SPATIAL_SPOTS = SPATIAL.get("spots") or (
+    f"{SIM}/tissue/spots.h5ad" if SIMULATED else None
+)
 SPATIAL_LIGANDS = SPATIAL.get("ligand_target")
-
-
-def environment_source():
-    """Cells, p_mat and ligand-target matrix of the environment analysis: the simulated
-    environment tissue on the demo, else the main DeepCOLOR run (its cells need spliced and
-    unspliced layers)."""
-    if SIMULATED:
-        return {
-            "cells": f"{ENV}/deepcolor.h5ad",
-            "p_mat": f"{ENV}/p_mat.npy",
-            "ligand_target": f"{SIM}/environment/ligand_target.tsv",
-        }
-    return {
+# The environment analysis: on the demo the simulated environment tissue, else the main
+# DeepCOLOR run (whose cells then need spliced and unspliced layers).
+ENV_SOURCE = (
+    {
+        "cells": f"{ENV}/deepcolor.h5ad",
+        "p_mat": f"{ENV}/p_mat.npy",
+        "ligand_target": f"{SIM}/environment/ligand_target.tsv",
+    }
+    if SIMULATED
+    else {
         "cells": f"{SP}/deepcolor.h5ad",
         "p_mat": f"{SP}/p_mat.npy",
-        "ligand_target": SPATIAL_LIGANDS,
+        "ligand_target": SPATIAL_LIGANDS or [],
     }
-
-
-def spatial_targets():
-    """Every spatial result and figure this config can make."""
-    if not (SPATIAL and SPATIAL_REFERENCE and SPATIAL_SPOTS):
-        return []
-    targets = [
-        f"{SP}/colocalization_types.tsv",
-        f"{SP}/pair_clusters.tsv",
-        f"{RESULTS}/figures/deepcolor_maps.png",
-        f"{RESULTS}/figures/colocalization_heatmap.png",
-        f"{RESULTS}/figures/pair_clusters_umap.png",
-    ]
-    if SPATIAL_LIGANDS:
-        targets += [
-            f"{SP}/ligand_activity.tsv",
-            f"{RESULTS}/figures/ligand_activity.png",
+)
+SPATIAL_ON = bool(SPATIAL and SPATIAL_REFERENCE and SPATIAL_SPOTS)
+LIGANDS_ON = SPATIAL_ON and bool(SPATIAL_LIGANDS)
+ENVIRONMENT_ON = SPATIAL_ON and (SIMULATED or (LIGANDS_ON and "environment" in SPATIAL))
+# Every spatial result and figure this config can make (for the `all` rule).
+SPATIAL_TARGETS = (
+    (
+        [
+            f"{SP}/colocalization_types.tsv",
+            f"{SP}/pair_clusters.tsv",
+            f"{RESULTS}/figures/deepcolor_maps.png",
+            f"{RESULTS}/figures/colocalization_heatmap.png",
+            f"{RESULTS}/figures/pair_clusters_umap.png",
         ]
-    if SIMULATED or (SPATIAL_LIGANDS and SPATIAL.get("environment")):
-        targets += [
-            f"{SP}/environment_modes.tsv",
-            f"{RESULTS}/figures/environment_dynamics.png",
-        ]
-    if SIMULATED:
-        targets += [
-            f"{SP}/validation.tsv",
-            f"{RESULTS}/figures/spatial_validation.png",
-        ]
-    return targets
+        if SPATIAL_ON
+        else []
+    )
+    + (
+        [f"{SP}/ligand_activity.tsv", f"{RESULTS}/figures/ligand_activity.png"]
+        if LIGANDS_ON
+        else []
+    )
+    + (
+        [f"{SP}/environment_modes.tsv", f"{RESULTS}/figures/environment_dynamics.png"]
+        if ENVIRONMENT_ON
+        else []
+    )
+    + (
+        [f"{SP}/validation.tsv", f"{RESULTS}/figures/spatial_validation.png"]
+        if SPATIAL_ON and SIMULATED
+        else []
+    )
+)
 
 
 rule deepcolor:
@@ -81,7 +80,7 @@ rule deepcolor:
         f"{BENCH}/spatial/deepcolor.tsv"
     conda:
         "../envs/spatial.yaml"
-    threads: SPATIAL.get("threads", 2)
+    threads: SPATIAL.get("threads", 1)
     params:
         cfg=SPATIAL,
     script:
@@ -157,7 +156,7 @@ rule simulate_environment:
     conda:
         "../envs/spatial.yaml"
     params:
-        sim=config.get("simulate"),
+        sim=sim_params("environment"),
     script:
         "../workflow_scripts/simulate_environment.py"
 
@@ -177,7 +176,7 @@ rule deepcolor_environment:
         f"{BENCH}/spatial/deepcolor_environment.tsv"
     conda:
         "../envs/spatial.yaml"
-    threads: SPATIAL.get("threads", 2)
+    threads: SPATIAL.get("threads", 1)
     params:
         cfg=SPATIAL,
     script:
@@ -186,7 +185,7 @@ rule deepcolor_environment:
 
 rule environment_dynamics:
     input:
-        **{k: v for k, v in environment_source().items() if v},
+        **ENV_SOURCE,
     output:
         modes=f"{SP}/environment_modes.tsv",
         genes=f"{SP}/environment_genes.tsv",
@@ -197,7 +196,7 @@ rule environment_dynamics:
         f"{BENCH}/spatial/environment_dynamics.tsv"
     conda:
         "../envs/spatial.yaml"
-    threads: SPATIAL.get("threads", 2)
+    threads: SPATIAL.get("threads", 1)
     params:
         cfg=SPATIAL,
     script:

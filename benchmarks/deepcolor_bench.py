@@ -1,0 +1,170 @@
+"""Our DeepCOLOR beside the original ``deepcolor==0.0.6`` on the same simulated tissue and epochs.
+
+    bash benchmarks/setup_deepcolor_venv.sh          # once: benchmarks/.venv-deepcolor
+    .venv/bin/python benchmarks/deepcolor_bench.py   # --grid 20 --cells 1200 --genes 500 --epochs 100 100
+
+Each fit runs in its own process (the original in its own venv) and reports its wall time and
+peak memory (ru_maxrss); both are scored by the same code: per-type correlation of the spatial
+distribution with the true abundance, and AUROC / Spearman of the type-pair colocalization
+against the truth. Ours runs twice: with early stopping (the default) and for exactly the given
+epochs. Printed as a table and as ratios original / ours (time, memory) and ours - original
+(quality). Not part of ``make test``: it takes minutes.
+
+The same file is the original's runner (``--run-original``), executed by the deepcolor venv's
+python: that part imports nothing from cellfate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ORIGINAL_PYTHON = HERE / ".venv-deepcolor" / "bin" / "python"
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_original(data: Path, out: Path, epochs: tuple[int, int], threads: int) -> None:
+    """In the deepcolor venv: fit the original, save p_mat and map2sp, report time and memory."""
+    import anndata
+    import torch
+    from deepcolor import workflow
+
+    torch.set_num_threads(threads)
+    d = np.load(data, allow_pickle=False)
+    sc_adata = anndata.AnnData(X=d["cells"].astype(np.float32))
+    sc_adata.layers["count"] = sc_adata.X.copy()
+    sp_adata = anndata.AnnData(X=d["spots"].astype(np.float32))
+    sp_adata.layers["count"] = sp_adata.X.copy()
+    start = time.perf_counter()
+    sc_adata, sp_adata = workflow.estimate_spatial_distribution(
+        sc_adata, sp_adata, str(out / "original_params.pt"), layer_name="count",
+        first_epoch=epochs[0], second_epoch=epochs[1], device="cpu")
+    seconds = time.perf_counter() - start
+    np.save(out / "original_p_mat.npy", np.asarray(sc_adata.obsm["p_mat"], dtype=np.float32))
+    np.save(out / "original_map_total.npy", np.asarray(sc_adata.obsm["map2sp"]).sum(1))
+    print(json.dumps({"fit_seconds": seconds, "peak_mb": peak_mb()}))
+
+
+def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early_stopping: bool, tag: str) -> None:
+    """Our model on the same matrices, with the demo's training settings."""
+    import anndata as ad
+    import torch
+
+    from cellfate.spatial.model import DeepColor, DeepColorConfig, p_mat_from_map2sp
+    from cellfate.spatial.train import TrainConfig
+
+    torch.set_num_threads(threads)
+    d = np.load(data, allow_pickle=False)
+    cells, spots = ad.AnnData(X=d["cells"].astype(np.float32)), ad.AnnData(X=d["spots"].astype(np.float32))
+    cells.var_names = spots.var_names = [f"g{i}" for i in range(cells.n_vars)]
+    cfg = DeepColorConfig(train=TrainConfig(epochs_sc=epochs[0], epochs_map=epochs[1], batch_size=128, lr=3e-3,
+                                            early_stopping=early_stopping, patience=20))
+    start = time.perf_counter()
+    model = DeepColor.fit(cells, spots, cfg)
+    seconds = time.perf_counter() - start
+    map2sp = model.map2sp(model.latent(cells))
+    np.save(out / f"{tag}_p_mat.npy", p_mat_from_map2sp(map2sp).astype(np.float32))
+    np.save(out / f"{tag}_map_total.npy", map2sp.sum(1))
+    epochs_run = {p: sum(1 for h in model.history if h["phase"].startswith(p)) for p in ("phase 1", "phase 2")}
+    print(json.dumps({"fit_seconds": seconds, "peak_mb": peak_mb(), "epochs_run": epochs_run}))
+
+
+def child(python: str | Path, args: list[str]) -> dict:
+    """Run one fit in its own process; its last stdout line is its JSON report."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([str(python), str(Path(__file__).resolve()), *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def score(p_mat: np.ndarray, map_total: np.ndarray, labels: np.ndarray, spots_uns: dict, abundance: np.ndarray) -> dict:
+    from cellfate.spatial import validation
+    from cellfate.spatial.colocalization import type_colocalization
+    from cellfate.spatial.model import type_distributions
+
+    types, pairs, truth = validation.truth_frames(spots_uns)
+    corr = validation.map_correlation(type_distributions(p_mat, labels), abundance, types)
+    matrix = type_colocalization(p_mat, labels, map_total, 0.05)
+    return {"map_correlation": float(corr.mean()), **validation.colocalization_agreement(matrix, pairs, truth)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grid", type=int, default=20)
+    parser.add_argument("--cells", type=int, default=1200)
+    parser.add_argument("--genes", type=int, default=500)
+    parser.add_argument("--epochs", type=int, nargs=2, default=(100, 100))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder for the matrices and results (default: a temp folder)")
+    parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
+    parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
+    parser.add_argument("--no-early-stopping", action="store_true")
+    args = parser.parse_args()
+    epochs = tuple(args.epochs)
+    if args.run_original:
+        return run_original(Path(args.run_original[0]), Path(args.run_original[1]), epochs, args.threads)
+    if args.run_ours:
+        data, out, tag = args.run_ours
+        return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
+
+    import pandas as pd
+
+    from cellfate.simulate.tissue import TissueSpec, simulate_tissue
+
+    if not ORIGINAL_PYTHON.exists():
+        sys.exit("benchmarks/.venv-deepcolor is missing: run bash benchmarks/setup_deepcolor_venv.sh first")
+    out = Path(args.out or tempfile.mkdtemp(prefix="deepcolor_bench_"))
+    out.mkdir(parents=True, exist_ok=True)
+    spots, cells = simulate_tissue(TissueSpec(grid=(args.grid, args.grid), n_reference_cells=args.cells,
+                                              n_genes=args.genes, seed=args.seed))
+    keep = (np.asarray(cells.X.sum(0)).ravel() >= 10) & (np.asarray(spots.X.sum(0)).ravel() >= 10)
+    data = out / "data.npz"
+    np.savez(data, cells=cells.X[:, keep].toarray(), spots=spots.X[:, keep].toarray())
+    print(f"data: {cells.n_obs} cells, {spots.n_obs} spots, {keep.sum()} genes; epochs {epochs}; threads {args.threads}")
+    common = ["--epochs", *map(str, epochs), "--threads", str(args.threads)]
+    runs = {
+        "ours (early stopping)": child(sys.executable, ["--run-ours", str(data), str(out), "ours_es", *common]),
+        "ours (all epochs)": child(sys.executable, ["--run-ours", str(data), str(out), "ours_fixed", *common,
+                                                   "--no-early-stopping"]),
+        "original deepcolor 0.0.6": child(ORIGINAL_PYTHON, ["--run-original", str(data), str(out), *common]),
+    }
+    labels = cells.obs["cell_type"].astype(str).to_numpy()
+    files = {"ours (early stopping)": "ours_es", "ours (all epochs)": "ours_fixed", "original deepcolor 0.0.6": "original"}
+    rows = []
+    for name, report in runs.items():
+        p = np.load(out / f"{files[name]}_p_mat.npy")
+        total = np.load(out / f"{files[name]}_map_total.npy")
+        rows.append({"method": name, "fit_seconds": report["fit_seconds"], "peak_mb": report["peak_mb"],
+                     **score(p, total, labels, dict(spots.uns), spots.obsm["true_abundance"])})
+    table = pd.DataFrame(rows).set_index("method")
+    table.to_csv(out / "results.tsv", sep="\t")
+    pd.set_option("display.width", 140)
+    print(table.round(3).to_string())
+    orig = table.loc["original deepcolor 0.0.6"]
+    for name in ("ours (early stopping)", "ours (all epochs)"):
+        ours = table.loc[name]
+        print(f"{name}: {orig['fit_seconds'] / ours['fit_seconds']:.1f}x faster, "
+              f"{orig['peak_mb'] / ours['peak_mb']:.2f}x less memory, "
+              f"map correlation {ours['map_correlation'] - orig['map_correlation']:+.3f}, "
+              f"colocalization AUROC {ours['colocalization_auroc'] - orig['colocalization_auroc']:+.3f}, "
+              f"Spearman {ours['colocalization_spearman'] - orig['colocalization_spearman']:+.3f} (ours - original)")
+    print(f"results: {out / 'results.tsv'}")
+
+
+if __name__ == "__main__":
+    main()

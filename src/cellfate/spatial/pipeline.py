@@ -1,0 +1,284 @@
+"""One function per workflow rule of the spatial stage: files in, files out, the ``spatial`` config.
+
+Outputs of ``deepcolor``: the saved model folder; ``deepcolor.h5ad`` (the reference cells with
+``obsm['X_zl']``, ``obs['map_total']`` = row sum of map2sp, ``obs['map_entropy']``);
+``p_mat.npy`` (cells x spots float32, rows sum to 1); ``spots_mapped.h5ad`` (the spots over the
+model's genes with ``obsm['deepcolor_type_share']``, ``obsm['deepcolor_type_distribution']`` and
+``layers['deepcolor_imputed']``). p_mat is a separate ``.npy`` and not ``obsm``: it is dense cells
+x spots (1.6 GB at 100k cells x 4k spots), and an .npy can be memory-mapped so later steps read it
+in blocks. ``map2sp`` = p_mat * map_total[:, None] is recovered exactly from the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sparse
+import torch
+
+from cellfate.errors import CellfateError
+from cellfate.io import atomic_path, write_h5ad, write_table
+from cellfate.spatial import colocalization as coloc
+from cellfate.spatial import environment as env
+from cellfate.spatial import ligands as lig
+from cellfate.spatial import validation
+from cellfate.spatial.model import DeepColor, DeepColorConfig, p_mat_from_map2sp, type_distributions, type_shares
+from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
+
+log = logging.getLogger(__name__)
+Config = Mapping[str, Any]
+PathLike = str | os.PathLike[str]
+
+DEFAULTS: dict[str, Any] = {
+    "cell_type_key": "cell_type",
+    "seed": 42,
+    "device": "cpu",
+    "deepcolor": {},
+    "colocalization": {"threshold": 1.0, "max_cells": 5000, "drop_fraction": 0.05},
+    "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
+    "ligands": {"n_top_targets": 20},
+    "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
+                    "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 8, "n_hidden": 50, "epochs_vae": 100,
+                    "epochs_dynamics": 100, "batch_size": 128, "lr": 3e-3, "patience": 20},
+}
+
+
+def settings(cfg: Config | None) -> dict[str, Any]:
+    """The ``spatial`` block over the defaults (sub-blocks merged key by key)."""
+    cfg = dict(cfg or {})
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    for key, value in cfg.items():
+        if isinstance(out.get(key), dict) and isinstance(value, Mapping):
+            unknown = set(value) - set(out[key]) if out[key] else set()
+            if unknown:
+                raise CellfateError(f"unknown spatial.{key} setting(s): {sorted(unknown)}")
+            out[key].update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
+    if key not in adata.obs:
+        raise CellfateError(f"no obs column {key!r} with the cell types (spatial.cell_type_key)", path)
+    return adata.obs[key].astype(str)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+
+
+def _write_npy(array: np.ndarray, path: PathLike) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+
+def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
+              mapped_spots: PathLike, cfg: Config | None = None, threads: int = 1) -> DeepColor:
+    """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
+    cfg = settings(cfg)
+    torch.set_num_threads(max(1, int(threads)))
+    cells = ad.read_h5ad(reference)
+    spot_data = ad.read_h5ad(spots)
+    labels = _labels(cells, cfg["cell_type_key"], reference)
+    config = DeepColorConfig.from_dict({"seed": cfg["seed"], **cfg["deepcolor"]})
+    model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
+    model.save(model_dir)
+    zl = model.latent(cells)
+    map2sp = model.map2sp(zl)
+    total = map2sp.sum(1)
+    p = p_mat_from_map2sp(map2sp).astype(np.float32)
+    _write_npy(p, p_mat)
+
+    cells.obsm["X_zl"] = zl
+    cells.obs["map_total"] = total
+    cells.obs["map_entropy"] = _entropy(p)
+    cells.var["deepcolor_used"] = cells.var_names.isin(model.genes)
+    cells.uns["deepcolor"] = {"n_genes": len(model.genes), "n_spots": len(model.spot_names),
+                              "cell_type_key": cfg["cell_type_key"], "p_mat": os.path.basename(str(p_mat))}
+    write_h5ad(cells, cells_h5ad)
+
+    mapped = spot_data[:, model.genes].copy()
+    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
+    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
+    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
+    write_h5ad(mapped, mapped_spots)
+    return model
+
+
+def colocalization(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, edges_out: PathLike,
+                   cfg: Config | None = None) -> None:
+    """Rule ``colocalization``: the type-level matrix and the cell-pair edges (parquet)."""
+    cfg = settings(cfg)
+    c = cfg["colocalization"]
+    cells = ad.read_h5ad(cells_h5ad)
+    p = np.load(p_mat, mmap_mode="r")
+    if p.shape[0] != cells.n_obs:
+        raise CellfateError(f"p_mat has {p.shape[0]} rows but {cells_h5ad} has {cells.n_obs} cells", p_mat)
+    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
+    matrix = coloc.type_colocalization(p, labels, cells.obs["map_total"].to_numpy(), c["drop_fraction"])
+    write_table(matrix, types_tsv, index=True)
+    edges = coloc.colocalization_edges(p, cells.obs_names, labels, c["threshold"], c["max_cells"], cfg["seed"])
+    with atomic_path(edges_out) as tmp:
+        edges.to_parquet(tmp, index=False)
+
+
+def pair_clusters(cells_h5ad: PathLike, edges: PathLike, out_tsv: PathLike, cfg: Config | None = None) -> None:
+    """Rule ``pair_clusters``: z_i + z_j of sampled edges -> neighbours, UMAP, Leiden."""
+    cfg = settings(cfg)
+    c = cfg["pair_clusters"]
+    cells = ad.read_h5ad(cells_h5ad)
+    latent = pd.DataFrame(cells.obsm["X_zl"], index=cells.obs_names)
+    table = cluster_pairs(pd.read_parquet(edges), latent, c["max_pairs"], c["n_neighbors"], c["resolution"], cfg["seed"])
+    write_table(table, out_tsv)
+
+
+def cell_expression(cells: ad.AnnData, model_dir: PathLike) -> pd.DataFrame:
+    """Cells x genes decoded expression, columns named by gene symbol where known."""
+    model = DeepColor.load(model_dir)
+    expr = model.expression(cells.obsm["X_zl"])
+    names = cells.var.loc[model.genes, "symbol"].astype(str) if "symbol" in cells.var else pd.Series(model.genes, index=model.genes)
+    frame = pd.DataFrame(expr, index=cells.obs_names, columns=names.to_numpy())
+    return frame.loc[:, ~frame.columns.duplicated()]
+
+
+def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_target: PathLike, out_tsv: PathLike,
+            cfg: Config | None = None) -> None:
+    """Rule ``ligand_activity``: (sender, receiver, ligand) co-activity over the edges."""
+    cfg = settings(cfg)
+    cells = ad.read_h5ad(cells_h5ad)
+    table = lig.read_ligand_target(ligand_target)
+    expression = cell_expression(cells, model_dir)
+    result = lig.ligand_activity(expression, _labels(cells, cfg["cell_type_key"], cells_h5ad), pd.read_parquet(edges),
+                                 table, cfg["ligands"]["n_top_targets"])
+    write_table(result, out_tsv)
+
+
+def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: PathLike, out_tsv: PathLike,
+             cfg: Config | None = None, environment_modes: PathLike | None = None) -> pd.DataFrame:
+    """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman (and the
+    environment analysis' named partner) against the simulated truth."""
+    cfg = settings(cfg)
+    cells = ad.read_h5ad(cells_h5ad)
+    spot_data = ad.read_h5ad(spots)
+    if "true_abundance" not in spot_data.obsm:
+        raise CellfateError("no obsm['true_abundance']: validation needs the simulated tissue", spots)
+    distribution = type_distributions(np.load(p_mat, mmap_mode="r"), _labels(cells, cfg["cell_type_key"], cells_h5ad))
+    matrix = pd.read_csv(types_tsv, sep="\t", index_col=0)
+    extra = {}
+    if environment_modes is not None:
+        modes = pd.read_csv(environment_modes, sep="\t")
+        first = modes[modes["mode"] == 1].sort_values("abs_weight", ascending=False)
+        extra["environment_partner_named"] = float(bool(first["is_true_driver"].iloc[0]))
+    table = validation.validation_table(distribution, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
+    write_table(table, out_tsv)
+    return table
+
+
+def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], how: str,
+               p_mat: PathLike, path: PathLike) -> tuple[np.ndarray, list[str]]:
+    """The condition matrix c of the modelled cells and its column names."""
+    if how == "colocalization":
+        p = np.load(p_mat, mmap_mode="r")
+        is_partner = np.isin(labels, partners)
+        rows = np.flatnonzero(lineage)
+        c = env.colocalization_condition(p[rows], p[np.flatnonzero(is_partner)], labels[is_partner], partners)
+        return c, partners
+    if how == "truth":
+        if "true_partner_density" not in cells.obsm:
+            raise CellfateError("condition 'truth' needs obsm['true_partner_density'] (the simulated tissue)", path)
+        dens = pd.DataFrame(cells.obsm["true_partner_density"], index=cells.obs_names)[partners]
+        return np.log(dens.to_numpy()[lineage]), partners
+    if how not in cells.obs:
+        raise CellfateError(f"spatial.environment.condition {how!r} is neither 'colocalization', 'truth' nor an obs column", path)
+    onehot = pd.get_dummies(cells.obs[how].astype(str)[lineage])
+    return onehot.to_numpy(dtype=float), list(onehot.columns)
+
+
+def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.Series:
+    """Per gene symbol: the partner type's mean normalised expression over the highest type mean."""
+    norm = _per10k(cells.X)
+    types = pd.unique(labels)
+    means = pd.DataFrame({t: np.asarray(norm[labels == t].mean(0)).ravel() for t in types}, index=cells.var_names)
+    rel = means[partner] / means.max(1).replace(0, np.nan)
+    if "symbol" in cells.var:
+        rel.index = cells.var["symbol"].astype(str).to_numpy()
+    return rel[~rel.index.duplicated()]
+
+
+def _per10k(x: Any) -> Any:
+    """Counts per 10k per cell (sparse stays sparse)."""
+    totals = np.asarray(x.sum(1)).ravel()
+    scale = 1e4 / np.maximum(totals, 1.0)
+    return sparse.diags(scale) @ x if sparse.issparse(x) else x * scale[:, None]
+
+
+def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
+                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None, threads: int = 1) -> pd.DataFrame:
+    """Rule ``environment_dynamics``: conditioned dynamics of the modelled cells, Jacobian modes,
+    per-gene velocity change of mode 1 and the ligands that would cause it."""
+    cfg = settings(cfg)
+    e = cfg["environment"]
+    torch.set_num_threads(max(1, int(threads)))
+    cells = ad.read_h5ad(cells_h5ad)
+    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
+    lineage = np.isin(labels, e["cells"])
+    if lineage.sum() < 20:
+        raise CellfateError(f"only {lineage.sum()} cells of the types {e['cells']} (spatial.environment.cells)", cells_h5ad)
+    for layer in ("spliced", "unspliced"):
+        if layer not in cells.layers:
+            raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", cells_h5ad)
+    partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
+    c, names = _condition(cells, lineage, labels, list(partners), e["condition"], p_mat, cells_h5ad)
+    c = env.standardise(c)
+    sub = cells[lineage]
+    spliced = _dense(sub.layers["spliced"])
+    unspliced = _dense(sub.layers["unspliced"])
+    keep = spliced.sum(0) >= e["min_counts"]
+    mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
+                                                       "batch_size", "lr", "patience")}, seed=cfg["seed"])
+    log.info("environment dynamics: %d cells, %d genes, conditions %s", lineage.sum(), keep.sum(), names)
+    # Several seeded fits, their Jacobians stacked: one fit's drift may lean on whichever partner
+    # happens to correlate with z; what all fits share is the environment's effect.
+    fits = []
+    for k in range(max(1, int(e["n_fits"]))):
+        module = env.fit_conditioned_dynamics(spliced[:, keep], unspliced[:, keep], c,
+                                              dataclasses.replace(mcfg, seed=cfg["seed"] + k))
+        z = env.latent_mean(module, spliced[:, keep])
+        fits.append((module, z, env.condition_jacobian(module, z, torch.as_tensor(c, dtype=torch.float32))))
+    modes = env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"])
+    truth = cells.uns.get("environment_truth")
+    if truth is not None:
+        modes["is_true_driver"] = modes["partner"] == str(truth["driver"])
+    write_table(modes, modes_tsv)
+
+    first = modes[modes["mode"] == 1]
+    change = np.mean([env.velocity_change(m, z, j, first["weight"].to_numpy()) for m, z, j in fits], axis=0)
+    gene_ids = sub.var_names[keep]
+    symbols = sub.var.loc[gene_ids, "symbol"].astype(str).to_numpy() if "symbol" in sub.var else np.asarray(gene_ids)
+    genes = pd.DataFrame({"gene_id": gene_ids, "gene": symbols, "velocity_change": change, "abs_velocity_change": np.abs(change)})
+    write_table(genes.sort_values("abs_velocity_change", ascending=False), genes_tsv)
+
+    top_partner = first.sort_values("abs_weight", ascending=False)["partner"].iloc[0]
+    partner_expr = _type_expression(cells, labels, top_partner) if top_partner in labels else None
+    series = pd.Series(change, index=symbols)
+    series = series[~series.index.duplicated()]
+    scores = env.ligand_scores(series, lig.read_ligand_target(ligand_target), partner_expr).assign(partner=top_partner)
+    if truth is not None:
+        scores["is_true_ligand"] = scores["ligand"] == str(truth["driver_ligand"])
+    write_table(scores, ligands_tsv)
+    return modes
+
+
+def _dense(x: Any) -> np.ndarray:
+    """A count layer as a dense float array (the modelled cells are few: one lineage)."""
+    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
