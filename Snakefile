@@ -16,6 +16,12 @@ include: "rules/simulate.smk"
 include: "rules/download.smk"
 include: "rules/qc.smk"
 include: "rules/figures.smk"
+include: "rules/tokenize.smk"
+include: "rules/pretrain.smk"
+include: "rules/foundation.smk"
+include: "rules/velocity.smk"
+include: "rules/dynamics.smk"
+include: "rules/spatial.smk"
 
 
 rule all:
@@ -25,3 +31,9 @@ rule all:
         f"{RESULTS}/qc/corpus_summary.tsv",
         f"{RESULTS}/figures/qc_metrics.png",
         f"{RESULTS}/figures/corpus_summary.png",
+        TOKENIZE_TARGETS,
+        f"{RESULTS}/pretrain/model",
+        f"{RESULTS}/figures/pretrain_curve.png",
+        FOUNDATION_TARGETS,
+        dynamics_targets(),
+        SPATIAL_TARGETS,

@@ -134,3 +134,61 @@ def sim_params(part):
     """The seed and one part of the simulate block: a job reruns only when its part changes."""
     sim = config.get("simulate") or {}
     return canonical({"seed": sim.get("seed"), part: sim.get(part, {})})
+
+
+# --- velocity and dynamics stages (rules/velocity.smk, rules/dynamics.smk) ---
+DYNAMICS = config.get("dynamics") or {}
+DYN = f"{RESULTS}/dynamics"
+
+
+def velocity_names():
+    """Every sample whose spliced/unspliced counts the workflow makes."""
+    names = ["bifurcation"] if SIMULATED else []
+    return names + list((config.get("velocity") or {}).get("samples") or {})
+
+
+def velocity_sample(name):
+    """BAM, GTF, barcodes, optional repeat mask and QC'd cells of one sample."""
+    if SIMULATED and name == "bifurcation":
+        folder = f"{SIM}/bifurcation"
+        return {
+            "bam": f"{folder}/possorted_genome_bam.bam",
+            "gtf": f"{folder}/genes.gtf",
+            "barcodes": f"{folder}/barcodes.tsv",
+            "cells": f"{folder}/truth.h5ad",
+        }
+    return dict(config["velocity"]["samples"][name])
+
+
+def velocyto_inputs(wildcards):
+    sample = velocity_sample(wildcards.name)
+    files = {key: sample[key] for key in ("bam", "gtf") if sample.get(key)}
+    for key in ("barcodes", "mask"):
+        if sample.get(key):
+            files[key] = sample[key]
+    return files
+
+
+def dynamics_targets():
+    """Every result and figure of the dynamics stage, for the `all` rule."""
+    targets = []
+    for name in velocity_names():
+        targets += [
+            f"{DYN}/{name}.h5ad",
+            f"{RESULTS}/figures/{name}/vicdyf_velocity.png",
+        ]
+        if DYNAMICS.get("fate_key") and DYNAMICS.get("fates"):
+            targets += [
+                f"{RESULTS}/figures/{name}/vicdyf_fluctuation.png",
+                f"{RESULTS}/figures/{name}/vicdyf_fluctuation_genes.png",
+            ]
+    if SIMULATED and DYNAMICS.get("fate_key") and DYNAMICS.get("fates"):
+        targets.append(f"{RESULTS}/figures/bifurcation/vicdyf_validation.png")
+    return targets
+
+
+def spatial_params(*parts):
+    """The shared keys and the named parts of the spatial block: a job reruns only when they change."""
+    spatial = config.get("spatial") or {}
+    keys = ("cell_type_key", "seed") + parts
+    return canonical({key: spatial[key] for key in keys if key in spatial})

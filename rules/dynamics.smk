@@ -3,6 +3,8 @@
 # against the simulated truth (demo only) and the figures.
 
 # DYNAMICS, DYN and dynamics_targets() are defined in common.smk.
+# The fluctuation analysis' keys: changing them reruns that analysis, not the fit.
+FLUCTUATION_KEYS = ("fate_key", "fates", "top_fraction", "leiden_resolution")
 
 
 rule vicdyf_fit:
@@ -18,8 +20,10 @@ rule vicdyf_fit:
     conda:
         "../envs/dynamics.yaml"
     threads: 1
+    resources:
+        gpu=int(str(DYNAMICS.get("device", "auto")).startswith("cuda")),
     params:
-        cfg=DYNAMICS,
+        cfg=canonical({k: v for k, v in DYNAMICS.items() if k not in FLUCTUATION_KEYS}),
     script:
         "../workflow_scripts/vicdyf_fit.py"
 
@@ -43,7 +47,9 @@ rule vicdyf_fluctuation:
     conda:
         "../envs/dynamics.yaml"
     params:
-        cfg=DYNAMICS,
+        cfg=canonical(
+            {k: v for k, v in DYNAMICS.items() if k in FLUCTUATION_KEYS + ("seed",)}
+        ),
     script:
         "../workflow_scripts/vicdyf_fluctuation.py"
 

@@ -1,7 +1,7 @@
 # Using the foundation model (cellfate.foundation): a fine-tuned cell-type classifier measured
 # against a baseline and a zero-shot kNN, cell embeddings with a UMAP, batched in silico
 # perturbation screens, and human samples brought in through one-to-one orthologs (then the
-# ordinary QC and tokenization). Needs rules/tokenize.smk (TOK, tokenize_setting) and the
+# ordinary QC and tokenization). Needs rules/tokenize.smk (TOK, TOKENIZE) and the
 # pretrained model of rules/pretrain.smk.
 
 FOUNDATION = config.get("foundation") or {}
@@ -196,7 +196,7 @@ rule tokenize_cross_species:
     input:
         h5ad=f"{RESULTS}/qc/{CROSS}/{{sample}}.h5ad",
         dictionary=f"{TOK}/token_dictionary.json",
-        medians=tokenize_setting("gene_medians") or f"{TOK}/gene_medians.tsv",
+        medians=TOKENIZE["gene_medians"] or f"{TOK}/gene_medians.tsv",
     output:
         shards=directory(f"{TOK}/shards/{CROSS}/{{sample}}"),
         lengths=f"{TOK}/shards/{CROSS}/{{sample}}.lengths.npy",
@@ -212,12 +212,10 @@ rule tokenize_cross_species:
         settings=lambda wildcards: {
             "source": CROSS,
             "sample": wildcards.sample,
-            "version": tokenize_version(),
-            "max_length": tokenize_setting("max_length"),
-            "cell_attributes": tokenize_setting(
-                "cell_attributes", ["cell_type", "tissue", "source", "sample"]
-            ),
-            "chunk_size": tokenize_setting("chunk_size", 1024),
+            "version": TOKENIZE["version"],
+            "max_length": TOKENIZE_MAX_LENGTH,
+            "cell_attributes": TOKENIZE["cell_attributes"],
+            "chunk_size": TOKENIZE["chunk_size"],
         },
     script:
         "../workflow_scripts/tokenize_sample.py"

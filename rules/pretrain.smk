@@ -60,7 +60,9 @@ rule pretrain:
     resources:
         **PRETRAIN_RESOURCES,
     params:
-        settings={k: v for k, v in PRETRAIN.items() if k not in PRETRAIN_JOB_KEYS},
+        settings=canonical(
+            {k: v for k, v in PRETRAIN.items() if k not in PRETRAIN_JOB_KEYS}
+        ),
         shards=PRETRAIN_SHARDS,
         checkpoint_dir=f"{RESULTS}/pretrain/checkpoints",
         gpus=PRETRAIN.get("gpus", 0),

@@ -81,7 +81,7 @@ rule qc_sample:
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
     params:
-        thresholds=config["qc"],
+        thresholds=canonical(config["qc"]),
     script:
         "../workflow_scripts/qc_sample.py"
 

@@ -16,6 +16,8 @@ SPATIAL_SPOTS = SPATIAL.get("spots") or (
     f"{SIM}/tissue/spots.h5ad" if SIMULATED else None
 )
 SPATIAL_LIGANDS = SPATIAL.get("ligand_target")
+
+
 # The environment analysis: on the demo the simulated environment tissue, else the main
 # DeepCOLOR run (whose cells then need spliced and unspliced layers).
 ENV_SOURCE = (
@@ -81,8 +83,10 @@ rule deepcolor:
     conda:
         "../envs/spatial.yaml"
     threads: SPATIAL.get("threads", 1)
+    resources:
+        gpu=int(str(SPATIAL.get("device", "cpu")).startswith("cuda")),
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params("device", "deepcolor"),
     script:
         "../workflow_scripts/deepcolor.py"
 
@@ -101,7 +105,7 @@ rule colocalization:
     conda:
         "../envs/spatial.yaml"
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params("colocalization"),
     script:
         "../workflow_scripts/colocalization.py"
 
@@ -119,7 +123,7 @@ rule pair_clusters:
     conda:
         "../envs/spatial.yaml"
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params("pair_clusters"),
     script:
         "../workflow_scripts/pair_clusters.py"
 
@@ -139,7 +143,7 @@ rule ligand_activity:
     conda:
         "../envs/spatial.yaml"
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params("ligands"),
     script:
         "../workflow_scripts/ligand_activity.py"
 
@@ -177,8 +181,10 @@ rule deepcolor_environment:
     conda:
         "../envs/spatial.yaml"
     threads: SPATIAL.get("threads", 1)
+    resources:
+        gpu=int(str(SPATIAL.get("device", "cpu")).startswith("cuda")),
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params("device", "deepcolor"),
     script:
         "../workflow_scripts/deepcolor.py"
 
@@ -198,7 +204,7 @@ rule environment_dynamics:
         "../envs/spatial.yaml"
     threads: SPATIAL.get("threads", 1)
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params("device", "environment"),
     script:
         "../workflow_scripts/environment_dynamics.py"
 
@@ -219,7 +225,7 @@ rule spatial_validation:
     conda:
         "../envs/spatial.yaml"
     params:
-        cfg=SPATIAL,
+        cfg=spatial_params(),
     script:
         "../workflow_scripts/spatial_validation.py"
 

@@ -21,11 +21,6 @@ TOKENIZE = {
 TOKENIZE_MAX_LENGTH = (
     TOKENIZE["max_length"] or {"v1": 2048, "v2": 4096}[TOKENIZE["version"]]
 )
-# For rules in other files (rules/foundation.smk): one setting with a fallback, and the version.
-tokenize_setting = lambda key, default=None: (
-    default if TOKENIZE.get(key) is None else TOKENIZE[key]
-)
-tokenize_version = lambda: TOKENIZE["version"]
 TOKENIZE_SHARDS = [
     f"{TOK}/shards/{source}/{sample}" for source, sample in all_samples()
 ]

@@ -49,7 +49,7 @@ def _free_port() -> int:
 class LocalSlurm:
     """``with LocalSlurm(tmp) as slurm:`` -> ``slurm.env`` for sbatch/squeue and Snakemake.
 
-    The node declares 4 CPUs on this 2-core machine: test jobs are light and mostly wait on
+    The node declares 4 CPUs and 16 GB whatever the machine has (config_overrides): test jobs are light and mostly wait on
     Python start-up, so oversubscribing keeps the test short.
     """
 
@@ -71,7 +71,7 @@ class LocalSlurm:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         r, h = self.root, self.host
         self.conf.write_text("\n".join([
-            "ClusterName=cellfatetest", f"SlurmctldHost={h}", "SlurmUser=root", "SlurmdUser=root",
+            "ClusterName=cellfatetest", f"SlurmctldHost={h}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
             f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
             "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "MailProg=/bin/true",
@@ -80,8 +80,8 @@ class LocalSlurm:
             f"SlurmctldLogFile={r}/slurmctld.log", f"SlurmdLogFile={r}/slurmd.log",
             "AccountingStorageType=accounting_storage/none",
             "JobCompType=jobcomp/filetxt", f"JobCompLoc={self.jobcomp}",
-            "MinJobAge=3600", "ReturnToService=2", "GresTypes=gpu", "SchedulerParameters=sched_interval=2",
-            f"NodeName={h} CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:1 State=UNKNOWN",
+            "MinJobAge=3600", "ReturnToService=2", "SlurmdParameters=config_overrides", "GresTypes=gpu", "SchedulerParameters=sched_interval=2",
+            f"NodeName={h} NodeAddr=127.0.0.1 NodeHostname={h} CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:1 State=UNKNOWN",
             f"PartitionName=debug Nodes={h} Default=YES MaxTime=INFINITE State=UP", "",
         ]))
         (self.root / "gres.conf").write_text(f"NodeName={h} Name=gpu File=/dev/null\n")
@@ -104,7 +104,9 @@ class LocalSlurm:
             if result.returncode == 0 and ok(result.stdout):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"local Slurm: {what} did not come up; see {self.root}/*.log")
+        logs = sorted(self.root.glob("*.log"))
+        tail = "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]) for log in logs)
+        raise RuntimeError(f"local Slurm: {what} did not come up; the daemons' logs end with:\n{tail}")
 
     def __enter__(self) -> LocalSlurm:
         self._write_config()

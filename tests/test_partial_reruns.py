@@ -24,7 +24,14 @@ def _planned(demo_results: Path, *args: str) -> dict[str, int]:
     if "Job stats:" not in text:
         return {}
     table = text.split("Job stats:")[1].split("Reasons:")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+    jobs.pop("total", None)
+    return jobs
+
+
+def _n_qc_samples(demo_results: Path) -> int:
+    """QC'd samples of the demo: the corpus's and the cross-species human sample."""
+    return len(list((demo_results / "qc").glob("*/*.h5ad")))
 
 
 def test_finished_demo_has_nothing_to_do(demo_results: Path) -> None:
@@ -33,7 +40,7 @@ def test_finished_demo_has_nothing_to_do(demo_results: Path) -> None:
 
 def test_forcerun_of_qc_reruns_qc_and_downstream_only(demo_results: Path) -> None:
     jobs = _planned(demo_results, "--forcerun", "qc_sample")
-    assert jobs["qc_sample"] == 4 and jobs["corpus_summary"] == 1 and jobs["figure_qc_metrics"] == 1
+    assert jobs["qc_sample"] == _n_qc_samples(demo_results) and jobs["corpus_summary"] == 1 and jobs["figure_qc_metrics"] == 1
     assert not any(rule.startswith(("simulate_", "download_", "read_")) for rule in jobs)
 
 
@@ -43,7 +50,7 @@ def test_changed_qc_threshold_reruns_qc_and_downstream_only(demo_results: Path, 
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = _planned(demo_results, "--configfile", str(changed))
-    assert jobs["qc_sample"] == 4 and jobs["corpus_summary"] == 1
+    assert jobs["qc_sample"] == _n_qc_samples(demo_results) and jobs["corpus_summary"] == 1
     assert not any(rule.startswith(("simulate_", "download_", "read_")) for rule in jobs)
 
 
@@ -66,12 +73,26 @@ def test_changed_simulation_part_reruns_only_its_simulator(demo_results: Path, t
     changed.write_text(yaml.safe_dump(config, sort_keys=True))  # another key order changes nothing
     jobs = _planned(demo_results, "--configfile", str(changed))
     assert jobs.get("simulate_tissue") == 1
-    assert not any(rule.startswith(("simulate_panglaodb", "simulate_bifurcation", "qc_", "download_")) for rule in jobs)
+    assert not any(rule.startswith(("simulate_panglaodb", "simulate_bifurcation", "simulate_environment", "qc_",
+                                    "download_", "tokenize_", "pretrain", "vicdyf_")) for rule in jobs), jobs
+
+
+def test_deleted_shard_retokenizes_that_sample_only(demo_results: Path, tmp_path: Path) -> None:
+    shard = sorted(p for p in (demo_results / "tokenize" / "shards").glob("*/*") if p.is_dir())[0]
+    kept = tmp_path / "kept"
+    shard.rename(kept)
+    try:
+        jobs = _planned(demo_results)
+    finally:
+        kept.rename(shard)
+    assert jobs["tokenize_sample"] == 1, jobs
+    assert not any(rule.startswith(("simulate_", "download_", "read_", "qc_", "tokenize_sketch", "tokenize_medians",
+                                    "tokenize_dictionary", "velocyto", "vicdyf_", "deepcolor")) for rule in jobs), jobs
 
 
 def test_until_stops_at_the_named_rule(demo_results: Path) -> None:
     jobs = _planned(demo_results, "--forceall", "--until", "qc_sample")
-    assert jobs["qc_sample"] == 4
+    assert jobs["qc_sample"] == _n_qc_samples(demo_results)
     assert "corpus_summary" not in jobs and not any(rule.startswith("figure_qc") for rule in jobs)
 
 
@@ -84,3 +105,14 @@ def test_every_figure_is_a_real_picture(demo_results: Path) -> None:
         gray = image[..., :3].mean(axis=-1)
         assert (gray < 0.9).mean() > 0.01, f"{png.name} is blank"  # more than 1% inked pixels
         assert np.unique(np.round(gray, 2)).size > 20, f"{png.name} has almost no content"
+
+
+def test_changed_analysis_setting_keeps_the_fitted_models(demo_results: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["dynamics"]["top_fraction"] = 0.3  # the fluctuation analysis, not the VICDYF fit
+    config["spatial"]["ligands"]["n_top_targets"] = 10  # ligand activity, not the DeepCOLOR map
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = _planned(demo_results, "--configfile", str(changed))
+    assert jobs["vicdyf_fluctuation"] == 1 and jobs["ligand_activity"] == 1, jobs
+    assert not any(rule in jobs for rule in ("vicdyf_fit", "deepcolor", "colocalization", "pair_clusters")), jobs

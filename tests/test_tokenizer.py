@@ -170,11 +170,11 @@ def test_demo_corpus_end_to_end(demo_corpus, tmp_path) -> None:  # noqa: F811 - 
     assert (table["mean_length"] > 100).all()
 
 
-def test_demo_results_load_after_make_demo() -> None:
-    """`make demo` writes one save_to_disk folder per sample; they load and join as one corpus."""
-    folders = sorted((REPO / "results/tokenize/shards").glob("*/*/state.json"))
-    if not folders:
-        pytest.skip("run `make demo` first")
+@pytest.mark.slow
+def test_demo_shards_load_and_join(demo_results) -> None:
+    """The demo DAG writes one save_to_disk folder per sample; they load and join as one corpus."""
+    folders = sorted((demo_results / "tokenize/shards").glob("*/*/state.json"))
+    assert len(folders) == 5  # the corpus's four samples and the cross-species human sample
     corpus = datasets.concatenate_datasets([datasets.load_from_disk(str(f.parent)) for f in folders])
     lengths = np.concatenate([np.load(f"{f.parent}.lengths.npy") for f in folders])
     assert len(corpus) == len(lengths) > 0 and corpus["length"] == lengths.tolist()

@@ -38,7 +38,14 @@ def test_demo_dag_is_complete(tmp_path) -> None:
                  "corpus_summary", "figure_qc_metrics", "figure_corpus_summary"):
         assert jobs[rule] == 1, rule
     assert jobs["download_panglaodb_counts"] == jobs["read_panglaodb"] == 2
-    assert jobs["qc_sample"] == 4  # every sample of every source
+    assert jobs["qc_sample"] == 5  # every sample of every source, and the cross-species human sample
+    assert jobs["tokenize_sketch"] == 4  # gene medians come from the mouse corpus only
+    assert jobs["tokenize_sample"] == 4 and jobs["tokenize_cross_species"] == 1
+    for rule in ("tokenize_medians", "tokenize_dictionary", "pretrain", "figure_pretrain_curve", "classify_cells",
+                 "embed_cells", "perturb_screen", "cross_species", "velocyto_count", "vicdyf_fit", "vicdyf_fluctuation",
+                 "vicdyf_validate", "deepcolor", "colocalization", "pair_clusters", "ligand_activity",
+                 "environment_dynamics", "spatial_validation"):
+        assert jobs[rule] == 1, rule
 
 
 def test_paper_dag_builds() -> None:
@@ -46,7 +53,8 @@ def test_paper_dag_builds() -> None:
     assert result.returncode == 0, result.stderr
     assert "simulate_" not in result.stdout  # the paper run simulates nothing
     jobs = _job_counts(result.stdout)
-    assert jobs["download_panglaodb_counts"] == jobs["qc_sample"] == 1061  # PanglaoDB's mouse samples
+    assert jobs["download_panglaodb_counts"] == jobs["qc_sample"] == jobs["tokenize_sample"] == 1061  # PanglaoDB's mouse samples
+    assert jobs["pretrain"] == 1 and "deepcolor" not in jobs  # no spatial inputs named in paper.yaml
 
 
 @pytest.mark.parametrize("profile", ["profiles/local", "profiles/slurm"])

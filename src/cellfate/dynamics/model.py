@@ -110,7 +110,7 @@ class VICDYF:
     def __init__(self, adata: ad.AnnData, *, spliced_layer: str = "spliced", unspliced_layer: str = "unspliced",
                  n_latent: int = 10, n_hidden: int = 50, n_layers: int = 2, likelihood: str = "poisson",
                  velocity: str = "jvp", d_scale: float = 0.01, beta_init: float | None = 0.1,
-                 source: str | None = None) -> None:
+                 seed: int = 42, source: str | None = None) -> None:
         if adata.n_obs < MIN_CELLS:
             raise CellfateError(f"only {adata.n_obs} cells; VICDYF needs at least {MIN_CELLS}", source)
         if adata.n_vars < 2:
@@ -138,7 +138,10 @@ class VICDYF:
                          "genes": [str(g) for g in adata.var_names]}
         self.adata = adata
         self.data = CountTensors.from_arrays(spliced, unspliced)
-        self.module = VicdyfModule(self.config)
+        # the initial weights come from `seed`, not from whatever the process drew before
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = VicdyfModule(self.config)
         if beta_init:  # start the kinetics at steady state (see VicdyfModule.init_kinetics)
             self.module.init_kinetics(self.data.unspliced.sum(0) / self.data.spliced.sum(0), beta_init)
         self.history = pd.DataFrame()

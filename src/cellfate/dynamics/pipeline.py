@@ -61,7 +61,7 @@ def fit(velocity_h5ad: str | os.PathLike[str], model_dir: str | os.PathLike[str]
     adata = select_genes(adata, min_shared_counts=cfg["min_shared_counts"], n_top_genes=cfg["n_top_genes"],
                          source=str(velocity_h5ad))
     model = VICDYF(adata, n_latent=cfg["n_latent"], n_hidden=cfg["n_hidden"], likelihood=cfg["likelihood"],
-                   velocity=cfg["velocity"], source=str(velocity_h5ad))
+                   velocity=cfg["velocity"], seed=cfg["seed"], source=str(velocity_h5ad))
     model.train(training_plan(cfg))
     model.annotate(adata, n_samples=cfg["n_samples"], seed=cfg["seed"], n_neighbors=cfg["n_neighbors"])
     model.save(model_dir, overwrite=True)
