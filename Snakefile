@@ -24,16 +24,28 @@ include: "rules/dynamics.smk"
 include: "rules/spatial.smk"
 
 
+# Every result of the run: each stage's targets (empty for a stage the config turns off).
+TARGETS = [
+    *simulated_targets(),
+    f"{RESULTS}/qc/corpus_summary.tsv",
+    f"{RESULTS}/figures/qc_metrics.png",
+    f"{RESULTS}/figures/corpus_summary.png",
+    *TOKENIZE_TARGETS,
+    f"{RESULTS}/pretrain/model",
+    f"{RESULTS}/figures/pretrain_curve.png",
+    *FOUNDATION_TARGETS,
+    *dynamics_targets(),
+    *SPATIAL_TARGETS,
+]
+
+
 rule all:
     default_target: True
     input:
-        simulated_targets(),
-        f"{RESULTS}/qc/corpus_summary.tsv",
-        f"{RESULTS}/figures/qc_metrics.png",
-        f"{RESULTS}/figures/corpus_summary.png",
-        TOKENIZE_TARGETS,
-        f"{RESULTS}/pretrain/model",
-        f"{RESULTS}/figures/pretrain_curve.png",
-        FOUNDATION_TARGETS,
-        dynamics_targets(),
-        SPATIAL_TARGETS,
+        TARGETS,
+
+
+# The paper's figures only (and whatever they need): `snakemake figures`.
+rule figures:
+    input:
+        [target for target in TARGETS if str(target).endswith(".png")],

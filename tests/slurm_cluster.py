@@ -27,6 +27,8 @@ def unavailable_reason() -> str | None:
     """Why a local Slurm cannot be brought up here, or None if it can."""
     if os.geteuid() != 0:
         return "a local Slurm needs root (slurmd runs jobs as their owner)"
+    if DEFAULT_CONF.is_symlink() and not DEFAULT_CONF.exists():
+        DEFAULT_CONF.unlink()  # a dangling link: left by a test cluster whose run was killed
     if DEFAULT_CONF.exists() or DEFAULT_CONF.is_symlink():
         return f"{DEFAULT_CONF} exists: this machine has a Slurm of its own, which the test must not replace"
     if all(shutil.which(b) for b in ("slurmctld", "slurmd", "munged", "sbatch")):
@@ -112,6 +114,14 @@ class LocalSlurm:
         self._write_config()
         DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
         DEFAULT_CONF.symlink_to(self.conf)
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()  # a cluster that did not come up leaves neither daemons nor the link behind
+            raise
+        return self
+
+    def _start(self) -> None:
         self._start_munge()
         self.procs.append(subprocess.Popen(["slurmctld", "-D", "-i", "-f", str(self.conf)], env=self.env,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -119,7 +129,6 @@ class LocalSlurm:
         self.procs.append(subprocess.Popen(["slurmd", "-D", "-f", str(self.conf)], env=self.env,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         self._wait(["sinfo", "-h", "-o", "%T"], lambda out: out.strip() == "idle", "slurmd")
-        return self
 
     def __exit__(self, *exc) -> None:
         subprocess.run(["scancel", "--user=root", "--full"], env=self.env, capture_output=True)
@@ -136,6 +145,22 @@ class LocalSlurm:
                 os.kill(self.munged_pid, 15)
             except ProcessLookupError:
                 pass
+
+    def job_requests(self) -> dict[str, dict[str, str]]:
+        """What each job asked for, from ``scontrol show job`` (job id -> its fields).
+
+        Finished jobs stay listed for MinJobAge (an hour). This is where a GPU request shows
+        (``TresPerJob``/``TresPerNode`` = ``gres:gpu:N``): the job-completion log's TRES lists
+        gres only when accounting tracks it, which needs a slurmdbd this cluster does not run.
+        """
+        result = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True,
+                                env=self.env, check=True)
+        jobs = {}
+        for line in result.stdout.splitlines():
+            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            if "JobId" in fields:
+                jobs[fields["JobId"]] = fields
+        return jobs
 
     def completed_jobs(self) -> list[dict[str, str]]:
         """Every job the cluster finished, from the job-completion log (key=value per line)."""

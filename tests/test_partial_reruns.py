@@ -116,3 +116,9 @@ def test_changed_analysis_setting_keeps_the_fitted_models(demo_results: Path, tm
     jobs = _planned(demo_results, "--configfile", str(changed))
     assert jobs["vicdyf_fluctuation"] == 1 and jobs["ligand_activity"] == 1, jobs
     assert not any(rule in jobs for rule in ("vicdyf_fit", "deepcolor", "colocalization", "pair_clusters")), jobs
+
+
+def test_until_tokenize_stops_before_pretraining(demo_results: Path) -> None:
+    jobs = _planned(demo_results, "--forceall", "--until", "tokenize_sample")
+    assert jobs["tokenize_sample"] == 4 and jobs["tokenize_medians"] == 1 and jobs["qc_sample"] >= 4
+    assert not any(rule.startswith(("pretrain", "figure_", "classify", "vicdyf", "deepcolor")) for rule in jobs), jobs

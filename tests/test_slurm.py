@@ -69,8 +69,9 @@ def test_demo_dag_through_slurm_equals_the_local_run(slurm: LocalSlurm, demo_res
     results = tmp_path / "results"
     targets = [f"{results}/{t}" for t in ("figures/qc_metrics.png", "tokenize/summary.tsv", "figures/pretrain_curve.png",
                                           "foundation/embeddings.h5ad")]
-    run = run_snakemake("--profile", str(test_profile(tmp_path)), "--config", f"results={results}", timeout=2400,
-                        env=slurm.env, *targets)
+    # (targets before --config: whatever follows --config is read as key=value pairs)
+    run = run_snakemake(*targets, "--profile", str(test_profile(tmp_path)), "--config", f"results={results}",
+                        timeout=2400, env=slurm.env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     submitted = set(re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", run.stdout + run.stderr))
     completed = {job["JobId"]: job for job in slurm.completed_jobs()}
@@ -81,8 +82,10 @@ def test_demo_dag_through_slurm_equals_the_local_run(slurm: LocalSlurm, demo_res
     assert len(submitted) == len(cluster_jobs) > 10, (len(submitted), cluster_jobs)
     assert "download_panglaodb_counts" not in cluster_jobs  # downloads stay on the submit host
     assert {"pretrain", "embed_cells"} <= set(cluster_jobs)
-    gpu_jobs = [job for job in completed.values() if "gres/gpu" in job.get("Tres", "")]
-    assert len(gpu_jobs) == 2, [job.get("Tres") for job in completed.values()]
+    requests = slurm.job_requests()
+    gpu_jobs = sorted(requests[j].get("Comment", "?") for j in submitted
+                      if "gres:gpu:1" in requests[j].get("TresPerJob", "") + requests[j].get("TresPerNode", ""))
+    assert gpu_jobs == ["rule_embed_cells", "rule_pretrain"], {j: requests[j].get("TresPerJob") for j in submitted}
     assert (results / "pretrain" / "model" / "config.json").exists()
     # (the model's training history records wall times; its weights are checked by test_pretrain)
     local = comparable_outputs(demo_results)
@@ -92,3 +95,24 @@ def test_demo_dag_through_slurm_equals_the_local_run(slurm: LocalSlurm, demo_res
     different = [rel for rel in remote if not _same(local[rel], remote[rel])]
     assert not different, f"outputs differ from the local run: {different}"
     assert (results / "figures" / "qc_metrics.png").stat().st_size > 10_000
+
+
+def test_failed_job_is_reported_with_its_logs_and_retried_with_more_memory(slurm: LocalSlurm, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    sample = "qc/panglaodb/SRA900001_SRS900001"
+    failed_before = {job["JobId"] for job in slurm.completed_jobs() if job["JobState"] == "FAILED"}
+    # more passing cells demanded than the sample has: QC fails on every attempt
+    strict = tmp_path / "strict_qc.yaml"  # merged over config/config.yaml
+    strict.write_text(yaml.safe_dump({"qc": {**yaml.safe_load((REPO / "config/config.yaml").read_text())["qc"],
+                                             "min_cells": 100000}}))
+    run = run_snakemake(f"{results}/{sample}.h5ad", "--profile", str(test_profile(tmp_path)), "--retries", "1",
+                        "--configfile", str(strict), "--config", f"results={results}", timeout=900, env=slurm.env)
+    log = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert f"{results}/logs/{sample}.log" in log  # the rule's own log, shown (show-failed-logs) ...
+    assert "cells pass QC (need 100000)" in log, log[-3000:]  # ... with the one-line error in it
+    assert str(tmp_path / "slurm_logs") in log  # and where Slurm's log of the job lies
+    failed = [job for job in slurm.completed_jobs() if job["JobState"] == "FAILED" and job["JobId"] not in failed_before]
+    memory = sorted(re.search(r"mem=(\d+)M", job["Tres"]).group(1) for job in failed)
+    assert memory == ["4000", "8000"], memory  # attempt 2 asked for twice the memory
+    assert not (results / f"{sample}.h5ad").exists()
