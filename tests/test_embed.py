@@ -95,7 +95,7 @@ def test_umap_layout_keeps_clusters_apart() -> None:
     from sklearn.datasets import make_blobs
     from sklearn.metrics import silhouette_score
 
-    from cellfate.foundation.umap_layout import umap_layout
+    from cellfate.umap_layout import umap_layout
 
     X, y = make_blobs(n_samples=600, centers=5, n_features=16, cluster_std=2.0, random_state=0)
     xy = umap_layout(X, seed=0, n_epochs=150)

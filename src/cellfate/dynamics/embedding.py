@@ -52,9 +52,8 @@ def project_velocity(z: np.ndarray, d: np.ndarray, embedding: np.ndarray, n_neig
 
 
 def umap_embedding(z: np.ndarray, n_neighbors: int = 30, min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
-    """2-D UMAP of the latent means (umap-learn; seeded, so single-threaded)."""
-    import umap  # slow import (numba): only when embedding
+    """2-D UMAP of the latent means (:func:`cellfate.umap_layout.umap_layout`: seeded, and no
+    numba compilation, which in umap-learn took longer than fitting the model)."""
+    from cellfate.umap_layout import umap_layout
 
-    n_neighbors = max(2, min(n_neighbors, len(z) - 1))
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_components=2)
-    return reducer.fit_transform(z).astype(np.float32)
+    return umap_layout(z, n_neighbors=max(2, n_neighbors), min_dist=min_dist, seed=seed)

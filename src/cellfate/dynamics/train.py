@@ -139,7 +139,7 @@ def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor
             if not torch.isfinite(loss):
                 module.load_state_dict(last_good)
                 log.warning("phase %d epoch %d: the loss became %s; restored the state after epoch %d and stopped",
-                            phase, epoch + 1, float(loss), epoch)
+                            phase, epoch + 1, loss.detach().item(), epoch)
                 bar.close()
                 return False
             optimizer.zero_grad(set_to_none=True)

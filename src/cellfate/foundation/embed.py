@@ -231,7 +231,7 @@ def write_embeddings(
     import anndata as ad
 
     from cellfate.foundation.cells import check_dictionaries, check_token_range, cut_to, load_cells
-    from cellfate.foundation.umap_layout import umap_layout
+    from cellfate.umap_layout import umap_layout
     from cellfate.io import write_h5ad
 
     check_dictionaries(token_dictionary, Path(model_dir) / "token_dictionary.json")

@@ -3,40 +3,31 @@
 Each colocalization edge (i, j) becomes one point with feature z_i + z_j (order-free, so the pair
 is described by both partners' states); a kNN graph with Leiden (resolution 0.1 by default, coarse
 on purpose) groups the pairs and UMAP draws them. The graph and Leiden are built directly
-(scikit-learn, igraph, leidenalg) rather than through scanpy, whose import and numba-compiled
-neighbour step cost more than the clustering itself at this size. Edges are sampled (seeded) above ``max_pairs`` so the
+(scikit-learn, igraph, leidenalg) and the layout is :mod:`cellfate.umap_layout` on the same
+neighbours, rather than scanpy / umap-learn, whose imports and numba compilation cost more than
+the clustering itself at this size. Edges are sampled (seeded) above ``max_pairs`` so the
 cost stays bounded whatever the number of edges.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
 
 from cellfate.errors import CellfateError
+from cellfate.umap_layout import nearest_neighbours, umap_layout
 
 log = logging.getLogger(__name__)
 
 
-def neighbours(features: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN (indices, distances), each point first in its own row, as UMAP expects."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(n_neighbors, len(features) - 1) + 1
-    dist, idx = NearestNeighbors(n_neighbors=k).fit(features).kneighbors(features)
-    return idx, dist
-
-
 def neighbour_graph(idx: np.ndarray) -> "igraph.Graph":
-    """Undirected kNN graph (an edge if either end lists the other)."""
+    """Undirected kNN graph of ``idx`` (cells x k, self excluded): an edge if either end lists the other."""
     import igraph
 
-    src = np.repeat(np.arange(len(idx)), idx.shape[1] - 1)
-    dst = idx[:, 1:].ravel()
-    pairs = {(min(a, b), max(a, b)) for a, b in zip(src.tolist(), dst.tolist()) if a != b}
+    src = np.repeat(np.arange(len(idx)), idx.shape[1])
+    pairs = {(min(a, b), max(a, b)) for a, b in zip(src.tolist(), idx.ravel().tolist()) if a != b}
     return igraph.Graph(n=len(idx), edges=sorted(pairs))
 
 
@@ -47,17 +38,6 @@ def leiden(graph: "igraph.Graph", resolution: float, seed: int) -> np.ndarray:
     part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
                                     resolution_parameter=resolution, seed=seed, n_iterations=-1)
     return np.asarray(part.membership)
-
-
-def embed(features: np.ndarray, idx: np.ndarray, dist: np.ndarray, seed: int) -> np.ndarray:
-    """2-D UMAP of the pair features on the precomputed neighbours (skips UMAP's own
-    nearest-neighbour search, whose numba compilation costs far more than the embedding)."""
-    import umap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reducer = umap.UMAP(n_neighbors=idx.shape[1], random_state=seed, n_jobs=1, precomputed_knn=(idx, dist, None))
-        return reducer.fit_transform(features)
 
 
 def pair_clusters(edges: pd.DataFrame, latent: pd.DataFrame, max_pairs: int = 20_000, n_neighbors: int = 15,
@@ -77,9 +57,9 @@ def pair_clusters(edges: pd.DataFrame, latent: pd.DataFrame, max_pairs: int = 20
     out = edges.assign(pair_type=pair_type)
     if len(edges) < 3:
         return out.assign(cluster="0", umap_1=0.0, umap_2=0.0)
-    idx, dist = neighbours(feature, n_neighbors)
+    dist, idx = nearest_neighbours(feature, n_neighbors)
     clusters = leiden(neighbour_graph(idx), resolution, seed)
-    xy = embed(feature, idx, dist, seed) if umap else np.full((len(edges), 2), np.nan)
+    xy = umap_layout(feature, seed=seed, knn=(dist, idx)) if umap else np.full((len(edges), 2), np.nan)
     log.info("%d pairs in %d clusters", len(edges), len(set(clusters)))
     return out.assign(cluster=clusters.astype(str), umap_1=xy[:, 0], umap_2=xy[:, 1])
 

@@ -8,7 +8,8 @@ memberships sum to log2(k)), symmetrised by the fuzzy union, then a layout optim
 attraction along sampled edges and repulsion from random cells under the low-dimensional kernel
 ``1 / (1 + a d^(2b))``. Here each epoch updates all sampled edges at once (as GPU UMAPs do) rather
 than one at a time, which for a figure of up to ~10^5 cells takes seconds. Seeded and
-deterministic. For very large sets use ``umap-learn`` on the stored ``X_cellfate`` instead.
+deterministic. Used for every 2-D layout of the workflow (cell embeddings, VICDYF's latent space,
+DeepCOLOR's colocalized pairs). For very large sets use ``umap-learn`` on the stored coordinates.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ def curve_parameters(min_dist: float = 0.3, spread: float = 1.0) -> tuple[float,
     return float(a), float(b)
 
 
-def fuzzy_graph(X: np.ndarray, n_neighbors: int = 15) -> sp.coo_matrix:
-    """UMAP's symmetric fuzzy k-NN graph of the rows of ``X`` (euclidean)."""
-    n = len(X)
-    k = min(n_neighbors, n - 1)
+def nearest_neighbours(X: np.ndarray, n_neighbors: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """``(dist, idx)``, cells x k: each row's k nearest other rows (euclidean), nearest first."""
+    k = min(n_neighbors, len(X) - 1)
     dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
-    dist, idx = dist[:, 1:], idx[:, 1:]  # drop self
+    return dist[:, 1:], idx[:, 1:]  # drop self
+
+
+def fuzzy_graph(X: np.ndarray, n_neighbors: int = 15,
+                knn: tuple[np.ndarray, np.ndarray] | None = None) -> sp.coo_matrix:
+    """UMAP's symmetric fuzzy k-NN graph of the rows of ``X`` (euclidean), or of a given
+    ``knn = (dist, idx)`` (self excluded, nearest first)."""
+    n = len(X)
+    dist, idx = knn if knn is not None else nearest_neighbours(X, n_neighbors)
+    k = idx.shape[1]
     rho = dist[:, 0]
     target = np.log2(k)
     lo, hi = np.zeros(n), np.full(n, np.inf)
@@ -66,14 +75,15 @@ def umap_layout(
     min_dist: float = 0.3,
     negative_rate: int = 5,
     seed: int = 0,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """2-D coordinates (cells x 2, float32) of the rows of ``X``."""
+    """2-D coordinates (cells x 2, float32) of the rows of ``X`` (``knn``: precomputed neighbours)."""
     X = np.asarray(X, dtype=np.float64)
     n = len(X)
     if n < 3:
         return np.zeros((n, 2), dtype=np.float32)
     rng = np.random.default_rng([seed, 5])
-    graph = fuzzy_graph(X, n_neighbors)
+    graph = fuzzy_graph(X, n_neighbors, knn)
     keep = graph.data >= graph.data.max() / 200.0  # UMAP drops edges too weak to be sampled
     head, tail, weight = graph.row[keep], graph.col[keep], graph.data[keep]
     n_epochs = n_epochs or 200
