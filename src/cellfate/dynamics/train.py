@@ -75,6 +75,14 @@ class CountTensors:
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor
 
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cells ``start:stop`` as views (no copy), in the layout of :meth:`batch`."""
+        return self.spliced[start:stop], self.unspliced[start:stop], self.cell_factor[start:stop], self.gene_factor
+
+    def take(self, idx: torch.Tensor) -> CountTensors:
+        """These cells, in this order, as one contiguous copy."""
+        return CountTensors(self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor)
+
 
 def resolve_device(name: str) -> torch.device:
     """"auto" -> CUDA if available, else CPU; anything else as torch spells it."""
@@ -129,12 +137,16 @@ def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor
     last_good = copy.deepcopy(module.state_dict())
     best_state, best_loss, since_best = last_good, math.inf, 0
     n_train = len(train_idx)
+    block = plan.batch_size * 32  # cells gathered at once: bounded memory, few gathers
     bar = tqdm(range(epochs), desc=f"VICDYF phase {phase}", disable=not plan.progress, mininterval=1.0, leave=False)
     for epoch in bar:
         order = train_idx[torch.randperm(n_train, generator=gen)].to(data.spliced.device)
         totals: dict[str, torch.Tensor] = {}
         for start in range(0, n_train, plan.batch_size):
-            parts = module.loss(*data.batch(order[start:start + plan.batch_size]), use_unspliced=phase == 2)
+            if start % block == 0:  # one gather per block of batches, then contiguous slices of it
+                shuffled = data.take(order[start:start + block])
+            offset = start % block
+            parts = module.loss(*shuffled.rows(offset, offset + plan.batch_size), use_unspliced=phase == 2)
             loss = parts["total"]
             if not torch.isfinite(loss):
                 module.load_state_dict(last_good)
