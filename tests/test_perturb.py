@@ -67,7 +67,8 @@ def world():
     return shared_world(max_length=64)
 
 
-def test_batched_shifts_equal_one_forward_pass_per_cell_and_gene(world) -> None:
+@pytest.mark.parametrize("mix_lengths", [False, True])  # one length per batch (CPU default) / padded (GPU default)
+def test_batched_shifts_equal_one_forward_pass_per_cell_and_gene(world, mix_lengths: bool) -> None:
     from cellfate.foundation.embed import Embedder, load_pretrained
 
     pretrained = load_pretrained(world.model_dir, "cpu")
@@ -83,7 +84,9 @@ def test_batched_shifts_equal_one_forward_pass_per_cell_and_gene(world) -> None:
             make_jobs(matrix, tokens[4:6], 5, expressed_only=False),
         ]
     )
-    perturber = Perturber(embedder, batch_size=16)
+    perturber = Perturber(embedder, batch_size=16, mix_lengths=mix_lengths)
+    batches = perturber.schedule(jobs)
+    assert (max(len(np.unique(jobs.length[b])) for b in batches) > 1) == mix_lengths
     cosine = perturber.cosines(matrix, jobs, goal[None])
     base = perturber.cosines(matrix, originals(matrix), goal[None])
     batched = cosine[:, 0] - base[jobs.cell, 0]
@@ -91,6 +94,23 @@ def test_batched_shifts_equal_one_forward_pass_per_cell_and_gene(world) -> None:
     assert len(jobs) > 40
     np.testing.assert_allclose(batched, reference, atol=2e-6)
     assert np.abs(reference).max() > 1e-5  # the perturbations do move the cells
+
+
+def test_schedule_covers_every_job_once_and_mixes_lengths_only_when_asked() -> None:
+    lengths = np.repeat([9, 8, 7, 5], [20, 3, 3, 12])  # long runs and short ones
+    n = len(lengths)
+    jobs = Jobs(np.arange(n), np.arange(n), np.full(n, -1), np.full(n, -1), lengths)
+    for mix in (False, True):
+        perturber = Perturber(embedder=None, batch_size=8, mix_lengths=mix)  # scheduling needs no model
+        batches = perturber.schedule(jobs)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+        assert all(len(b) <= 8 for b in batches)
+        assert all(np.all(np.diff(lengths[b]) <= 0) for b in batches)  # longest first
+        mixed = [b for b in batches if len(np.unique(lengths[b])) > 1]
+        if mix:  # short runs are pooled: no batch is under half full except the last
+            assert mixed and all(len(b) >= 4 for b in batches[:-1])
+        else:
+            assert not mixed and len(batches) == 3 + 1 + 1 + 2
 
 
 def test_rank_sum_and_fdr_are_scipys() -> None:

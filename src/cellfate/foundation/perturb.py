@@ -217,19 +217,23 @@ class GeneShiftAccumulator:
 class Perturber:
     """Cosine similarities of perturbed cells to state embeddings, batch after batch."""
 
-    def __init__(self, embedder: Embedder, batch_size: int = 64) -> None:
+    def __init__(self, embedder: Embedder, batch_size: int = 64, mix_lengths: bool | None = None) -> None:
         if batch_size < 1:
             raise CellfateError(f"perturbation batch_size must be at least 1, got {batch_size}")
         self.embedder = embedder
         self.batch_size = batch_size
+        # On a GPU a small batch leaves the device idle, so lengths are mixed (with padding) to fill
+        # batches. On a CPU a forward pass is compute-bound at any batch size and a padded batch
+        # needs an attention mask, which costs about twice as much: one length per batch there.
+        self.mix_lengths = embedder.device.type != "cpu" if mix_lengths is None else mix_lengths
 
     def schedule(self, jobs: Jobs) -> list[np.ndarray]:
         """Batches of job indices, longest first, that mix lengths only when they would otherwise be small.
 
-        Jobs are sorted by length (then cell, gene) and cut at every change of length, unless the batch
-        being filled is under half full: then the next length joins it, with padding. So batches are
-        full or at least half full, and most need no attention mask -- on CPU a masked batch costs
-        about twice an unmasked one for small models.
+        Jobs are sorted by length (then cell, gene) and cut at every change of length. With
+        ``mix_lengths`` (the default off the CPU) a batch under half full takes the next length too,
+        with padding, so batches are full or at least half full; without it (the CPU default) no batch
+        needs an attention mask -- on CPU a masked batch costs about twice an unmasked one.
         """
         order = np.lexsort((jobs.token, jobs.cell, -jobs.length))
         lengths = jobs.length[order]
@@ -238,7 +242,7 @@ class Perturber:
         current: list[np.ndarray] = []
         filled = 0
         for run in np.split(order, cuts):
-            if filled >= self.batch_size / 2:
+            if filled and (filled >= self.batch_size / 2 or not self.mix_lengths):
                 batches.append(np.concatenate(current))
                 current, filled = [], 0
             while len(run):
