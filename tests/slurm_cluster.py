@@ -42,6 +42,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def _fields(line: str) -> dict[str, str]:
+    """One job as Slurm prints it on a line: space-separated ``key=value`` fields."""
+    return dict(item.split("=", 1) for item in line.split() if "=" in item)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,19 +160,11 @@ class LocalSlurm:
         """
         result = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True,
                                 env=self.env, check=True)
-        jobs = {}
-        for line in result.stdout.splitlines():
-            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-            if "JobId" in fields:
-                jobs[fields["JobId"]] = fields
-        return jobs
+        jobs = (_fields(line) for line in result.stdout.splitlines())
+        return {job["JobId"]: job for job in jobs if "JobId" in job}
 
     def completed_jobs(self) -> list[dict[str, str]]:
         """Every job the cluster finished, from the job-completion log (key=value per line)."""
         if not self.jobcomp.exists():
             return []
-        jobs = []
-        for line in self.jobcomp.read_text().splitlines():
-            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-            jobs.append(fields)
-        return jobs
+        return [_fields(line) for line in self.jobcomp.read_text().splitlines()]

@@ -113,6 +113,6 @@ def test_failed_job_is_reported_with_its_logs_and_retried_with_more_memory(slurm
     assert "cells pass QC (need 100000)" in log, log[-3000:]  # ... with the one-line error in it
     assert str(tmp_path / "slurm_logs") in log  # and where Slurm's log of the job lies
     failed = [job for job in slurm.completed_jobs() if job["JobState"] == "FAILED" and job["JobId"] not in failed_before]
-    memory = sorted(re.search(r"mem=(\d+)M", job["Tres"]).group(1) for job in failed)
-    assert memory == ["4000", "8000"], memory  # attempt 2 asked for twice the memory
+    memory = sorted(int(re.search(r"mem=(\d+)M", job["Tres"]).group(1)) for job in failed)
+    assert memory == [4000, 8000], memory  # attempt 2 asked for twice the memory
     assert not (results / f"{sample}.h5ad").exists()

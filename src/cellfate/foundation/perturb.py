@@ -228,7 +228,7 @@ class Perturber:
         self.mix_lengths = embedder.device.type != "cpu" if mix_lengths is None else mix_lengths
 
     def schedule(self, jobs: Jobs) -> list[np.ndarray]:
-        """Batches of job indices, longest first, that mix lengths only when they would otherwise be small.
+        """Batches of job indices, longest first, of one length each (or, with ``mix_lengths``, pooled when small).
 
         Jobs are sorted by length (then cell, gene) and cut at every change of length. With
         ``mix_lengths`` (the default off the CPU) a batch under half full takes the next length too,
