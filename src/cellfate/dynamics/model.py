@@ -277,7 +277,7 @@ class VICDYF:
         model.registry = registry
         model._check_genes(adata, str(path))
         model.__init__(adata, spliced_layer=registry["spliced_layer"], unspliced_layer=registry["unspliced_layer"],
-                       **{k: v for k, v in config.items() if k != "n_genes"}, source=str(path))
+                       **{k: v for k, v in config.items() if k not in ("n_genes", "n_condition")}, source=str(path))
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.module.load_state_dict(state)
         model.module.to(resolve_device(device)).eval()

@@ -16,6 +16,10 @@ s and unspliced counts u over G genes:
   N = rowsum(S) (outer) colsum(S) rescaled so that mean(N) = mean(S); N factorises into a cell
   factor and a gene factor, which the caller passes per batch so that N is never materialised.
 
+With ``n_condition`` > 0 the dynamics net reads concat(z, c), c a per-cell condition (a one-hot
+experimental condition, or colocalization scores with partner cell types): the drift then says how
+the environment changes where a cell is heading (:mod:`cellfate.spatial.environment`).
+
 The loss is the negative ELBO: both negative log-likelihoods + KL(q(z|s) || N(0, I)) +
 KL(q(d~|z) || N(0, I)), analytic; it is returned as named parts so a training loop can log them.
 """
@@ -48,13 +52,14 @@ class VicdyfConfig:
     likelihood: str = "poisson"
     velocity: str = "jvp"
     d_scale: float = 0.01
+    n_condition: int = 0  # width of the condition c the drift also reads (0: none)
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.velocity not in VELOCITY_MODES:
             raise ValueError(f"velocity must be one of {VELOCITY_MODES}, got {self.velocity!r}")
-        if min(self.n_genes, self.n_latent, self.n_hidden, self.n_layers) < 1 or self.d_scale <= 0:
+        if min(self.n_genes, self.n_latent, self.n_hidden, self.n_layers) < 1 or self.d_scale <= 0 or self.n_condition < 0:
             raise ValueError(f"sizes and d_scale must be positive: {self}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +163,7 @@ class VicdyfModule(nn.Module):
         self.config = config
         c = config
         self.encoder = GaussianHead(c.n_genes, c.n_latent, c.n_hidden, c.n_layers)
-        self.dynamics = GaussianHead(c.n_latent, c.n_latent, c.n_hidden, c.n_layers)
+        self.dynamics = GaussianHead(c.n_latent + c.n_condition, c.n_latent, c.n_hidden, c.n_layers)
         self.decoder = Decoder(c.n_latent, c.n_genes, c.n_hidden, c.n_layers)
         self.raw_beta = nn.Parameter(torch.zeros(c.n_genes))
         self.raw_gamma = nn.Parameter(torch.zeros(c.n_genes))
@@ -200,9 +205,21 @@ class VicdyfModule(nn.Module):
         first layer's input on one scale whatever the library size (the likelihood sees raw counts)."""
         return self.encoder(torch.log1p(s))
 
-    def dynamics_posterior(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(d~|z): drift (mean) and diffusion (standard deviation) of the unscaled displacement."""
+    def dynamics_posterior(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(d~|z, c): drift (mean) and diffusion (standard deviation) of the unscaled displacement."""
+        if self.config.n_condition:
+            if condition is None or condition.shape[-1] != self.config.n_condition:
+                raise ValueError(f"the dynamics net needs a condition of width {self.config.n_condition}")
+            z = torch.cat([z, condition], dim=-1)
         return self.dynamics(z)
+
+    def drift(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The drift alone (what the environment analysis differentiates with respect to c)."""
+        return self.dynamics_posterior(z, condition)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """lambda_s = dec(z)."""
+        return self.decoder(z)
 
     def rate_and_velocity(self, z: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """lambda_s = dec(z) and ds/dt along d: exact J_dec(z) d, or dec(z + d) - dec(z - d)."""
@@ -226,6 +243,7 @@ class VicdyfModule(nn.Module):
         u: torch.Tensor,
         cell_factor: torch.Tensor,
         gene_factor: torch.Tensor,
+        condition: torch.Tensor | None = None,
         *,
         use_unspliced: bool = True,
         sample: bool = True,
@@ -233,7 +251,8 @@ class VicdyfModule(nn.Module):
         """Negative ELBO per cell, averaged over the batch, as named parts (``total`` is their sum).
 
         ``cell_factor`` (cells) and ``gene_factor`` (genes) are the two factors of the size-factor
-        matrix N. ``use_unspliced=False`` is the first training phase: the VAE alone (spliced
+        matrix N; ``condition`` is c (cells x ``n_condition``) when the drift reads one.
+        ``use_unspliced=False`` is the first training phase: the VAE alone (spliced
         likelihood and KL(z)). ``sample=False`` uses posterior means (a deterministic evaluation).
         The log(x!) constants are left out: they do not change the optimum.
         """
@@ -245,7 +264,7 @@ class VicdyfModule(nn.Module):
             s_rate = self.decoder(z)
             parts["nll_s"] = self._nll(s, size * s_rate, "s").mean()
         else:
-            drift, diffusion = self.dynamics_posterior(z)
+            drift, diffusion = self.dynamics_posterior(z, condition)
             d_tilde = drift + diffusion * torch.randn_like(diffusion) if sample else drift
             s_rate, ds_dt = self.rate_and_velocity(z, self.config.d_scale * d_tilde)
             u_rate = self.unspliced_rate(s_rate, ds_dt)

@@ -50,38 +50,46 @@ class TrainingPlan:
 
 @dataclass
 class CountTensors:
-    """Counts and the two factors of the size-factor matrix N (N_ij = cell_i * gene_j)."""
+    """Counts, the two factors of the size-factor matrix N (N_ij = cell_i * gene_j) and, when the
+    drift reads one, each cell's condition c."""
 
     spliced: torch.Tensor
     unspliced: torch.Tensor
     cell_factor: torch.Tensor
     gene_factor: torch.Tensor
+    condition: torch.Tensor | None = None
 
     @classmethod
-    def from_arrays(cls, spliced: np.ndarray, unspliced: np.ndarray) -> CountTensors:
+    def from_arrays(cls, spliced: np.ndarray, unspliced: np.ndarray, condition: np.ndarray | None = None) -> CountTensors:
         """N = rowsum(S) (outer) colsum(S) / sum(S): its mean equals the mean of S."""
         s = torch.as_tensor(np.asarray(spliced, dtype=np.float32))
         u = torch.as_tensor(np.asarray(unspliced, dtype=np.float32))
+        c = None if condition is None else torch.as_tensor(np.asarray(condition, dtype=np.float32))
         total = s.sum()
-        return cls(s, u, s.sum(1), s.sum(0) / total)
+        return cls(s, u, s.sum(1), s.sum(0) / total, c)
 
     @property
     def n_cells(self) -> int:
         return self.spliced.shape[0]
 
     def to(self, device: torch.device) -> CountTensors:
-        return CountTensors(*(t.to(device) for t in (self.spliced, self.unspliced, self.cell_factor, self.gene_factor)))
+        c = None if self.condition is None else self.condition.to(device)
+        return CountTensors(*(t.to(device) for t in (self.spliced, self.unspliced, self.cell_factor, self.gene_factor)), c)
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The arguments of ``VicdyfModule.loss`` for these cells."""
+        c = None if self.condition is None else self.condition[idx]
+        return self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor, c
 
-    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
         """Cells ``start:stop`` as views (no copy), in the layout of :meth:`batch`."""
-        return self.spliced[start:stop], self.unspliced[start:stop], self.cell_factor[start:stop], self.gene_factor
+        c = None if self.condition is None else self.condition[start:stop]
+        return self.spliced[start:stop], self.unspliced[start:stop], self.cell_factor[start:stop], self.gene_factor, c
 
     def take(self, idx: torch.Tensor) -> CountTensors:
         """These cells, in this order, as one contiguous copy."""
-        return CountTensors(self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor)
+        c = None if self.condition is None else self.condition[idx]
+        return CountTensors(self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor, c)
 
 
 def resolve_device(name: str) -> torch.device:
