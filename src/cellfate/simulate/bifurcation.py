@@ -6,11 +6,16 @@ are the real ones: Arx, Irx2... toward alpha, Pdx1, Nkx6-1... toward beta). Each
 the kinetic model du/dt = alpha(t) - beta u, ds/dt = beta u - gamma s with its own rates, so the
 true RNA velocity ds/dt of every cell is known, and cells just past the branch point, close in
 expression but moving apart, are where the fate is most uncertain.
+
+The programme (genes, rates, switch times) is drawn once (:func:`draw_programme`); cells are then
+points on it (:func:`expected_counts`): a fate, a pseudotime and a speed. A cell with speed v runs
+the same programme in 1/v of the time, so its unspliced RNA runs further ahead of its spliced RNA:
+what a signal that speeds differentiation (:mod:`cellfate.simulate.environment`) leaves behind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anndata as ad
 import numpy as np
@@ -93,6 +98,80 @@ def _integrate(rate: np.ndarray, beta: np.ndarray, gamma: np.ndarray, dt: float)
     return u, s
 
 
+@dataclass(frozen=True)
+class Programme:
+    """The lineage's gene programme: roles and kinetic rates (``genes``), switch times, 'on' rates."""
+
+    spec: BifurcationSpec
+    genes: pd.DataFrame  # symbol, role, fate_driver, beta, gamma
+    switch: np.ndarray
+    high: np.ndarray
+    _paths: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def beta(self) -> np.ndarray:
+        return self.genes["beta"].to_numpy()
+
+    @property
+    def gamma(self) -> np.ndarray:
+        return self.genes["gamma"].to_numpy()
+
+    def path(self, fate: str, speed: float) -> tuple[np.ndarray, np.ndarray]:
+        """u(t), s(t) on the pseudotime grid of one fate at one speed (cached)."""
+        key = (fate, float(speed))
+        if key not in self._paths:
+            dt = self.spec.duration / speed * (GRID[1] - GRID[0])
+            rate = _transcription(self.genes, GRID, fate, self.spec, self.switch, self.high)
+            self._paths[key] = _integrate(rate, self.beta, self.gamma, dt)
+        return self._paths[key]
+
+
+GRID = np.linspace(0.0, 1.0, 2001)
+
+
+def draw_programme(spec: BifurcationSpec, rng: np.random.Generator) -> Programme:
+    """Genes with roles, per-gene splicing (beta) and degradation (gamma) rates, switch times."""
+    genes = _gene_roles(spec, rng)
+    n_genes = len(genes)
+    beta = rng.uniform(1.0, 3.0, n_genes)
+    gamma = rng.uniform(0.2, 0.9, n_genes)  # below beta: unspliced leads spliced
+    high = spec.mean_expression * gamma * rng.uniform(0.5, 2.0, n_genes)  # steady-state s = alpha / gamma
+    role = genes["role"].to_numpy()
+    tb = spec.branch_time
+    switch = np.where(role == "progenitor", rng.uniform(0.15, tb, n_genes), rng.uniform(tb, tb + 0.25, n_genes))
+    return Programme(spec, genes.assign(beta=beta, gamma=gamma), switch, high)
+
+
+def sample_pseudotime(spec: BifurcationSpec, n_cells: int, rng: np.random.Generator) -> np.ndarray:
+    """``progenitor_fraction`` of the cells before the branch point, the rest after it, uniformly."""
+    n_prog = int(round(n_cells * spec.progenitor_fraction))
+    tb = spec.branch_time
+    return np.concatenate([rng.uniform(0, tb, n_prog), rng.uniform(tb, 1.0, n_cells - n_prog)])
+
+
+def expected_counts(programme: Programme, fate: np.ndarray, pseudotime: np.ndarray,
+                    speed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected (unspliced, spliced, ds/dt) of cells at these fates, pseudotimes and speeds.
+
+    Speeds are used as given (each distinct value integrates the programme once): round them to a
+    few levels for many cells. ds/dt = beta u - gamma s is per unit of real time.
+    """
+    speed = np.ones(len(fate)) if speed is None else np.asarray(speed, dtype=float)
+    if np.any(speed <= 0):
+        raise ValueError("speeds must be positive")
+    step = np.clip(np.round(np.asarray(pseudotime) * (len(GRID) - 1)).astype(int), 0, len(GRID) - 1)
+    n_genes = len(programme.genes)
+    mean_u = np.empty((len(fate), n_genes))
+    mean_s = np.empty((len(fate), n_genes))
+    for f in ("alpha", "beta"):
+        for v in np.unique(speed[fate == f]):
+            cells = (fate == f) & (speed == v)
+            u, s = programme.path(f, v)
+            mean_u[cells] = u[step[cells]]
+            mean_s[cells] = s[step[cells]]
+    return mean_u, mean_s, programme.beta * mean_u - programme.gamma * mean_s
+
+
 def simulate_bifurcation(spec: BifurcationSpec) -> ad.AnnData:
     """Simulate the differentiation; integer ``spliced``/``unspliced`` layers plus the truth.
 
@@ -103,37 +182,16 @@ def simulate_bifurcation(spec: BifurcationSpec) -> ad.AnnData:
     counts) and ``true_velocity`` (= beta u - gamma s, the expected ds/dt of each cell).
     """
     rng = sample_rng(spec.seed, "bifurcation")
-    genes = _gene_roles(spec, rng)
-    n_genes = len(genes)
-    beta = rng.uniform(1.0, 3.0, n_genes)
-    gamma = rng.uniform(0.2, 0.9, n_genes)  # below beta: unspliced leads spliced
-    high = spec.mean_expression * gamma * rng.uniform(0.5, 2.0, n_genes)  # steady-state s = alpha / gamma
-    role = genes["role"].to_numpy()
+    programme = draw_programme(spec, rng)
     tb = spec.branch_time
-    switch = np.where(role == "progenitor", rng.uniform(0.15, tb, n_genes), rng.uniform(tb, tb + 0.25, n_genes))
-
-    grid = np.linspace(0.0, 1.0, 2001)
-    dt = spec.duration * (grid[1] - grid[0])
-    paths = {}
-    for fate in ("alpha", "beta"):
-        paths[fate] = _integrate(_transcription(genes, grid, fate, spec, switch, high), beta, gamma, dt)
-
-    n_prog = int(round(spec.n_cells * spec.progenitor_fraction))
-    pseudotime = np.concatenate([rng.uniform(0, tb, n_prog), rng.uniform(tb, 1.0, spec.n_cells - n_prog)])
+    pseudotime = sample_pseudotime(spec, spec.n_cells, rng)
     fate = rng.choice(["alpha", "beta"], size=spec.n_cells)
     branch = np.where(pseudotime < tb, "progenitor", fate)
-    step = np.clip(np.round(pseudotime * (len(grid) - 1)).astype(int), 0, len(grid) - 1)
     library = rng.lognormal(0.0, 0.25, spec.n_cells)
-
-    mean_u = np.empty((spec.n_cells, n_genes))
-    mean_s = np.empty((spec.n_cells, n_genes))
-    for f in ("alpha", "beta"):
-        cells = fate == f
-        mean_u[cells] = paths[f][0][step[cells]]
-        mean_s[cells] = paths[f][1][step[cells]]
+    mean_u, mean_s, _ = expected_counts(programme, fate, pseudotime)
     mean_u *= library[:, None]
     mean_s *= library[:, None]
-    velocity = beta * mean_u - gamma * mean_s
+    velocity = programme.beta * mean_u - programme.gamma * mean_s
     unspliced = rng.poisson(mean_u).astype(np.int32)
     spliced = rng.poisson(mean_s).astype(np.int32)
 
@@ -150,8 +208,7 @@ def simulate_bifurcation(spec: BifurcationSpec) -> ad.AnnData:
         },
         index=pd.Index(barcodes, name="cell_id"),
     )
-    var = genes.assign(beta=beta, gamma=gamma)
-    adata = ad.AnnData(X=spliced[order].copy(), obs=obs, var=var)
+    adata = ad.AnnData(X=spliced[order].copy(), obs=obs, var=programme.genes.copy())
     adata.layers["spliced"] = spliced[order]
     adata.layers["unspliced"] = unspliced[order]
     adata.layers["true_spliced"] = mean_s[order].astype(np.float32)

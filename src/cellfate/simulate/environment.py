@@ -2,17 +2,27 @@
 
 Partner cell types (fibroblasts, macrophages, T cells by default) each have their own smooth
 spatial density (seeded Gaussian bumps). A differentiating lineage (the bifurcation simulator's
-progenitors branching into ``alpha`` and ``beta``, with spliced/unspliced counts) is spread evenly,
-but its fate depends on the local abundance of one partner, the *driver*: a lineage cell in a spot
-with standardised driver density a becomes ``alpha`` with probability sigmoid(gain * a). The
-lineage's progenitors already carry the fate they are heading to, so the environment shapes their
-dynamics before their expression shows it: exactly what environment-dependent dynamics must find.
+programme: progenitors branching into ``alpha`` and ``beta``, with spliced/unspliced counts) is
+spread evenly, and one partner, the *driver*, acts on it through its standardised local log
+density a:
+
+- fate: a lineage cell becomes ``alpha`` with probability sigmoid(``fate_gain`` * a);
+- pace: the cell runs its programme ``exp(speed_gain * a)`` times faster than the base pace.
+
+The first alone leaves nothing for a dynamics model to find beyond the cell's own state: the
+fate shows in spliced RNA as soon as it shows at all, so the drift needs no environment to predict
+it (giving the true fate as the condition did not lower the unspliced likelihood). The second is
+what a signal that pushes cells along a fate looks like in RNA velocity: cells in the same state
+move faster where the driver is dense, so their unspliced RNA runs ahead of their spliced RNA by an
+amount only the environment explains. That is the effect the environment analysis is judged on.
 
 Outputs are shaped like :mod:`cellfate.simulate.tissue`'s (spots with ``obsm['true_abundance']``,
 ``uns['cell_types']``, ``uns['true_pair_colocalization']``, ``uns['colocalized_pairs']``; a
-reference with ``obs['cell_type']``), plus for the reference's lineage cells ``layers['spliced']``
-and ``layers['unspliced']``, their home spot and true partner densities, and a simulated
-ligand-target matrix in which the driver's ligand (its first marker) targets the alpha-fate genes.
+reference with ``obs['cell_type']``), plus for the reference's lineage cells ``layers['spliced']``,
+``layers['unspliced']`` and ``layers['true_velocity']``, their home spot, pace (``obs['speed']``)
+and true partner densities, and a simulated ligand-target matrix in which the driver's ligand (its
+first marker) targets the alpha-fate genes. Spots and reference draw their lineage cells
+independently from the same gene programme.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellfate.simulate.bifurcation import BifurcationSpec, simulate_bifurcation
+from cellfate.simulate.bifurcation import (BifurcationSpec, Programme, draw_programme, expected_counts,
+                                           sample_pseudotime)
 from cellfate.simulate.corpus import corpus_model, sample_rng
 from cellfate.simulate.expression import CELL_TYPES
 from cellfate.simulate.tissue import true_pair_colocalization
@@ -40,6 +51,7 @@ class EnvironmentSpec:
     partners: tuple[str, ...] = ("fibroblast", "macrophage", "T cell")
     driver: str = "fibroblast"
     fate_gain: float = 3.0
+    speed_gain: float = 0.6  # log pace per standard deviation of the driver's log density
     lineage_share: float = 0.35  # of the cells in a spot, on average
     cells_per_spot: float = 8.0
     capture_efficiency: float = 0.3
@@ -83,6 +95,27 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(x.std(), 1e-12)
 
 
+def pace(spec: EnvironmentSpec, driver_z: np.ndarray) -> np.ndarray:
+    """Each cell's pace from its spot's standardised driver density, on a grid of 0.05 in log
+    (each distinct pace integrates the programme once)."""
+    log_speed = spec.speed_gain * np.clip(driver_z, -3.0, 3.0)
+    return np.exp(np.round(log_speed / 0.05) * 0.05)
+
+
+def lineage_cells(programme: Programme, fate: np.ndarray, speed: np.ndarray, rng: np.random.Generator) -> dict:
+    """Counts of lineage cells with these fates and paces: pseudotimes drawn as the bifurcation
+    simulator draws them, a library factor each; integer ``spliced``/``unspliced``, the expected
+    ``velocity`` (ds/dt), ``pseudotime`` and ``branch`` (progenitor before the branch point)."""
+    n = len(fate)
+    pseudotime = rng.permutation(sample_pseudotime(programme.spec, n, rng))
+    library = rng.lognormal(0.0, 0.25, n)[:, None]
+    mean_u, mean_s, velocity = expected_counts(programme, fate, pseudotime, speed)
+    branch = np.where(pseudotime < programme.spec.branch_time, "progenitor", fate)
+    return {"unspliced": rng.poisson(mean_u * library).astype(np.int32),
+            "spliced": rng.poisson(mean_s * library).astype(np.int32),
+            "velocity": (velocity * library).astype(np.float32), "pseudotime": pseudotime, "branch": branch}
+
+
 def ligand_target(spec: EnvironmentSpec, lineage_genes: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """Targets x ligands: the driver's first marker targets the alpha-fate genes; every other
     partner's first marker targets random constant genes (decoys); small background elsewhere."""
@@ -113,19 +146,15 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
 
     partners = list(spec.partners)
     model = corpus_model(partners, spec.n_genes, spec.seed)
-    n_lineage_total = spec.n_reference_lineage_cells
-    # One pool of differentiating cells per use: the spots' cells and the reference's cells are independent draws.
-    pool = simulate_bifurcation(BifurcationSpec(n_cells=3 * n_lineage_total, n_genes=spec.n_dynamic_genes,
-                                           mean_expression=spec.lineage_expression, seed=spec.seed))
-    spot_pool = simulate_bifurcation(BifurcationSpec(n_cells=4 * n_spots, n_genes=spec.n_dynamic_genes,
-                                                mean_expression=spec.lineage_expression, seed=spec.seed + 1))
-    lineage_genes = pool.var
+    programme = draw_programme(BifurcationSpec(n_genes=spec.n_dynamic_genes, mean_expression=spec.lineage_expression,
+                                               seed=spec.seed), rng)
+    lineage_genes = programme.genes
     genes = pd.concat([model.genes, lineage_genes[["symbol"]].assign(is_mitochondrial=False)])
     genes = genes[~genes.index.duplicated()]
     part_cols = genes.index.get_indexer(model.genes.index)
     lin_cols = genes.index.get_indexer(lineage_genes.index)
 
-    # spots: partners by their densities, the lineage evenly, fates by the driver
+    # spots: partners by their densities, the lineage evenly, fates and pace by the driver
     weights = np.c_[density * (1 - spec.lineage_share) / density.mean(0).sum(), np.full(n_spots, spec.lineage_share)]
     n_cells = rng.poisson(spec.cells_per_spot, size=n_spots)
     comp = np.stack([rng.multinomial(n, w / w.sum()) for n, w in zip(n_cells, weights)])
@@ -136,15 +165,12 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     spot_of_cell = np.repeat(np.arange(n_spots), comp[:, : len(partners)].sum(1))
     library = rng.lognormal(np.log(2500.0), 0.4, size=len(cell_type_idx))
     np.add.at(counts, (spot_of_cell[:, None], part_cols[None, :]), model.sample(cell_type_idx, library, rng))
-    total = np.asarray(spot_pool.layers["spliced"]) + np.asarray(spot_pool.layers["unspliced"])
-    by_fate = {f: np.flatnonzero(spot_pool.obs["fate"].to_numpy() == f) for f in ("alpha", "beta")}
-    branch = spot_pool.obs["branch"].astype(str).to_numpy()
-    for s in np.flatnonzero(comp[:, -1]):
-        fates = np.where(rng.random(comp[s, -1]) < p_alpha[s], "alpha", "beta")
-        picks = np.array([rng.choice(by_fate[f]) for f in fates])
-        counts[s, lin_cols] += total[picks].sum(0)
-        for b in branch[picks]:
-            abundance[s, len(partners) + LINEAGE.index(b)] += 1
+    spot_of_lineage = np.repeat(np.arange(n_spots), comp[:, -1])
+    fates = np.where(rng.random(len(spot_of_lineage)) < p_alpha[spot_of_lineage], "alpha", "beta")
+    in_spots = lineage_cells(programme, fates, pace(spec, driver_z[spot_of_lineage]), rng)
+    np.add.at(counts, (spot_of_lineage[:, None], lin_cols[None, :]), in_spots["spliced"] + in_spots["unspliced"])
+    np.add.at(abundance, (spot_of_lineage, len(partners) + np.array([LINEAGE.index(b) for b in in_spots["branch"]],
+                                                                     dtype=int)), 1)
     counts = rng.binomial(counts, spec.capture_efficiency).astype(np.int32)
 
     types = partners + LINEAGE
@@ -168,29 +194,31 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     share = abundance[:, : len(partners)].sum(0) / abundance[:, : len(partners)].sum()
     ref_types = rng.choice(len(partners), size=spec.n_reference_partner_cells, p=share)
     ref_part = model.sample(ref_types, rng.lognormal(np.log(3000.0), 0.45, size=len(ref_types)), rng)
-    lin_idx = rng.choice(len(pool), size=n_lineage_total, replace=False)
-    lin = pool[lin_idx]
-    fate = lin.obs["fate"].to_numpy()
+    n_lineage_total = spec.n_reference_lineage_cells
+    fate = rng.choice(["alpha", "beta"], size=n_lineage_total)
     home = np.empty(n_lineage_total, dtype=int)
     for f, w in (("alpha", p_alpha), ("beta", 1 - p_alpha)):
         sel = np.flatnonzero(fate == f)
         home[sel] = rng.choice(n_spots, size=len(sel), p=w / w.sum())
+    speed = pace(spec, driver_z[home])
+    lin = lineage_cells(programme, fate, speed, rng)
     n_ref = len(ref_types) + n_lineage_total
     x = sp.lil_matrix((n_ref, len(genes)), dtype=np.int32)
     x[: len(ref_types), part_cols] = ref_part
     spliced = np.zeros((n_ref, len(genes)), dtype=np.int32)
     unspliced = np.zeros((n_ref, len(genes)), dtype=np.int32)
-    spliced[len(ref_types):, lin_cols] = np.asarray(lin.layers["spliced"])
-    unspliced[len(ref_types):, lin_cols] = np.asarray(lin.layers["unspliced"])
+    spliced[len(ref_types):, lin_cols] = lin["spliced"]
+    unspliced[len(ref_types):, lin_cols] = lin["unspliced"]
     velocity = np.zeros((n_ref, len(genes)), dtype=np.float32)
-    velocity[len(ref_types):, lin_cols] = np.asarray(lin.layers["true_velocity"])
+    velocity[len(ref_types):, lin_cols] = lin["velocity"]
     x = sp.csr_matrix(x) + sp.csr_matrix(spliced + unspliced)
-    cell_type = [partners[t] for t in ref_types] + list(lin.obs["branch"].astype(str))
+    cell_type = [partners[t] for t in ref_types] + list(lin["branch"])
     obs = pd.DataFrame({
         "cell_type": pd.Categorical(cell_type, categories=types),
         "is_lineage": np.r_[np.zeros(len(ref_types), bool), np.ones(n_lineage_total, bool)],
         "fate": np.r_[np.full(len(ref_types), ""), fate],
-        "pseudotime": np.r_[np.full(len(ref_types), np.nan), lin.obs["pseudotime"].to_numpy()],
+        "pseudotime": np.r_[np.full(len(ref_types), np.nan), lin["pseudotime"]],
+        "speed": np.r_[np.full(len(ref_types), np.nan), speed],
         "home_spot": np.r_[np.full(len(ref_types), ""), spots.obs_names[home]],
     }, index=pd.Index([f"envcell_{i:05d}" for i in range(n_ref)], name="cell_id"))
     reference = ad.AnnData(X=x, obs=obs, var=genes.copy())
@@ -202,6 +230,7 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     reference.obsm["true_partner_density"] = pd.DataFrame(home_density, index=reference.obs_names, columns=partners)
     table = ligand_target(spec, lineage_genes, rng)
     truth_info = {"driver": spec.driver, "partners": np.asarray(partners), "fate_gain": spec.fate_gain,
+                  "speed_gain": spec.speed_gain,
                   "driver_ligand": CELL_TYPES[spec.driver]["markers"][0]}
     spots.uns["environment_truth"] = truth_info
     reference.uns["environment_truth"] = truth_info

@@ -9,29 +9,26 @@ with the latent drift change it causes; pushed through the decoder, a mode gives
 change it induces per gene, and crossed with a ligand-target matrix, the ligands that would cause
 it (weighted by how much the partner expresses them).
 
-:mod:`cellfate.dynamics` (VICDYF) has no condition input yet, so this module carries its own
-small conditioned model with VICDYF's structure (encoder, drift/diffusion head, decoder, splicing
-kinetics u = (J_dec(z) d + gamma s) / beta, Poisson likelihoods, two phases). The analysis
-functions only need a :class:`ConditionedDrift` (``drift(z, c)`` and ``decode(z)``): once VICDYF
-accepts a condition, an adapter to that protocol is all the switch takes.
+The model is VICDYF itself (:mod:`cellfate.dynamics`, ``n_condition`` > 0) with its training
+loop: its displacement scale and its steady-state start of the kinetics are what let the unspliced
+counts speak for the drift at all (a small stand-alone model without them fitted velocity so badly
+that no condition could improve it). The analysis functions only need a :class:`ConditionedDrift`
+(``drift(z, c)`` and ``decode(z)``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
+from cellfate.dynamics.train import CountTensors, TrainingPlan, train
 from cellfate.errors import CellfateError
-from cellfate.spatial import train as training
-from cellfate.spatial.module import kl_standard_normal, mlp
 
 log = logging.getLogger(__name__)
 
@@ -46,129 +43,43 @@ class ConditionedDrift(Protocol):
 
 @dataclass(frozen=True)
 class EnvironmentConfig:
-    """Model and training settings of the conditioned dynamics."""
+    """Model and training settings of the conditioned dynamics (VICDYF's defaults, fewer epochs)."""
 
-    n_latent: int = 8
+    n_latent: int = 10
     n_hidden: int = 50
     epochs_vae: int = 100
     epochs_dynamics: int = 100
-    batch_size: int = 128
-    lr: float = 3e-3
-    patience: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    patience: int = 0  # epochs without held-out improvement before a phase stops; 0 = never
+    beta_init: float = 0.1
     seed: int = 42
 
-    def train_config(self) -> training.TrainConfig:
-        return training.TrainConfig(lr=self.lr, patience=self.patience, seed=self.seed, kl_warmup=0)
+    def training_plan(self, progress: bool = True) -> TrainingPlan:
+        return TrainingPlan(epochs_phase1=self.epochs_vae, epochs_phase2=self.epochs_dynamics, batch_size=self.batch_size,
+                            lr=self.lr, patience=self.patience, seed=self.seed, device="cpu", progress=progress)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def poisson_nll(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """-log Poisson without the log(x!) constant, summed over genes, mean over cells."""
-    return (mu - x * torch.log(mu + 1e-8)).sum(-1).mean()
-
-
-class ConditionedDynamicsModule(nn.Module):
-    """VICDYF's blocks with a drift conditioned on c: q(d|z, c) = N(drift(z, c), diffusion(z, c)^2)."""
-
-    def __init__(self, n_genes: int, n_condition: int, n_latent: int = 8, n_hidden: int = 50) -> None:
-        super().__init__()
-        self.encoder = mlp(n_genes, n_hidden, 2 * n_latent)
-        self.decoder = mlp(n_latent, n_hidden, n_genes)
-        self.dynamics = mlp(n_latent + n_condition, n_hidden, 2 * n_latent)
-        self.raw_beta = nn.Parameter(torch.zeros(n_genes))
-        self.raw_gamma = nn.Parameter(torch.full((n_genes,), -1.0))
-        self.register_buffer("rate_scale", torch.ones(n_genes))  # as in DeepCOLOR: start at each gene's mean
-
-    def vae_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoder.parameters(), *self.decoder.parameters()]
-
-    def encode(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total = s.sum(-1, keepdim=True).clamp_min(1.0)
-        mean, raw = self.encoder(torch.log1p(s * (1e4 / total))).chunk(2, dim=-1)
-        return mean, F.softplus(raw) + 1e-4
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.decoder(z)) * self.rate_scale
-
-    def drift_posterior(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = self.dynamics(torch.cat([z, c], dim=-1)).chunk(2, dim=-1)
-        return mean, F.softplus(raw) + 1e-4
-
-    def drift(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.drift_posterior(z, c)[0]
-
-    def loss(self, s: torch.Tensor, u: torch.Tensor, c: torch.Tensor, dynamics: bool,
-             sample: bool = True) -> dict[str, torch.Tensor]:
-        """Negative ELBO parts; ``dynamics=False`` is phase 1 (the VAE on spliced counts only)."""
-        mean, std = self.encode(s)
-        z = mean + std * torch.randn_like(std) if sample else mean
-        size = s.mean(-1, keepdim=True).clamp_min(1e-3)
-        parts = {"kl_z": kl_standard_normal(mean, std).mean()}
-        if not dynamics:
-            parts["nll_s"] = poisson_nll(s, size * self.decode(z))
-        else:
-            d_mean, d_std = self.drift_posterior(z, c)
-            d = d_mean + d_std * torch.randn_like(d_std) if sample else d_mean
-            rate, ds_dt = torch.func.jvp(self.decode, (z,), (d,))
-            u_rate = F.softplus((ds_dt + F.softplus(self.raw_gamma) * rate) / F.softplus(self.raw_beta), beta=100.0)
-            parts["nll_s"] = poisson_nll(s, size * rate)
-            parts["nll_u"] = poisson_nll(u, size * u_rate)
-            parts["kl_d"] = kl_standard_normal(d_mean, d_std).mean()
-        parts["loss"] = sum(parts.values())
-        return parts
-
-
 def fit_conditioned_dynamics(spliced: np.ndarray, unspliced: np.ndarray, condition: np.ndarray,
-                             cfg: EnvironmentConfig = EnvironmentConfig()) -> ConditionedDynamicsModule:
-    """Two phases as VICDYF: the VAE alone, then everything; early stopping on held-out cells."""
+                             cfg: EnvironmentConfig = EnvironmentConfig(), progress: bool = True) -> VicdyfModule:
+    """VICDYF with a drift that also reads ``condition`` (cells x conditions), fitted in its two phases."""
+    data = CountTensors.from_arrays(spliced, unspliced, condition)
+    if not torch.all(data.spliced.sum(0) > 0):
+        raise CellfateError("every modelled gene needs spliced counts (drop the empty ones first)")
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    s = torch.as_tensor(spliced, dtype=torch.float32)
-    u = torch.as_tensor(unspliced, dtype=torch.float32)
-    c = torch.as_tensor(condition, dtype=torch.float32)
-    module = ConditionedDynamicsModule(s.shape[1], c.shape[1], cfg.n_latent, cfg.n_hidden)
-    with torch.no_grad():
-        module.rate_scale.copy_((s / s.mean(-1, keepdim=True).clamp_min(1e-3)).mean(0).clamp_min(1e-4) / math.log(2.0))
-    order = rng.permutation(len(s))
-    n_hold = max(1, int(0.05 * len(s))) if len(s) >= 40 else 0
-    held, train = order[:n_hold], order[n_hold:]
-    tcfg = cfg.train_config()
-
-    def phase(name: str, params: list, epochs: int, dynamics: bool) -> None:
-        def step(optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
-            module.train()
-            totals: dict[str, float] = {}
-            for idx in training.batches(len(train), cfg.batch_size, rng):
-                b = torch.as_tensor(train[idx])
-                out = module.loss(s[b], u[b], c[b], dynamics)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                optimizer.step()
-                for k, v in out.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach()) * len(idx) / len(train)
-            return totals
-
-        def evaluate() -> float:
-            if not n_hold:
-                return 0.0
-            module.eval()
-            with torch.no_grad():
-                h = torch.as_tensor(held)
-                return float(module.loss(s[h], u[h], c[h], dynamics, sample=False)["loss"])
-
-        training.run_phase(name, module, params, epochs, tcfg, step, evaluate)
-
-    phase("environment phase 1 (VAE)", module.vae_parameters(), cfg.epochs_vae, dynamics=False)
-    phase("environment phase 2 (dynamics)", list(module.parameters()), cfg.epochs_dynamics, dynamics=True)
-    module.eval()
+    module = VicdyfModule(VicdyfConfig(n_genes=data.spliced.shape[1], n_latent=cfg.n_latent, n_hidden=cfg.n_hidden,
+                                       n_condition=data.condition.shape[1]))
+    module.init_kinetics(data.unspliced.sum(0) / data.spliced.sum(0), cfg.beta_init)
+    train(module, data, cfg.training_plan(progress))
     return module
 
 
 @torch.no_grad()
-def latent_mean(module: ConditionedDynamicsModule, spliced: np.ndarray) -> torch.Tensor:
-    return module.encode(torch.as_tensor(spliced, dtype=torch.float32))[0]
+def latent_mean(module: VicdyfModule, spliced: np.ndarray) -> torch.Tensor:
+    return module.encode(torch.as_tensor(np.asarray(spliced), dtype=torch.float32))[0]
 
 
 def condition_jacobian(model: ConditionedDrift, z: torch.Tensor, c: torch.Tensor) -> np.ndarray:

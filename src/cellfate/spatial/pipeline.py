@@ -45,8 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
-                    "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 8, "n_hidden": 50, "epochs_vae": 100,
-                    "epochs_dynamics": 100, "batch_size": 128, "lr": 3e-3, "patience": 20},
+                    "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
+                    "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
 
 
