@@ -4,6 +4,12 @@ The paper's analysis (pancreas: fluctuation is highest in Ngn3+ endocrine progen
 top 20% most fluctuating cells, cluster them by their fluctuation profile, and for the clusters
 nearest each fate rank genes by their contribution to the fluctuation toward that fate.
 
+"Nearest" counts only clusters still heading to the fate: their mean drift (``X_vicdyf_dl``)
+points toward the fate's centroid. A cluster of fluctuating cells already past the centroid (late
+cells of that fate, moving on) would otherwise be nearest, and toward the centroid is backwards
+for them: the fate's own drivers then rank last. When no cluster heads to a fate, the nearest
+is used.
+
 "Contribution toward a fate" is made precise here as follows. Cell i's displacement is
 d ~ N(d_scale * drift_i, Sigma_i) with Sigma_i = diag(sigma_i^2) (sigma_i: ``X_vicdyf_diffusion``).
 Let e_i be the unit latent direction from z_i to the fate's centroid. The fluctuation along e_i
@@ -107,6 +113,9 @@ def analyse(model: VICDYF, adata: ad.AnnData, *, fate_key: str, fates: list[str]
     for key in ("vicdyf_fluctuation",):
         if key not in adata.layers or key not in adata.obs:
             raise CellfateError(f"no {key!r} in the AnnData: run VICDYF first", source)
+    for key in ("X_vicdyf_zl", "X_vicdyf_diffusion", "X_vicdyf_dl"):
+        if key not in adata.obsm:
+            raise CellfateError(f"no obsm[{key!r}] in the AnnData: run VICDYF first", source)
     if fate_key not in adata.obs:
         raise CellfateError(f"obs has no fate annotation column {fate_key!r} (columns: {list(adata.obs.columns)[:10]})", source)
     if len(fates) < 1:
@@ -123,8 +132,11 @@ def analyse(model: VICDYF, adata: ad.AnnData, *, fate_key: str, fates: list[str]
     cluster_centroids = {c: zl[top_idx[labels == c]].mean(0) for c in cluster_names}
     symbols = adata.var["symbol"].astype(str).to_numpy() if "symbol" in adata.var else np.asarray(adata.var_names)
     tables, used_for = [], {c: [] for c in cluster_names}
+    drift = np.asarray(adata.obsm["X_vicdyf_dl"])
+    cluster_drift = {c: drift[top_idx[labels == c]].mean(0) for c in cluster_names}
     for fate in fates:
-        nearest = min(cluster_names, key=lambda c: float(np.linalg.norm(cluster_centroids[c] - centroids[fate])))
+        heading = [c for c in cluster_names if float(cluster_drift[c] @ (centroids[fate] - cluster_centroids[c])) > 0]
+        nearest = min(heading or cluster_names, key=lambda c: float(np.linalg.norm(cluster_centroids[c] - centroids[fate])))
         used_for[nearest].append(fate)
         cells = top_idx[labels == nearest]
         score = fate_contributions(model, zl[cells], diffusion[cells], centroids[fate]).mean(0)
