@@ -123,6 +123,13 @@ def environment_dynamics(modes_tsv: PathLike, genes_tsv: PathLike, ligands_tsv: 
     """Partner weights of the environment modes, the genes whose velocity mode 1 changes most,
     and the ligands that would cause it."""
     modes = pd.read_csv(modes_tsv, sep="\t")
+    control = ""
+    if "condition" in modes:  # the configured condition first; a simulated tissue adds the true densities
+        conditions = list(dict.fromkeys(modes["condition"]))
+        for other in conditions[1:]:
+            first = modes[(modes["condition"] == other) & (modes["mode"] == 1)].sort_values("abs_weight").iloc[-1]
+            control += f"\n(control, c = {other}: mode 1 is {first['partner']}, weight {first['weight']:.2f})"
+        modes = modes[modes["condition"] == conditions[0]]
     genes = pd.read_csv(genes_tsv, sep="\t")
     ligs = pd.read_csv(ligands_tsv, sep="\t")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -137,7 +144,7 @@ def environment_dynamics(modes_tsv: PathLike, genes_tsv: PathLike, ligands_tsv: 
     axes[0].axhline(0, color="grey", lw=0.5)
     axes[0].legend(fontsize=8)
     axes[0].set_ylabel("partner weight")
-    axes[0].set_title("environment modes: d drift / d colocalization", fontsize=10)
+    axes[0].set_title("environment modes: d drift / d condition" + control, fontsize=9)
     g = genes.head(top).iloc[::-1]
     axes[1].barh(range(len(g)), g["velocity_change"], color=[PALETTE[3] if v < 0 else PALETTE[2] for v in g["velocity_change"]])
     axes[1].set_yticks(range(len(g)), g["gene"], fontsize=8)

@@ -59,7 +59,7 @@ class EnvironmentSpec:
     n_reference_lineage_cells: int = 600
     n_genes: int = 150  # partner expression model
     n_dynamic_genes: int = 60  # the lineage's genes (bifurcation simulator)
-    lineage_expression: float = 40.0  # steady-state spliced count of an 'on' gene: libraries like the partners'
+    lineage_expression: float = 10.0  # spliced count of an 'on' gene (at 40, DeepCOLOR's VAE merged the partner types)
     seed: int = 0
 
 

@@ -177,8 +177,14 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
     extra = {}
     if environment_modes is not None:
         modes = pd.read_csv(environment_modes, sep="\t")
-        first = modes[modes["mode"] == 1].sort_values("abs_weight", ascending=False)
-        extra["environment_partner_named"] = float(bool(first["is_true_driver"].iloc[0]))
+        if "is_true_driver" not in modes:
+            raise CellfateError("the environment modes carry no simulated driver to validate against", environment_modes)
+        conditions = list(dict.fromkeys(modes["condition"])) if "condition" in modes else [None]
+        for k, condition in enumerate(conditions):
+            rows = modes if condition is None else modes[modes["condition"] == condition]
+            first = rows[rows["mode"] == 1].sort_values("abs_weight", ascending=False)
+            key = "environment_partner_named" if k == 0 else f"environment_partner_named_{condition}_c"
+            extra[key] = float(bool(first["is_true_driver"].iloc[0]))
     table = validation.validation_table(distribution, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table
@@ -247,19 +253,22 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
     log.info("environment dynamics: %d cells, %d genes, conditions %s", lineage.sum(), keep.sum(), names)
-    # Several seeded fits, their Jacobians stacked: one fit's drift may lean on whichever partner
-    # happens to correlate with z; what all fits share is the environment's effect.
-    fits = []
-    for k in range(max(1, int(e["n_fits"]))):
-        module = env.fit_conditioned_dynamics(spliced[:, keep], unspliced[:, keep], c,
-                                              dataclasses.replace(mcfg, seed=cfg["seed"] + k))
-        z = env.latent_mean(module, spliced[:, keep])
-        fits.append((module, z, env.condition_jacobian(module, z, torch.as_tensor(c, dtype=torch.float32))))
-    modes = env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"])
+    s, u = spliced[:, keep], unspliced[:, keep]
+    modes, fits = _environment_fits(s, u, c, names, mcfg, e)
+    modes.insert(0, "condition", e["condition"])
     truth = cells.uns.get("environment_truth")
+    tables = [modes]
     if truth is not None:
         modes["is_true_driver"] = modes["partner"] == str(truth["driver"])
-    write_table(modes, modes_tsv)
+        if e["condition"] != "truth" and "true_partner_density" in cells.obsm:
+            # The control on the simulated tissue: the same analysis with the true partner densities
+            # as c, which tells a failure of the analysis from a condition that carries no environment.
+            c_true, _ = _condition(cells, lineage, labels, list(partners), "truth", p_mat, cells_h5ad)
+            control, _ = _environment_fits(s, u, env.standardise(c_true), names, mcfg, e)
+            control.insert(0, "condition", "truth")
+            control["is_true_driver"] = control["partner"] == str(truth["driver"])
+            tables.append(control)
+    write_table(pd.concat(tables, ignore_index=True), modes_tsv)
 
     first = modes[modes["mode"] == 1]
     change = np.mean([env.velocity_change(m, z, j, first["weight"].to_numpy()) for m, z, j in fits], axis=0)
@@ -277,6 +286,21 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
         scores["is_true_ligand"] = scores["ligand"] == str(truth["driver_ligand"])
     write_table(scores, ligands_tsv)
     return modes
+
+
+def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray, names: list[str],
+                      mcfg: env.EnvironmentConfig, e: dict[str, Any]) -> tuple[pd.DataFrame, list]:
+    """``n_fits`` seeded fits of the conditioned dynamics, their Jacobians stacked into one SVD.
+
+    Several fits: one fit's drift may lean on whichever partner happens to correlate with z; what
+    all fits share is the environment's effect. Returns the modes and (module, z, Jacobian) per fit.
+    """
+    fits = []
+    for k in range(max(1, int(e["n_fits"]))):
+        module = env.fit_conditioned_dynamics(spliced, unspliced, c, dataclasses.replace(mcfg, seed=mcfg.seed + k))
+        z = env.latent_mean(module, spliced)
+        fits.append((module, z, env.condition_jacobian(module, z, torch.as_tensor(c, dtype=torch.float32))))
+    return env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"]), fits
 
 
 def _dense(x: Any) -> np.ndarray:
