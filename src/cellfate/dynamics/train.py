@@ -14,7 +14,6 @@ processes per epoch).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -51,13 +50,22 @@ class TrainingPlan:
 @dataclass
 class CountTensors:
     """Counts, the two factors of the size-factor matrix N (N_ij = cell_i * gene_j) and, when the
-    drift reads one, each cell's condition c."""
+    drift reads one, each cell's condition c.
+
+    ``log_spliced`` is log1p(spliced), the encoder's input, computed once here rather than in
+    every batch of every epoch.
+    """
 
     spliced: torch.Tensor
     unspliced: torch.Tensor
     cell_factor: torch.Tensor
     gene_factor: torch.Tensor
     condition: torch.Tensor | None = None
+    log_spliced: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.log_spliced is None:
+            self.log_spliced = torch.log1p(self.spliced)
 
     @classmethod
     def from_arrays(cls, spliced: np.ndarray, unspliced: np.ndarray, condition: np.ndarray | None = None) -> CountTensors:
@@ -74,7 +82,8 @@ class CountTensors:
 
     def to(self, device: torch.device) -> CountTensors:
         c = None if self.condition is None else self.condition.to(device)
-        return CountTensors(*(t.to(device) for t in (self.spliced, self.unspliced, self.cell_factor, self.gene_factor)), c)
+        tensors = (self.spliced, self.unspliced, self.cell_factor, self.gene_factor)
+        return CountTensors(*(t.to(device) for t in tensors), c, self.log_spliced.to(device))
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The arguments of ``VicdyfModule.loss`` for these cells."""
@@ -87,9 +96,14 @@ class CountTensors:
         return self.spliced[start:stop], self.unspliced[start:stop], self.cell_factor[start:stop], self.gene_factor, c
 
     def take(self, idx: torch.Tensor) -> CountTensors:
-        """These cells, in this order, as one contiguous copy."""
-        c = None if self.condition is None else self.condition[idx]
-        return CountTensors(self.spliced[idx], self.unspliced[idx], self.cell_factor[idx], self.gene_factor, c)
+        """These cells, in this order, as one contiguous copy (index_select: ~5x faster than ``[idx]``)."""
+        c = None if self.condition is None else self.condition.index_select(0, idx)
+        rows = (t.index_select(0, idx) for t in (self.spliced, self.unspliced, self.cell_factor))
+        return CountTensors(*rows, self.gene_factor, c, self.log_spliced.index_select(0, idx))
+
+    def loss(self, module: VicdyfModule, start: int, stop: int, **options: Any) -> dict[str, torch.Tensor]:
+        """``module.loss`` of cells ``start:stop`` (views), with the precomputed encoder input."""
+        return module.loss(*self.rows(start, stop), log_s=self.log_spliced[start:stop], **options)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,12 +135,12 @@ def _set_phase(module: VicdyfModule, phase: int) -> list[torch.nn.Parameter]:
 
 
 @torch.no_grad()
-def heldout_loss(module: VicdyfModule, data: CountTensors, idx: torch.Tensor, phase: int) -> float:
+def heldout_loss(module: VicdyfModule, holdout: CountTensors, phase: int) -> float:
     """Deterministic (posterior-mean) loss on the held-out cells; NaN when none are held out."""
-    if len(idx) == 0:
+    if holdout.n_cells == 0:
         return math.nan
     module.eval()
-    parts = module.loss(*data.batch(idx), use_unspliced=phase == 2, sample=False)
+    parts = holdout.loss(module, 0, holdout.n_cells, use_unspliced=phase == 2, sample=False)
     module.train()
     return float(parts["total"])
 
@@ -135,26 +149,33 @@ class NonFiniteLoss(RuntimeError):
     """A training loss became NaN or infinite."""
 
 
-def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor, holdout_idx: torch.Tensor,
+def _snapshot(module: VicdyfModule) -> dict[str, torch.Tensor]:
+    """A copy of the weights to fall back on (plain clones: cheaper than deepcopy of a state dict)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor, holdout: CountTensors,
                plan: TrainingPlan, phase: int, gen: torch.Generator, history: list[dict[str, Any]]) -> bool:
     """One phase; returns False when it ended on a non-finite loss (state restored)."""
     epochs = plan.epochs_phase1 if phase == 1 else plan.epochs_phase2
     if epochs <= 0:
         return True
     optimizer = torch.optim.Adam(_set_phase(module, phase), lr=plan.lr, fused=True)  # one kernel for all tensors
-    last_good = copy.deepcopy(module.state_dict())
+    last_good = _snapshot(module)
     best_state, best_loss, since_best = last_good, math.inf, 0
     n_train = len(train_idx)
     block = plan.batch_size * 32  # cells gathered at once: bounded memory, few gathers
+    sizes = torch.tensor([min(plan.batch_size, n_train - b) for b in range(0, n_train, plan.batch_size)],
+                         dtype=torch.float32, device=data.spliced.device)
     bar = tqdm(range(epochs), desc=f"VICDYF phase {phase}", disable=not plan.progress, mininterval=1.0, leave=False)
     for epoch in bar:
         order = train_idx[torch.randperm(n_train, generator=gen)].to(data.spliced.device)
-        totals: dict[str, torch.Tensor] = {}
+        batch_parts: list[torch.Tensor] = []  # one vector of loss parts per batch, summed after the epoch
         for start in range(0, n_train, plan.batch_size):
             if start % block == 0:  # one gather per block of batches, then contiguous slices of it
                 shuffled = data.take(order[start:start + block])
             offset = start % block
-            parts = module.loss(*shuffled.rows(offset, offset + plan.batch_size), use_unspliced=phase == 2)
+            parts = shuffled.loss(module, offset, offset + plan.batch_size, use_unspliced=phase == 2)
             loss = parts["total"]
             if not torch.isfinite(loss):
                 module.load_state_dict(last_good)
@@ -165,18 +186,18 @@ def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            n = min(plan.batch_size, n_train - start)
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + value.detach() * n
-        record = {"phase": phase, "epoch": epoch + 1, **{f"train_{k}": float(v) / n_train for k, v in totals.items()}}
-        record["heldout_total"] = heldout_loss(module, data, holdout_idx, phase)
+            batch_parts.append(torch.stack(list(parts.values())).detach())
+        means = (torch.stack(batch_parts) * sizes[:, None]).sum(0) / n_train
+        record = {"phase": phase, "epoch": epoch + 1,
+                  **{f"train_{k}": float(v) for k, v in zip(parts, means.tolist())}}
+        record["heldout_total"] = heldout_loss(module, holdout, phase)
         history.append(record)
-        last_good = copy.deepcopy(module.state_dict())
+        last_good = _snapshot(module)
         bar.set_postfix(train=f"{record['train_total']:.2f}", heldout=f"{record['heldout_total']:.2f}", refresh=False)
         if plan.log_every and ((epoch + 1) % plan.log_every == 0 or epoch + 1 == epochs):
             log.info("phase %d epoch %d/%d: train %.3f, held-out %.3f", phase, epoch + 1, epochs,
                      record["train_total"], record["heldout_total"])
-        if plan.patience > 0 and len(holdout_idx):
+        if plan.patience > 0 and holdout.n_cells:
             if not math.isfinite(best_loss) or record["heldout_total"] < best_loss - 1e-4 * abs(best_loss):
                 best_state, best_loss, since_best = last_good, record["heldout_total"], 0
             else:
@@ -186,7 +207,7 @@ def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor
                              phase, plan.patience, epoch + 1, best_loss)
                     break
     bar.close()
-    if plan.patience > 0 and len(holdout_idx) and math.isfinite(best_loss):
+    if plan.patience > 0 and holdout.n_cells and math.isfinite(best_loss):
         module.load_state_dict(best_state)
     return True
 
@@ -209,8 +230,9 @@ def train(module: VicdyfModule, data: CountTensors, plan: TrainingPlan) -> list[
              data.spliced.shape[1])
     history: list[dict[str, Any]] = []
     module.train()
+    holdout = data.take(holdout_idx.to(device))  # scored after every epoch: gathered once
     for phase in (1, 2):
-        if not _run_phase(module, data, train_idx, holdout_idx, plan, phase, gen, history):
+        if not _run_phase(module, data, train_idx, holdout, plan, phase, gen, history):
             break
     for p in module.parameters():
         p.requires_grad_(True)
