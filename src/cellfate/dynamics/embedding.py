@@ -15,18 +15,18 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
+
+from cellfate.umap_layout import nearest_neighbours
 
 log = logging.getLogger(__name__)
 
 
 def knn_indices(x: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Indices (cells x k) of each cell's k nearest other cells (Euclidean)."""
-    k = min(n_neighbors, len(x) - 1)
-    if k < 1:
+    """Indices (cells x k) of each cell's k nearest other cells (Euclidean; a scipy k-d tree, see
+    :func:`cellfate.umap_layout.nearest_neighbours`)."""
+    if min(n_neighbors, len(x) - 1) < 1:
         raise ValueError("need at least two cells for a neighbour graph")
-    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    return idx[:, 1:]
+    return nearest_neighbours(np.asarray(x), n_neighbors)[1]
 
 
 def transition_weights(z: np.ndarray, d: np.ndarray, neighbors: np.ndarray, sigma: float = 0.05) -> np.ndarray:

@@ -206,7 +206,7 @@ class VICDYF:
     def annotate(self, adata: ad.AnnData | None = None, *, n_samples: int = 10, seed: int = 0,
                  embed: bool = True, n_neighbors: int = 30, min_dist: float = 0.1, sigma: float = 0.05) -> ad.AnnData:
         """Write VICDYF's outputs into ``adata`` (default: the training AnnData) and return it."""
-        from cellfate.dynamics.embedding import project_velocity, umap_embedding
+        from cellfate.dynamics.embedding import knn_indices, project_velocity, umap_embedding
 
         adata = self.adata if adata is None else adata
         self._check_genes(adata)
@@ -228,8 +228,9 @@ class VICDYF:
             zl = post["X_vicdyf_zl"]
             umap = umap_embedding(zl, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
             adata.obsm["X_vicdyf_umap"] = umap
-            adata.obsm["X_vicdyf_sdumap"] = project_velocity(zl, post["X_vicdyf_d"], umap, n_neighbors, sigma)
-            adata.obsm["X_vicdyf_mdumap"] = project_velocity(zl, post["X_vicdyf_dl"], umap, n_neighbors, sigma)
+            neighbors = knn_indices(zl, n_neighbors)  # one graph for both kinds of arrow
+            for key, d in (("X_vicdyf_sdumap", post["X_vicdyf_d"]), ("X_vicdyf_mdumap", post["X_vicdyf_dl"])):
+                adata.obsm[key] = project_velocity(zl, d, umap, n_neighbors, sigma, neighbors=neighbors)
         adata.uns["vicdyf"] = {
             "config": self.config.to_dict(),
             "training": self.plan.to_dict() if self.plan else {},
