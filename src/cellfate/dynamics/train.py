@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cellfate.dynamics.module import VicdyfModule
+from cellfate.optim import Adam
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor
     epochs = plan.epochs_phase1 if phase == 1 else plan.epochs_phase2
     if epochs <= 0:
         return True
-    optimizer = torch.optim.Adam(_set_phase(module, phase), lr=plan.lr, fused=True)  # one kernel for all tensors
+    optimizer = Adam(_set_phase(module, phase), lr=plan.lr, fused=True)  # one kernel for all tensors
     last_good = _snapshot(module)
     best_state, best_loss, since_best = last_good, math.inf, 0
     n_train = len(train_idx)
@@ -183,7 +184,7 @@ def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor
                             phase, epoch + 1, loss.detach().item(), epoch)
                 bar.close()
                 return False
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             batch_parts.append(torch.stack(list(parts.values())).detach())

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from cellfate.optim import Adam
 from cellfate.spatial.module import DeepColorModule
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,14 @@ class EarlyStopping:
 
 
 def run_phase(name: str, module: torch.nn.Module, params: list, epochs: int, cfg: TrainConfig,
-               step: Callable[[torch.optim.Optimizer, int], dict[str, float]], evaluate: Callable[[], float],
+               step: Callable[[Adam, int], dict[str, float]], evaluate: Callable[[], float],
                warmup: int = 0, lr: float | None = None) -> list[dict]:
     """The shared epoch loop: Adam fresh per phase, NaN guard, early stopping, progress bar.
 
     Early stopping (and the best state it restores) starts after ``warmup`` epochs, while the
     objective itself is still changing.
     """
-    optimizer = torch.optim.Adam(params, lr=lr if lr is not None else cfg.lr)
+    optimizer = Adam(params, lr=lr if lr is not None else cfg.lr)
     stopper = EarlyStopping(module, cfg.patience, cfg.min_delta, cfg.early_stopping)
     history: list[dict] = []
     failed = False
@@ -174,13 +175,13 @@ def train_sc(module: DeepColorModule, cells: Rows, cfg: TrainConfig, rng: np.ran
     module.init_rate_scale(cells[train[: min(len(train), 20_000)]])
     const = log_factorials(cells)
 
-    def step(optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+    def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
         parts, sizes = [], []
         kl_weight = min(1.0, (epoch + 1) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
         for idx in batches(len(train), cfg.batch_size, rng):
             out = module.sc_loss(cells[train[idx]], kl_weight=kl_weight)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             out["loss"].backward()
             optimizer.step()
             c = const[torch.as_tensor(train[idx], device=const.device)].mean()
@@ -258,7 +259,7 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
     last = {"loss": math.inf}
     const = float(torch.lgamma(spots + 1.0).sum(-1).mean())
 
-    def step(optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+    def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
         parts, sizes = [], []
         for idx in batches(cells.n, cfg.map_batch_size, rng):
@@ -270,7 +271,7 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
             else:
                 z, rate = z_mean[t], rate_mean[t]
             out = module.spatial_loss(z, rate, spots, spot_size)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             out["loss"].backward()
             optimizer.step()
             parts.append({k: v.detach() + const for k, v in out.items()})
