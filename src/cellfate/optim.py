@@ -32,9 +32,13 @@ class Adam:
         step_dtype = torch.float32 if fused or torch.get_default_dtype() != torch.float64 else torch.float64
         self.steps = [torch.zeros((), dtype=step_dtype, device=p.device if fused else "cpu") for p in self.params]
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients (or zero them in place with ``set_to_none=False``), as torch does."""
         for p in self.params:
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
 
     @torch.no_grad()
     def step(self) -> None:
