@@ -83,13 +83,16 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
         ) from None
 
 
-def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Refuse to resume a checkpoint written under other training settings."""
+def fingerprint_change(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """What differs between a checkpoint's training settings and this run's (None: nothing).
+
+    A checkpoint only resumes under the settings that shaped its trajectory. One written under
+    others belongs to a run whose outputs are being remade (Snakemake reruns pretraining when its
+    corpus, dictionary or settings change), so the caller starts afresh and says why.
+    """
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    if changed:
-        key = changed[0]
-        raise CellfateError(
-            f"checkpoint was written with {key}={saved.get(key)!r} but this run has {key}={current.get(key)!r} "
-            f"({len(changed)} setting(s) differ); delete the checkpoint to start afresh or restore the settings",
-            path,
-        )
+    if not changed:
+        return None
+    key = changed[0]
+    return (f"it was written with {key}={saved.get(key)!r} but this run has {key}={current.get(key)!r} "
+            f"({len(changed)} setting(s) differ)")

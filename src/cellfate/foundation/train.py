@@ -10,7 +10,8 @@ token-weighted mean over the whole step whatever the split over micro-batches an
 clip, AdamW, advance the schedule.
 
 Every ``checkpoint_every`` steps the full state is written atomically; ``--resume`` continues from
-it, reaching the same weights as an uninterrupted run (bit-exact on CPU). Rank 0 writes the
+it, reaching the same weights as an uninterrupted run (bit-exact on CPU). A checkpoint written
+under other settings (corpus, model, schedule, world size) is not resumed: the run starts afresh. Rank 0 writes the
 history (step, train loss, lr, tokens/s, held-out loss at evaluation steps), the held-out MLM
 loss table and, at the end, the model with ``save_pretrained`` plus the token dictionary.
 """
@@ -39,7 +40,7 @@ from tqdm import tqdm
 from cellfate.errors import CellfateError
 from cellfate.foundation.checkpoint import (
     LATEST,
-    check_fingerprint,
+    fingerprint_change,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -349,8 +350,11 @@ def _train(settings: TrainSettings, ctx: DistContext) -> TrainResult:
     step, epoch, position, history, window = 0, 0, 0, [], _Window()
     checkpoint = load_checkpoint(settings.checkpoint_dir) if settings.resume else None
     checkpoint_path = Path(settings.checkpoint_dir) / LATEST
+    change = None if checkpoint is None else fingerprint_change(checkpoint["fingerprint"], fingerprint)
+    if change:
+        log.warning("not resuming from %s: %s; training afresh (the next checkpoint replaces it)", checkpoint_path, change)
+        checkpoint = None
     if checkpoint is not None:
-        check_fingerprint(checkpoint["fingerprint"], fingerprint, checkpoint_path)
         model.load_state_dict(checkpoint["model"])
         step, epoch, position = checkpoint["step"], checkpoint["epoch"], checkpoint["position"]
         history = checkpoint["history"]
