@@ -169,8 +169,7 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     fates = np.where(rng.random(len(spot_of_lineage)) < p_alpha[spot_of_lineage], "alpha", "beta")
     in_spots = lineage_cells(programme, fates, pace(spec, driver_z[spot_of_lineage]), rng)
     np.add.at(counts, (spot_of_lineage[:, None], lin_cols[None, :]), in_spots["spliced"] + in_spots["unspliced"])
-    np.add.at(abundance, (spot_of_lineage, len(partners) + np.array([LINEAGE.index(b) for b in in_spots["branch"]],
-                                                                     dtype=int)), 1)
+    np.add.at(abundance, (spot_of_lineage, len(partners) + pd.Index(LINEAGE).get_indexer(in_spots["branch"])), 1)
     counts = rng.binomial(counts, spec.capture_efficiency).astype(np.int32)
 
     types = partners + LINEAGE

@@ -57,7 +57,8 @@ class EnvironmentConfig:
 
     def training_plan(self, progress: bool = True) -> TrainingPlan:
         return TrainingPlan(epochs_phase1=self.epochs_vae, epochs_phase2=self.epochs_dynamics, batch_size=self.batch_size,
-                            lr=self.lr, patience=self.patience, seed=self.seed, device="cpu", progress=progress)
+                            lr=self.lr, patience=self.patience, seed=self.seed, progress=progress,
+                            device="cpu")  # one lineage, a small net: the Jacobian analysis that follows is on CPU too
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -249,7 +249,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     sub = cells[lineage]
     spliced = _dense(sub.layers["spliced"])
     unspliced = _dense(sub.layers["unspliced"])
-    keep = spliced.sum(0) >= e["min_counts"]
+    keep = spliced.sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
     log.info("environment dynamics: %d cells, %d genes, conditions %s", lineage.sum(), keep.sum(), names)
