@@ -74,11 +74,12 @@ def test_simulated_driver_is_named(driver: str, speed_gain: float, seed: int) ->
 
 
 def test_no_driver_gives_no_clear_mode() -> None:
-    """The null: fates and pace ignore the environment, so no partner stands out (in a sweep mode 1
-    was at most 1.2x mode 2 here, against 1.6-2.8x with a driver)."""
+    """The null: fates and pace ignore the environment, so no mode stands out. In a sweep of six null
+    seeds mode 1 was 1.03-1.28x mode 2, against 1.50-1.94x with a driver (six seeds). Mode 1's
+    partner weights are not asserted: with two near-equal singular values its direction is any in
+    their plane (its largest weight ran 0.66-0.91 over the null seeds, 0.93-1.00 with a driver)."""
     weights, singular = _first_mode(EnvironmentSpec(fate_gain=0.0, speed_gain=0.0, seed=3, **SMALL_TISSUE))
     assert singular[0] < 1.4 * singular[1], (weights, singular)
-    assert weights.max() < 0.9, weights
 
 
 def test_the_driver_sets_fate_and_pace() -> None:

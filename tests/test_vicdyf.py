@@ -70,6 +70,29 @@ def test_loss_has_named_finite_parts(likelihood: str) -> None:
     assert set(module.loss(*data.batch(torch.arange(10)), use_unspliced=False)) == {"nll_s", "kl_z", "total"}
 
 
+def test_factored_poisson_equals_the_poisson_of_the_full_mean() -> None:
+    """The loss never forms N * rate; it must still be -log Poisson(x | N * rate) without log(x!)."""
+    from cellfate.dynamics.module import poisson_nll, poisson_nll_factored
+
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor(rng.poisson(2.0, size=(7, 9)), dtype=torch.double)
+    rate = torch.as_tensor(rng.uniform(0.1, 3.0, size=(7, 9)))
+    cell, gene = torch.as_tensor(rng.uniform(5, 50, size=7)), torch.as_tensor(rng.dirichlet(np.ones(9)))
+    full = poisson_nll(x, cell[:, None] * gene * rate)
+    # equal up to where the 1e-8 guarding log(0) sits (on the rate, not on N * rate)
+    torch.testing.assert_close(poisson_nll_factored(x, rate, cell, gene), full, rtol=1e-6, atol=0)
+
+
+def test_unspliced_rate_follows_the_kinetics() -> None:
+    module = VicdyfModule(VicdyfConfig(n_genes=5)).double()
+    with torch.no_grad():
+        module.raw_beta.copy_(torch.linspace(-1, 1, 5))
+        module.raw_gamma.copy_(torch.linspace(1, -2, 5))
+    s_rate, ds_dt = torch.rand(3, 5, dtype=torch.double) + 0.5, torch.rand(3, 5, dtype=torch.double) - 0.5
+    expected = torch.nn.functional.softplus((ds_dt + module.gamma * s_rate) / module.beta, beta=100.0)
+    torch.testing.assert_close(module.unspliced_rate(s_rate, ds_dt), expected)
+
+
 def test_size_factor_matrix_has_the_mean_of_the_counts() -> None:
     adata = toy()
     data = CountTensors.from_arrays(adata.layers["spliced"], adata.layers["unspliced"])

@@ -70,10 +70,17 @@ class CountTensors:
 
     @classmethod
     def from_arrays(cls, spliced: np.ndarray, unspliced: np.ndarray, condition: np.ndarray | None = None) -> CountTensors:
-        """N = rowsum(S) (outer) colsum(S) / sum(S): its mean equals the mean of S."""
-        s = torch.as_tensor(np.asarray(spliced, dtype=np.float32))
-        u = torch.as_tensor(np.asarray(unspliced, dtype=np.float32))
-        c = None if condition is None else torch.as_tensor(np.asarray(condition, dtype=np.float32))
+        """N = rowsum(S) (outer) colsum(S) / sum(S): its mean equals the mean of S.
+
+        The arrays are made row-major: a column-major layer (a transposed simulation, a
+        Fortran-ordered h5ad) made every batch a strided view, and the per-epoch row gather of
+        such a matrix was half of a phase-1 epoch.
+        """
+        def rows_contiguous(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+
+        s, u = rows_contiguous(spliced), rows_contiguous(unspliced)
+        c = None if condition is None else rows_contiguous(condition)
         total = s.sum()
         return cls(s, u, s.sum(1), s.sum(0) / total, c)
 
