@@ -81,6 +81,9 @@ def test_factored_poisson_equals_the_poisson_of_the_full_mean() -> None:
     full = poisson_nll(x, cell[:, None] * gene * rate)
     # equal up to where the 1e-8 guarding log(0) sits (on the rate, not on N * rate)
     torch.testing.assert_close(poisson_nll_factored(x, rate, cell, gene), full, rtol=1e-6, atol=0)
+    # a cell without spliced counts (factor 0; the environment fit keeps such cells) stays finite
+    u = torch.ones(2, 9, dtype=torch.double)
+    assert torch.isfinite(poisson_nll_factored(u, rate[:2], torch.tensor([0.0, 3.0], dtype=torch.double), gene)).all()
 
 
 def test_unspliced_rate_follows_the_kinetics() -> None:

@@ -146,10 +146,11 @@ def poisson_nll_factored(x: torch.Tensor, rate: torch.Tensor, cell_factor: torch
     x log mu = x log rate + x (log cell_i + log gene_j), whose second part does not depend on the
     model: it is computed from the counts alone (no gradient). Two fewer passes over the cells x
     genes block forward and backward than forming N * rate, the loss's hottest path. The small
-    constant guarding log(0) sits on the rate here (log(rate + eps)) rather than on mu.
+    constant guarding log(0) sits on the rate here (log(rate + eps)) rather than on mu, and on the
+    factors (a cell with no spliced counts has factor 0: its loss stays finite, as with mu + eps).
     """
     with torch.no_grad():
-        log_size_part = x.sum(-1) * torch.log(cell_factor) + x @ torch.log(gene_factor)
+        log_size_part = x.sum(-1) * torch.log(cell_factor.clamp_min(EPS)) + x @ torch.log(gene_factor.clamp_min(EPS))
     return cell_factor * (rate @ gene_factor) - (x * torch.log(rate + EPS)).sum(-1) - log_size_part
 
 
