@@ -202,6 +202,13 @@ def test_bad_layers(change, message) -> None:
         VICDYF(adata)
 
 
+def test_non_positive_starting_beta_is_an_error() -> None:
+    with pytest.raises(CellfateError, match="beta_init must be a positive"):
+        VICDYF(toy(), beta_init=0.0)
+    with pytest.raises(CellfateError, match="beta_init must be a positive"):
+        VICDYF(toy(), beta_init=-0.3)
+
+
 def test_too_few_cells() -> None:
     with pytest.raises(CellfateError, match="only 10 cells"):
         VICDYF(toy(n_cells=10))

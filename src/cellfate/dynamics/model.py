@@ -113,6 +113,8 @@ class VICDYF:
                  seed: int = 42, source: str | None = None) -> None:
         if adata.n_obs < MIN_CELLS:
             raise CellfateError(f"only {adata.n_obs} cells; VICDYF needs at least {MIN_CELLS}", source)
+        if beta_init is not None and not beta_init > 0:
+            raise CellfateError(f"beta_init must be a positive splicing rate or None, got {beta_init}", source)
         if adata.n_vars < 2:
             raise CellfateError(f"only {adata.n_vars} gene(s); VICDYF needs at least 2", source)
         if adata.var_names.has_duplicates:
