@@ -188,3 +188,9 @@ def check_unique(names: Iterable[str], what: str, path: PathLike | None) -> None
     dup = index[index.duplicated()]
     if len(dup):
         raise CellfateError(f"{what} {dup[0]!r} appears more than once ({dup.nunique()} repeated)", path)
+
+
+def read_velocity_h5ad(path: PathLike):
+    """The spliced/unspliced AnnData that VICDYF fits, refused in one line when missing, truncated,
+    unreadable (layers of different shapes), without both layers, or with no cell."""
+    return read_h5ad(path, what="velocity h5ad", layers=("spliced", "unspliced"), min_cells=1)
