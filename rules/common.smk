@@ -167,6 +167,7 @@ def download_params():
         manifest_dir=cfg.get("manifest_dir") or f"{RESULTS}/manifests",
         retries=cfg["retries"],
         timeout=cfg["timeout_s"],
+        backoff=cfg.get("backoff_s", 2),
     )
 
 
@@ -245,3 +246,39 @@ def spatial_params(*parts):
     spatial = config.get("spatial") or {}
     keys = ("cell_type_key", "seed") + parts
     return canonical({key: spatial[key] for key in keys if key in spatial})
+
+
+# --- memory per job from the input's size, growing with the attempt ---
+# Measured peaks (issue 19): VICDYF 9.8 GB at 50k cells; DeepCOLOR 9.1 GB at 50k cells x 10k spots
+# (p_mat and map2sp are dense cells x spots). The models below reproduce those with a 1.5 GB base;
+# a retried job (OOM-killed) gets `attempt` times as much.
+MEM_BASE_MB = 1500
+VICDYF_MB_PER_CELL = 0.17  # (9800 - 1500) / 50k
+DEEPCOLOR_MB_PER_CELL_SPOT = 1.6e-5  # (9100 - 1500) / (50k * 10k) = 1.52e-5, rounded up
+MEM_UNKNOWN_MB = 8000  # an input that does not exist yet (dry run) or cannot be read
+
+
+def h5ad_n_obs(path):
+    """Rows (cells or spots) of an h5ad, from its obs index without loading it; None if unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            obs = handle["obs"]
+            index = obs.attrs.get("_index", "_index")
+            return int(obs[index].shape[0])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def mem_vicdyf(wildcards, input, attempt):
+    cells = h5ad_n_obs(input[0])
+    base = MEM_UNKNOWN_MB if cells is None else MEM_BASE_MB + VICDYF_MB_PER_CELL * cells
+    return int(base * attempt)
+
+
+def mem_deepcolor(wildcards, input, attempt):
+    cells, spots = h5ad_n_obs(input.reference), h5ad_n_obs(input.spots)
+    if cells is None or spots is None:
+        return MEM_UNKNOWN_MB * attempt
+    return int((MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * cells * spots) * attempt)
