@@ -114,12 +114,15 @@ def _check_zip(path: PathLike, head: bytes) -> None:
 
 
 def _check_text(path: PathLike, head: bytes, kind: str) -> None:
+    """A text table or JSON document: not an HTML page, no NUL bytes, JSON that parses."""
+    what = "JSON document" if kind == "json" else "text table"
+    described = _describe(head)
+    if described.startswith("an HTML"):
+        raise CellfateError(f"not a {what}: {described}", path)
+    if b"\x00" in head:
+        raise CellfateError(f"not a {what}: binary content", path)
     if kind == "json":
         read_json(path)
-        return
-    described = _describe(head)
-    if described.startswith("an HTML") or b"\x00" in head:
-        raise CellfateError(f"not a text table: {described if b'<' in head[:20] else 'binary content'}", path)
 
 
 def check_content(path: PathLike, kind: str | None = None) -> None:
