@@ -64,3 +64,16 @@ def test_h5ad_reader_names_missing_truncated_and_empty_files(files, tmp_path) ->
         read_h5ad(empty, what="velocity h5ad")
     with pytest.raises(CellfateError, match=r"no obsm\['spatial'\]"):
         read_h5ad(files["hdf5"], what="spots h5ad", obsm=["spatial"])
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])  # superblock versions 0 and 3
+def test_hdf5_end_of_file_is_read_from_either_superblock(tmp_path, libver) -> None:
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w", libver=libver) as handle:
+        handle["x"] = np.arange(20_000, dtype=np.float64)
+    check_content(path)
+    with pytest.raises(CellfateError, match="HDF5 file is truncated"):
+        check_content(_cut(path, tmp_path, path.stat().st_size - 1000))
