@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellfate.corpus.harmonise import check_counts, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
 from cellfate.genes import mouse_gene_table
+from cellfate.harmonise import check_counts, harmonise_genes, parse_gene_ids
 from cellfate.simulate import source_formats
 from cellfate.simulate.corpus import corpus_model, simulate_sample
 from cellfate.simulate.rdata_writer import write_rdata_dgcmatrix

@@ -14,12 +14,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
+from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.readers import check_unique, read_h5ad, read_json
-
-#: The pinned Census release (an LTS one; never "stable", which moves).
-CENSUS_VERSION = "2025-11-08"
 
 
 def dataset_asset_url(listing: str | Path, dataset_id: str) -> str:
@@ -75,17 +72,3 @@ def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | N
         index=pd.Index([f"{dataset_id}:{c}" for c in obs_in.index], name="cell_id"),
     )
     return ad.AnnData(X=counts, obs=obs, var=var), unresolved
-
-
-def census_anndata(obs_value_filter: str, census_version: str = CENSUS_VERSION) -> ad.AnnData:
-    """Mouse raw counts from the Census (needs network access to its S3 bucket and the
-    ``cellxgene-census`` package); only primary cells, genes joined on Ensembl ``feature_id``."""
-    try:
-        import cellxgene_census  # noqa: PLC0415 - optional, heavy
-    except ImportError as err:
-        raise CellfateError("the Census mode needs: pip install cellxgene-census==1.18.0") from err
-    value_filter = f"is_primary_data == True and ({obs_value_filter})" if obs_value_filter else "is_primary_data == True"
-    with cellxgene_census.open_soma(census_version=census_version) as census:
-        data = cellxgene_census.get_anndata(census, organism="Mus musculus", X_name="raw", obs_value_filter=value_filter)
-    data.var_names = data.var["feature_id"].astype(str)
-    return data

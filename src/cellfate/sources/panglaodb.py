@@ -14,8 +14,8 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
+from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.readers import check_unique
 from cellfate.sources.rdata import read_rdata_dgcmatrix
 
