@@ -22,6 +22,7 @@ rule vicdyf_fit:
     threads: 1
     resources:
         gpu=int(str(DYNAMICS.get("device", "auto")).startswith("cuda")),
+        mem_mb=mem_vicdyf,
     params:
         cfg=canonical({k: v for k, v in DYNAMICS.items() if k not in FLUCTUATION_KEYS}),
     script:

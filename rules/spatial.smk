@@ -85,6 +85,7 @@ rule deepcolor:
     threads: SPATIAL.get("threads", 1)
     resources:
         gpu=int(str(SPATIAL.get("device", "cpu")).startswith("cuda")),
+        mem_mb=mem_deepcolor,
     params:
         cfg=spatial_params("device", "deepcolor"),
     script:
@@ -183,6 +184,7 @@ rule deepcolor_environment:
     threads: SPATIAL.get("threads", 1)
     resources:
         gpu=int(str(SPATIAL.get("device", "cpu")).startswith("cuda")),
+        mem_mb=mem_deepcolor,
     params:
         cfg=spatial_params("device", "deepcolor"),
     script:

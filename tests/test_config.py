@@ -82,4 +82,52 @@ def test_duplicate_sample_id_is_rejected_naming_the_sheet(tmp_path: Path) -> Non
     config["samples"]["panglaodb"] = str(sheet)
     result = _dry_run_with(tmp_path, config)
     assert result.returncode != 0
-    assert str(sheet) in result.output and "appears twice" in result.output
+    assert _error_lines(result) == [f"error: {sheet}: sample_id 'SRA1_SRS1' appears twice"]
+
+
+def _error_lines(result) -> list[str]:
+    """What a failed start printed, less Snakemake's note about --config extending the configfile."""
+    return [line for line in result.output.splitlines() if line.strip() and "is extended by additional config" not in line]
+
+
+def test_unknown_top_level_key_is_one_short_line(tmp_path: Path) -> None:
+    config = _demo_config()
+    config["resutls"] = "typo"
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0
+    assert _error_lines(result) == ["error: config: Additional properties are not allowed ('resutls' was unexpected)"]
+
+
+def _sheet_run(tmp_path: Path, text: str | None, source: str = "panglaodb"):
+    sheet = tmp_path / f"{source}.tsv"
+    if text is not None:
+        sheet.write_text(text)
+    config = _demo_config()
+    config["samples"][source] = str(sheet)
+    return sheet, _dry_run_with(tmp_path, config)
+
+
+@pytest.mark.parametrize(
+    ("source", "text", "message"),
+    [
+        ("panglaodb", "sample_id\tsra\tsrs\tsim_n_cells\nS1\tSRA1\tSRS1\t100\n", "row 1: 'tissue' is a required property"),
+        ("expression_atlas", "sample_id\ttissue\nE1\tlung\n", "row 1: 'accession' is a required property"),
+        ("cellxgene", "sample_id\ttissue\nC1\tspleen\n", "row 1: 'dataset_id' is a required property"),
+        ("panglaodb", "sample_id\tsra\tsrs\ttissue\tsim_n_cells\nS1\tSRA1\tSRS1\tliver\tmany\n",
+         "column sim_n_cells holds 'many', not a number"),
+        ("panglaodb", None, "the panglaodb sample sheet does not exist (config samples.panglaodb)"),
+    ],
+)
+def test_sample_sheet_problems_are_one_line_naming_the_sheet(tmp_path: Path, source, text, message) -> None:
+    sheet, result = _sheet_run(tmp_path, text, source)
+    assert result.returncode != 0
+    assert _error_lines(result) == [f"error: {sheet}: {message}" if "row" not in message else f"error: {sheet} {message}"]
+
+
+def test_simulate_null_with_the_demo_urls_fails_at_validation(tmp_path: Path) -> None:
+    config = _demo_config()
+    config["simulate"] = None
+    result = _dry_run_with(tmp_path, config)
+    assert result.returncode != 0
+    lines = _error_lines(result)
+    assert len(lines) == 1 and "download.urls." in lines[0] and "simulate: is null" in lines[0]

@@ -269,7 +269,8 @@ def test_launch_commands() -> None:
     one = launch.pretrain_command(4, 1, ["--seed", "1"])
     assert one[1:] == [
         "-m",
-        "torch.distributed.run",
+        "cellfate.foundation.launch",
+        "torchrun",
         "--standalone",
         "--nnodes=1",
         "--nproc_per_node=4",
@@ -278,7 +279,7 @@ def test_launch_commands() -> None:
         "--seed",
         "1",
     ]
-    assert "--nproc_per_node=1" in launch.pretrain_command(0, 1, [])  # CPU: one process
+    assert launch.pretrain_command(0, 1, ["--seed", "1"])[1:] == ["-m", "cellfate.foundation.train", "--seed", "1"]
     job = launch.pretrain_command(8, 2, ["--seed", "1"], cpus_per_task=32, port=29600, srun="srun")
     assert job[:7] == [
         "srun",
@@ -295,7 +296,8 @@ def test_launch_commands() -> None:
     assert node == [
         "py",
         "-m",
-        "torch.distributed.run",
+        "cellfate.foundation.launch",
+        "torchrun",
         "--nnodes=2",
         "--rdzv-backend=c10d",
         "--rdzv-endpoint=gpu07:29600",

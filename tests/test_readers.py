@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellfate.corpus.harmonise import check_counts, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
 from cellfate.genes import mouse_gene_table
+from cellfate.harmonise import check_counts, harmonise_genes, parse_gene_ids
 from cellfate.simulate import source_formats
 from cellfate.simulate.corpus import corpus_model, simulate_sample
 from cellfate.simulate.rdata_writer import write_rdata_dgcmatrix
@@ -147,7 +147,7 @@ def test_cellxgene_without_raw_uses_x_and_refuses_normalized_values(tmp_path: Pa
     with pytest.raises(CellfateError, match="n.h5ad: .*non-integer values"):
         read_cellxgene_dataset(tmp_path / "n.h5ad", dataset_id="D1")
     (tmp_path / "broken.h5ad").write_bytes(b"not hdf5 at all")
-    with pytest.raises(CellfateError, match="broken.h5ad: not a readable h5ad"):
+    with pytest.raises(CellfateError, match="broken.h5ad: not an HDF5 file"):
         read_cellxgene_dataset(tmp_path / "broken.h5ad", dataset_id="D1")
 
 
@@ -163,3 +163,21 @@ def test_curation_listing_resolves_the_h5ad_asset(tmp_path: Path) -> None:
         dataset_asset_url(listing, "h")
     with pytest.raises(CellfateError, match="dataset z is not in the listing"):
         dataset_asset_url(listing, "z")
+
+
+def test_duplicated_barcodes_are_refused_in_every_source(tmp_path: Path, sample) -> None:
+    dup = sample.copy()
+    dup.obs_names = [*dup.obs_names[:-1], dup.obs_names[0]]
+    source_formats.write_cellxgene_dataset(dup, "D1", "spleen", tmp_path / "c.h5ad")
+    with pytest.raises(CellfateError, match=f"c.h5ad: cell barcode '{dup.obs_names[0]}' appears more than once"):
+        read_cellxgene_dataset(tmp_path / "c.h5ad", dataset_id="D1")
+    dup.obs["barcode"] = [*dup.obs["barcode"][:-1], dup.obs["barcode"].iloc[0]]  # the Atlas cell ids come from it
+    source_formats.write_expression_atlas_experiment(dup, "E-MTAB-1", "lung", tmp_path / "e.zip", tmp_path / "d.tsv")
+    with pytest.raises(CellfateError, match=r"e.zip: cell id \(.mtx_cols\) .* appears more than once"):
+        read_atlas_experiment(tmp_path / "e.zip", tmp_path / "d.tsv", accession="E-MTAB-1")
+
+
+def test_zero_cell_cellxgene_dataset_is_called_empty_not_another_species(tmp_path: Path, sample) -> None:
+    source_formats.write_cellxgene_dataset(sample[:0].copy(), "D1", "spleen", tmp_path / "z.h5ad")
+    with pytest.raises(CellfateError, match=r"z.h5ad: dataset D1 is empty: 0 cells"):
+        read_cellxgene_dataset(tmp_path / "z.h5ad", dataset_id="D1")

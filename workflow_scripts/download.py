@@ -7,5 +7,5 @@ p = snakemake.params
 run(
     snakemake,
     lambda: fetch_files(p.urls, dict(snakemake.output.items()), manifest_dir=p.manifest_dir, source=p.source,
-                        label=p.label, retries=p.retries, timeout=p.timeout),
+                        label=p.label, retries=p.retries, timeout=p.timeout, backoff=p.backoff),
 )

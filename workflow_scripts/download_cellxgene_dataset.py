@@ -7,5 +7,5 @@ p = snakemake.params
 run(
     snakemake,
     lambda: fetch_cellxgene_dataset(snakemake.input.listing, p.dataset_id, snakemake.output[0], manifest_dir=p.manifest_dir,
-                                    retries=p.retries, timeout=p.timeout),
+                                    retries=p.retries, timeout=p.timeout, backoff=p.backoff),
 )

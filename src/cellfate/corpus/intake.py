@@ -15,6 +15,7 @@ import pandas as pd
 
 from cellfate.corpus.qc import QCThresholds, apply_qc, qc_table
 from cellfate.io import write_h5ad, write_table
+from cellfate.readers import read_h5ad
 from cellfate.sources.cellxgene import read_cellxgene_dataset
 from cellfate.sources.expression_atlas import read_atlas_experiment
 from cellfate.sources.panglaodb import read_panglaodb_sample
@@ -53,7 +54,7 @@ def read_cellxgene(row: Mapping[str, Any], dataset: str, h5ad: str, genes: str) 
 
 def qc_sample(harmonised: str, thresholds: Mapping[str, Any], h5ad: str, table: str) -> None:
     """QC one sample: flags in obs, the per-sample QC table."""
-    adata = ad.read_h5ad(harmonised)
+    adata = read_h5ad(harmonised, what="harmonised h5ad", unique_cells=True)
     apply_qc(adata, QCThresholds(**thresholds), path=harmonised)
     write_table(qc_table(adata).assign(genes_unresolved=adata.uns.get("genes_unresolved", 0),
                                        counts_unresolved=adata.uns.get("counts_unresolved", 0)), table)
@@ -65,7 +66,7 @@ def corpus_summary(qc_h5ads: list[str], qc_tables: list[str], summary: str, comp
     write_table(pd.concat([pd.read_csv(t, sep="\t") for t in qc_tables], ignore_index=True), summary)
     parts = []
     for path in qc_h5ads:
-        obs = ad.read_h5ad(path, backed="r").obs
+        obs = read_h5ad(path, what="QC'd h5ad", backed="r", min_cells=0).obs
         parts.append(obs.loc[obs["filter_pass"], ["source", "tissue", "cell_type"]].astype(str))
     cells = pd.concat(parts, ignore_index=True)
     write_table(cells.value_counts().rename("cells").reset_index(), composition)

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from cellfate.errors import CellfateError
+from cellfate.readers import check_content
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def open_counts(path: str | os.PathLike[str]) -> Iterator[CountsFile]:
     """Open a QC'd h5ad for streaming; a missing or unreadable file is a one-line error."""
     if not os.path.exists(path):
         raise CellfateError("no such file", path)
+    check_content(path, "hdf5")  # the HDF5 signature, and a file cut short named as such
     try:
         handle = h5py.File(path, "r")
     except OSError as err:

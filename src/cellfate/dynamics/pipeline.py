@@ -26,6 +26,7 @@ from cellfate.dynamics.train import TrainingPlan
 from cellfate.dynamics.validation import validate as validate_truth
 from cellfate.errors import CellfateError
 from cellfate.io import write_h5ad, write_table
+from cellfate.readers import read_velocity_h5ad
 
 log = logging.getLogger(__name__)
 Config = Mapping[str, Any]
@@ -57,7 +58,7 @@ def fit(velocity_h5ad: str | os.PathLike[str], model_dir: str | os.PathLike[str]
     """Rule ``vicdyf_fit``: select genes, train, write the vicdyf_* outputs and save the model."""
     cfg = settings(cfg)
     torch.set_num_threads(max(1, int(threads)))
-    adata = ad.read_h5ad(velocity_h5ad)
+    adata = read_velocity_h5ad(velocity_h5ad)  # one line for a missing/broken/0-cell file
     adata = select_genes(adata, min_shared_counts=cfg["min_shared_counts"], n_top_genes=cfg["n_top_genes"],
                          source=str(velocity_h5ad))
     model = VICDYF(adata, n_latent=cfg["n_latent"], n_hidden=cfg["n_hidden"], likelihood=cfg["likelihood"],

@@ -1,14 +1,19 @@
 """Command lines that start pretraining: torchrun on one node, or one torchrun per node via srun.
 
-One node (the usual case, and the demo): ``python -m torch.distributed.run --standalone
---nproc_per_node=G -m cellfate.foundation.train ...`` -- torchrun starts G processes, one per GPU
-(or one CPU process when G is 0).
+One process (the demo on CPU, or one GPU): ``python -m cellfate.foundation.train ...`` directly;
+torchrun would add nothing but its own traceback around a failure.
+
+One node, G > 1 GPUs: ``python -m cellfate.foundation.launch torchrun --standalone
+--nproc_per_node=G -m cellfate.foundation.train ...`` -- torchrun (run in-process by
+:func:`run_torchrun`) starts G processes, one per GPU. A worker that fails prints its own one-line
+error; torchrun's ``ChildFailedError`` traceback that would follow is replaced by one ``error:``
+line naming the failed ranks and their exit codes.
 
 Several nodes (Slurm): the job's shell runs ``srun --nodes=N --ntasks-per-node=1 python -m
 cellfate.foundation.launch --nproc-per-node G -- <train args>``. On every node this module reads
 the step's Slurm environment and replaces itself with ``torchrun --nnodes=N --nproc_per_node=G
 --rdzv-backend=c10d --rdzv-endpoint=HEAD:PORT --rdzv-id=JOBID -m cellfate.foundation.train ...``,
-HEAD being the first host of the step's node list, so the N torchruns meet there and number their
+(the same in-process torchrun) HEAD being the first host of the step's node list, so the N torchruns meet there and number their
 N x G workers.
 
 Interpreters are named by absolute path (``sys.executable``): Snakemake does not put the venv on
@@ -28,6 +33,7 @@ from typing import Any
 from cellfate.errors import CellfateError
 
 TRAIN_MODULE = "cellfate.foundation.train"
+LAUNCH_MODULE = "cellfate.foundation.launch"
 DEFAULT_PORT = 29500
 
 
@@ -66,7 +72,7 @@ def torchrun_command(
     """torchrun for one node (``--standalone``) or, with ``rdzv_endpoint``, one node of many."""
     if nproc_per_node < 1:
         raise CellfateError(f"nproc_per_node must be at least 1, got {nproc_per_node}")
-    command = [python, "-m", "torch.distributed.run"]
+    command = [python, "-m", LAUNCH_MODULE, "torchrun"]
     if nnodes == 1 and rdzv_endpoint is None:
         command += ["--standalone", "--nnodes=1"]
     else:
@@ -144,13 +150,16 @@ def pretrain_command(
     port: int = DEFAULT_PORT,
     srun: str = "srun",
 ) -> list[str]:
-    """The whole launch for the pretrain rule: torchrun on one node (1 CPU process when ``gpus`` is 0),
-    srun + one torchrun per node when ``nodes`` > 1."""
+    """The whole launch for the pretrain rule: the training module itself for one process (CPU
+    when ``gpus`` is 0, or one GPU), torchrun for several GPUs of one node, srun + one torchrun per
+    node when ``nodes`` > 1."""
     if nodes > 1:
         if gpus < 1:
             raise CellfateError("multi-node pretraining needs gpus (per node) >= 1")
         return srun_command(nodes, gpus, cpus_per_task, train_args, port=port, srun=srun)
-    return torchrun_command(max(gpus, 1), train_args)
+    if gpus <= 1:
+        return [sys.executable, "-m", TRAIN_MODULE, *train_args]
+    return torchrun_command(gpus, train_args)
 
 
 def train_arguments(**settings: Any) -> list[str]:
@@ -188,8 +197,33 @@ def exec_logged(command: Sequence[str], log_path: str | None) -> None:
     os.execv(command[0], list(command))
 
 
+def failure_line(failures: Mapping[int, Any]) -> str:
+    """One line for torchrun's failed workers: {rank: ProcessFailure} -> ranks and exit codes."""
+    ranks = sorted(failures)
+    codes = ", ".join(f"rank {r} exit {getattr(failures[r], 'exitcode', '?')}" for r in ranks[:8])
+    more = f" and {len(ranks) - 8} more" if len(ranks) > 8 else ""
+    return f"pretraining failed: {len(ranks)} worker(s) stopped ({codes}{more}); each worker's own error line is above"
+
+
+def run_torchrun(torchrun_args: Sequence[str]) -> int:
+    """torchrun in this process, with a failed worker reported as one line instead of a traceback."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # noqa: PLC0415 - heavy
+    from torch.distributed.run import parse_args, run  # noqa: PLC0415
+
+    try:
+        run(parse_args(list(torchrun_args)))
+    except ChildFailedError as err:
+        print(f"error: {failure_line(err.failures)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Per-node entry under srun: build this node's torchrun from the Slurm environment and exec it."""
+    """``torchrun <args>``: torchrun without its traceback (see :func:`run_torchrun`). Otherwise the
+    per-node entry under srun: build this node's torchrun from the Slurm environment and exec it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["torchrun"]:
+        sys.exit(run_torchrun(argv[1:]))
     parser = argparse.ArgumentParser(
         prog="python -m cellfate.foundation.launch",
         description="Start this node's torchrun for multi-node pretraining.",

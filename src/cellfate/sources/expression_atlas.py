@@ -14,8 +14,9 @@ import anndata as ad
 import pandas as pd
 import scipy.io
 
-from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
+from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
+from cellfate.readers import check_unique
 
 CELL_TYPE_COLUMNS = (
     "Factor Value[inferred cell type - authors labels]",
@@ -45,6 +46,7 @@ def read_atlas_experiment(archive: str | Path, design: str | Path, *, accession:
             raise
         raise CellfateError(f"not a readable Expression Atlas zip: {err}", archive) from err
     genes = [r.split("\t")[0] for r in rows]
+    check_unique(cols, "cell id (.mtx_cols)", archive)
     if matrix.shape != (len(genes), len(cols)):
         raise CellfateError(f"matrix is {matrix.shape} but rows/cols list {len(genes)} genes x {len(cols)} cells", archive)
     counts = check_counts(matrix.T, archive)

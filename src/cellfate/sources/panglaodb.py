@@ -14,8 +14,9 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from cellfate.corpus.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.errors import CellfateError
+from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
+from cellfate.readers import check_unique
 from cellfate.sources.rdata import read_rdata_dgcmatrix
 
 
@@ -58,6 +59,7 @@ def read_panglaodb_sample(
 ) -> tuple[ad.AnnData, pd.DataFrame]:
     """One sample as AnnData (cells x ENSMUSG ids, int32 counts) and its unresolved-gene table."""
     matrix, rows, cols = read_rdata_dgcmatrix(rdata)
+    check_unique(cols, "cell barcode", rdata)
     counts = check_counts(matrix.T, rdata)
     ids, symbols = parse_gene_ids(rows)
     counts, var, unresolved = harmonise_genes(counts, ids, symbols, rdata)

@@ -25,6 +25,7 @@ import torch
 
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path, write_h5ad, write_table
+from cellfate.readers import read_h5ad
 from cellfate.spatial import colocalization as coloc
 from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
@@ -87,8 +88,8 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
     cfg = settings(cfg)
     torch.set_num_threads(max(1, int(threads)))
-    cells = ad.read_h5ad(reference)
-    spot_data = ad.read_h5ad(spots)
+    cells = read_h5ad(reference, what="reference h5ad")
+    spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
     labels = _labels(cells, cfg["cell_type_key"], reference)
     config = DeepColorConfig.from_dict({"seed": cfg["seed"], **cfg["deepcolor"]})
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
@@ -169,7 +170,7 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
     environment analysis' named partner) against the simulated truth."""
     cfg = settings(cfg)
     cells = ad.read_h5ad(cells_h5ad)
-    spot_data = ad.read_h5ad(spots)
+    spot_data = read_h5ad(spots, what="spots h5ad")
     if "true_abundance" not in spot_data.obsm:
         raise CellfateError("no obsm['true_abundance']: validation needs the simulated tissue", spots)
     distribution = type_distributions(np.load(p_mat, mmap_mode="r"), _labels(cells, cfg["cell_type_key"], cells_h5ad))

@@ -114,7 +114,9 @@ def loom_to_h5ad(loom_dir: str | os.PathLike[str], sample_id: str, out_h5ad: str
 
     cells = None
     if cells_h5ad:
-        cells = ad.read_h5ad(cells_h5ad, backed="r")
+        from cellfate.readers import read_h5ad
+
+        cells = read_h5ad(cells_h5ad, what="QC'd cells h5ad", backed="r")
         cells = ad.AnnData(obs=cells.obs.copy(), var=pd.DataFrame(index=cells.var_names))
     adata = loom_to_anndata(os.path.join(loom_dir, f"{sample_id}.loom"), cells, barcode_key)
     adata.uns["velocyto"]["sample_id"] = sample_id

@@ -1,0 +1,53 @@
+"""Memory declared per job from the input's size and growing with the attempt (rules/common.smk):
+VICDYF from the velocity h5ad's cells, DeepCOLOR from cells x spots, calibrated on the measured
+peaks (9.8 GB at 50k cells; 9.1 GB at 50k cells x 10k spots)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import anndata as ad
+import pandas as pd
+import pytest
+
+from conftest import REPO, run_snakemake
+
+
+def _obs_only(path: Path, n: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]), var=pd.DataFrame(index=["g"])).write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def memory() -> dict:
+    """The memory section of rules/common.smk (plain Python), executed on its own."""
+    text = (REPO / "rules" / "common.smk").read_text()
+    namespace: dict = {}
+    exec(text[text.index("# --- memory per job"):], namespace)  # noqa: S102 - our own rule file
+    return namespace
+
+
+def test_memory_follows_input_size_and_attempt(memory, tmp_path: Path) -> None:
+    cells = _obs_only(tmp_path / "cells.h5ad", 50_000)
+    spots = _obs_only(tmp_path / "spots.h5ad", 10_000)
+    vicdyf = [memory["mem_vicdyf"](None, [str(cells)], attempt) for attempt in (1, 2)]
+    assert 9_800 <= vicdyf[0] <= 11_000 and vicdyf[1] == 2 * vicdyf[0]  # above the 9.8 GB measured
+    small = memory["mem_vicdyf"](None, [str(_obs_only(tmp_path / "small.h5ad", 1_000))], 1)
+    assert small < 2_000  # the demo does not ask for 8 GB
+    both = SimpleNamespace(reference=str(cells), spots=str(spots))
+    deepcolor = [memory["mem_deepcolor"](None, both, attempt) for attempt in (1, 3)]
+    assert 9_100 <= deepcolor[0] <= 10_500 and deepcolor[1] == 3 * deepcolor[0]
+    missing = SimpleNamespace(reference=str(tmp_path / "none.h5ad"), spots=str(spots))
+    assert memory["mem_deepcolor"](None, missing, 2) == 2 * memory["MEM_UNKNOWN_MB"]
+
+
+def test_snakemake_declares_it_for_the_vicdyf_job(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _obs_only(results / "velocity" / "bifurcation.h5ad", 50_000)
+    run = run_snakemake(str(results / "dynamics" / "bifurcation.h5ad"), "-n", "--nolock", "--config", f"results={results}")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    block = run.stdout.split("rule vicdyf_fit:")[1]
+    assert int(re.search(r"mem_mb=(\d+)", block).group(1)) == 10_000
