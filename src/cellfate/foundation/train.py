@@ -479,9 +479,10 @@ class Trainer:
     def train_step(self, stream: Iterator[tuple[int, int, dict[str, torch.Tensor]]]) -> None:
         """Take ``grad_accumulation`` batches (masked in the data workers), back-propagate, step; no host sync."""
         settings, ctx = self.settings, self.ctx
-        micro = []
+        micro, unpadded = [], []
         for _ in range(settings.grad_accumulation):
             batch_epoch, batch_position, batch = next(stream)
+            unpadded.append(bool(batch["attention_mask"].all()))  # a host tensor still: no device sync
             micro.append(_to_device(batch, ctx.device))
             self.epoch, self.position = batch_epoch, batch_position + 1
         counts = torch.stack(
@@ -497,6 +498,10 @@ class Trainer:
         for i, batch in enumerate(micro):
             if batch["input_ids"].numel() == 0:
                 batch = _to_device(_empty_stand_in(self.collator), ctx.device)
+            if unpadded[i]:
+                # No padding (common: length-grouped batches of cells cut at the model's length): no mask,
+                # so SDPA may take its fused (flash) kernel, which an attention mask rules out.
+                batch = batch | {"attention_mask": None}
             last = i == len(micro) - 1
             with self.wrapped.no_sync() if ctx.distributed and not last else contextlib.nullcontext():
                 with autocast_context(ctx.device, settings.bf16):
