@@ -80,6 +80,10 @@ def test_bin_values_merge_is_exact_and_order_free(demo_corpus, tmp_path) -> None
     at_once = medians.select_medians(targets, medians.BinValues.merge(loaded, n))
     grouped = medians.BinValues.merge([medians.BinValues.merge(loaded[2:], n), medians.BinValues.merge(loaded[:2][::-1], n)], n)
     pd.testing.assert_frame_equal(at_once, medians.select_medians(targets, grouped))
+    files = [tmp_path / f"{i}.npz" for i in range(len(parts))]
+    medians.MedianTargets.save(targets, tmp_path / "bins.npz")
+    grouped_reduce = medians.exact_from_values(tmp_path / "bins.npz", files, tmp_path / "m.tsv", max_values=1000)
+    pd.testing.assert_frame_equal(at_once, grouped_reduce)  # the reduce by gene groups (bounded memory) is exact too
     with pytest.raises(CellfateError, match="samples changed between the two passes"):
         medians.select_medians(targets, medians.BinValues.merge(loaded[1:], n))  # a sample missing from pass 2
 

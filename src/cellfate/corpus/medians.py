@@ -293,6 +293,11 @@ class BinValues:
                 parts.append(cls._distinct(out[0][:n].copy(), out[1][:n].copy(), out[2][:n].copy(), np.ones(n, np.int64)))
         return cls.merge([cls(*p, len(targets.gene_ids)) for p in parts], len(targets.gene_ids))
 
+    def rows(self, start: int, stop: int) -> "BinValues":
+        """The values of target rows ``[start, stop)`` (entries are sorted by target row)."""
+        a, b = np.searchsorted(self.target, [start, stop])
+        return BinValues(self.target[a:b], self.bin[a:b], self.value[a:b], self.count[a:b], self.n_targets)
+
     @classmethod
     def merge(cls, parts: Sequence["BinValues"], n_targets: int) -> "BinValues":
         """Add multisets (exact, any order or grouping)."""
@@ -320,13 +325,15 @@ class BinValues:
             raise CellfateError(f"not a median-values file ({err})", path) from None
 
 
-def select_medians(targets: MedianTargets, values: BinValues) -> pd.DataFrame:
-    """The exact median of every gene: its middle value(s) read off the sorted values of its median bin(s)."""
+def select_medians(targets: MedianTargets, values: BinValues, rows: range | None = None) -> pd.DataFrame:
+    """The exact median of every gene (or of the target ``rows``): its middle value(s) read off the sorted
+    values of its median bin(s)."""
+    rows = range(len(targets.gene_ids)) if rows is None else rows
     group = np.flatnonzero(np.r_[True, (values.target[1:] != values.target[:-1]) | (values.bin[1:] != values.bin[:-1])])
     ends = np.r_[group[1:], len(values.target)]
     where = {(int(values.target[a]), int(values.bin[a])): (a, b) for a, b in zip(group, ends)}
-    middle = np.empty((len(targets.gene_ids), 2))
-    for g in range(len(targets.gene_ids)):
+    middle = np.zeros((len(targets.gene_ids), 2))  # rows outside `rows` stay 0 and are not returned
+    for g in rows:
         for col, (b, rank) in enumerate(((targets.lo_bin[g], targets.lo_rank[g]), (targets.hi_bin[g], targets.hi_rank[g]))):
             a, e = where.get((g, int(b)), (0, 0))
             cumulative = np.cumsum(values.count[a:e])
@@ -336,7 +343,8 @@ def select_medians(targets: MedianTargets, values: BinValues) -> pd.DataFrame:
                                     "passes: rerun the tokenize_sketch and tokenize_median_values jobs")
             middle[g, col] = values.value[a + int(np.searchsorted(cumulative, rank))]
     median = np.where(targets.n_cells % 2 == 1, middle[:, 0], middle.mean(axis=1))
-    return pd.DataFrame({"gene_id": targets.gene_ids, "median": median, "n_cells": targets.n_cells})
+    chosen = slice(rows.start, rows.stop)
+    return pd.DataFrame({"gene_id": targets.gene_ids[chosen], "median": median[chosen], "n_cells": targets.n_cells[chosen]})
 
 
 def exact_medians(paths: Sequence[str | os.PathLike[str]], chunk_size: int = 4096) -> pd.DataFrame:
@@ -385,14 +393,28 @@ def sample_bin_values(h5ad: str | os.PathLike[str], targets: str | os.PathLike[s
 
 
 def exact_from_values(targets: str | os.PathLike[str], values: Sequence[str | os.PathLike[str]],
-                      out: str | os.PathLike[str]) -> pd.DataFrame:
-    """Rule tokenize_medians: add every sample's bin values and write the exact gene_medians.tsv."""
+                      out: str | os.PathLike[str], max_values: int = 20_000_000) -> pd.DataFrame:
+    """Rule tokenize_medians: add every sample's bin values and write the exact gene_medians.tsv.
+
+    Memory: the samples' values are added for one group of genes at a time, groups sized so that
+    at most ~``max_values`` distinct values (~0.6 GB) are held at once; each sample's file is then
+    read once per group. At 20k cells the second pass keeps ~0.6% of the stored values, so a
+    20M-cell corpus (~250M values) takes about 13 groups; a small corpus one.
+    """
     bins = MedianTargets.load(targets)
-    merged = BinValues.merge([BinValues.load(p) for p in values], len(bins.gene_ids))
-    table = select_medians(bins, merged)
+    n = len(bins.gene_ids)
+    total = sum(len(BinValues.load(p).value) for p in values)
+    groups = max(1, -(-total // max_values))
+    size = -(-n // groups)
+    tables = []
+    for start in range(0, n, size):
+        rows = range(start, min(start + size, n))
+        merged = BinValues.merge([BinValues.load(p).rows(rows.start, rows.stop) for p in values], n)
+        tables.append(select_medians(bins, merged, rows))
+    table = pd.concat(tables, ignore_index=True)
     save_gene_medians(table, out)
-    log.info("exact medians of %d genes from %d samples (%d distinct values in median bins)",
-             len(table), len(values), len(merged.value))
+    log.info("exact medians of %d genes from %d samples (%d distinct values in median bins, %d gene groups)",
+             len(table), len(values), total, groups)
     return table
 
 
