@@ -18,6 +18,12 @@ the ratio compares the same work). Both give the same shifts (checked). Printed:
 per second of each and their ratio, plus the ratio against a loop over the encoder only, which
 separates what batching gives from what skipping the masked-LM head gives. Not part of
 ``make test``.
+
+``--int8``: the batched path again with dynamic int8 Linear layers (``quantize_int8``, opt-in
+``foundation.perturb.quantize: int8``): its speed ratio and its error against fp32 shifts (max
+and mean absolute difference, Spearman correlation). ``--layer``: the read-out layer (layers above
+it are never run). Last, a screen of ``--screen-cells`` cells x all their expressed genes
+(``--screen-cells`` x mean tokens per cell perturbations) is estimated at the measured rates.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--int8", action="store_true", help="also time dynamic int8 and report its error vs fp32")
+    parser.add_argument("--layer", type=int, default=-1, help="read-out layer (as output_hidden_states, -1 the last)")
+    parser.add_argument("--screen-cells", type=int, default=1500, help="cells of the estimated full screen")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = build_model(bert_config(read_model_yaml(args.model), vocab)).to(device).eval()
     pretrained = Pretrained(model, vocab, device, args.model)
-    embedder = Embedder(pretrained, batch_size=args.batch_size, precision="fp32")
+    embedder = Embedder(pretrained, batch_size=args.batch_size, precision="fp32", layer=args.layer)
     goal = torch.from_numpy(embedder.embed(rows[args.cells :]).mean(0))
     matrix = GeneMatrix.from_rows(rows[: args.cells], dictionary, model.config.max_position_embeddings)
     rng = np.random.default_rng(args.seed)
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, net in (("loop_mlm", model), ("loop_encoder", model.bert)):
         sync()
         start = time.perf_counter()
-        reference = loop_shifts(net, matrix, subset, goal)
+        reference = loop_shifts(net, matrix, subset, goal, layer=args.layer)
         sync()
         timings[name] = time.perf_counter() - start
     max_diff = float(np.abs(reference - batched[: len(subset)]).max())
@@ -177,6 +186,34 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio batched / loop, same jobs: {result['ratio_vs_reference_loop']:.1f}x   (vs encoder-only loop: "
         f"{result['ratio_vs_encoder_loop']:.1f}x); shifts agree to {max_diff:.1e}"
     )
+    rates = {"fp32": result["batched_per_s"]}
+    if args.int8:
+        from scipy.stats import spearmanr
+
+        from cellfate.foundation.perturb import quantize_int8
+
+        quantized = Perturber(quantize_int8(Embedder(pretrained, batch_size=args.batch_size, layer=args.layer)),
+                              args.batch_size)
+        quantized.cosines(matrix, jobs.take(np.arange(min(args.batch_size, len(jobs)))), goal[None])  # warm-up
+        start = time.perf_counter()
+        cosine8 = quantized.cosines(matrix, jobs, goal[None], desc="int8")
+        base8 = quantized.cosines(matrix, originals(matrix), goal[None], desc="originals")
+        rates["int8"] = len(jobs) / (time.perf_counter() - start)
+        shifts8 = cosine8[:, 0] - base8[jobs.cell, 0]
+        error = np.abs(shifts8 - batched)
+        result.update(int8_per_s=rates["int8"], int8_speedup=rates["int8"] / rates["fp32"],
+                      int8_max_abs_error=float(error.max()), int8_mean_abs_error=float(error.mean()),
+                      fp32_mean_abs_shift=float(np.abs(batched).mean()),
+                      int8_spearman=float(spearmanr(shifts8, batched).statistic))
+        print(f"int8 (dynamic, opt-in):  {rates['int8']:9.2f} perturbations/s  ({result['int8_speedup']:.2f}x fp32); "
+              f"shift error vs fp32: max {result['int8_max_abs_error']:.1e}, mean {result['int8_mean_abs_error']:.1e} "
+              f"(mean |shift| {result['fp32_mean_abs_shift']:.1e}), Spearman {result['int8_spearman']:.3f}")
+    perturbations = args.screen_cells * result["mean_tokens"]
+    result["screen_estimate_hours"] = {k: perturbations / r / 3600 for k, r in rates.items()}
+    print(f"estimated screen of {args.screen_cells:,} cells x all expressed genes ({perturbations:,.0f} perturbations at "
+          f"{result['mean_tokens']:.0f} tokens per cell) on this {result['device']} with {result['threads']} threads: "
+          + ", ".join(f"{k} {h:.1f} h" for k, h in result["screen_estimate_hours"].items())
+          + f"; the per-(cell, gene) loop: {perturbations / result['loop_mlm_per_s'] / 3600:.1f} h")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -8,6 +8,13 @@ data loading is excluded: this is the ceiling the data pipeline has to feed. Not
     python benchmarks/pretrain_bench.py                       # base config, 2,048 tokens x 12 cells
     python benchmarks/pretrain_bench.py --seq-len 512 --batch-size 4 --steps 3   # a quick CPU look
 
+``--trainer SRC [SRC ...]``: instead, the whole trainer (``cellfate.foundation.train.train``:
+data loader, masking, step, bookkeeping) on a synthetic tokenized corpus written to a temporary
+folder, once per source tree given (e.g. the current ``src`` and a ``git archive`` of the
+previous commit's), each in a fresh process, alternating ``--repeats`` times: the before/after
+check that a trainer change does not cost CPU tokens/s. Tokens/s are read from the history rows
+after the first ``log_every`` window (start-up excluded).
+
 MFU = model FLOPs per second / the device's peak dense bf16 FLOPs. Model FLOPs count the matrix
 products of the forward pass (x3 for forward + backward): per layer 8·L·d² (Q, K, V, output
 projections) + 4·L²·d (scores and weighted sum) + 4·L·d·f (feed-forward), plus the prediction head
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,5 +166,84 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def write_corpus(folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: int, seed: int = 0) -> Path:
+    """A tokenized shard (save_to_disk folder + lengths file) of random cells of 3/4 to full ``seq_len``."""
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3 * seq_len // 4, seq_len + 1, n_cells)
+    rows = [rng.choice(np.arange(2, vocab.vocab_size), size=n, replace=False).tolist() for n in lengths]
+    shard = folder / "shard"
+    datasets.Dataset.from_dict({"input_ids": rows, "length": lengths.tolist()}).save_to_disk(str(shard))
+    np.save(folder / "shard.lengths.npy", lengths.astype(np.int64))
+    return shard
+
+
+def trainer_child(folder: str, model: str, batch_size: int, steps: int, log_every: int, threads: int) -> None:
+    """One run of the trainer from whatever ``cellfate`` is first on the path; prints its tokens/s."""
+    import math
+
+    import pandas as pd
+
+    from cellfate.foundation.train import TrainSettings, train
+
+    torch.set_num_threads(threads)
+    out = Path(folder) / f"run_{os.getpid()}"
+    settings = TrainSettings(
+        token_dictionary=f"{folder}/token_dictionary.json", model_config=model, shards=[f"{folder}/shard"],
+        output_model=str(out / "model"), checkpoint_dir=str(out / "ckpt"), history=str(out / "history.tsv"),
+        heldout=str(out / "heldout.tsv"), max_steps=steps, batch_size=batch_size, warmup_steps=1,
+        heldout_fraction=0.02, eval_every=10**6, checkpoint_every=10**6, log_every=log_every, num_workers=0,
+        megabatch_batches=4, device="cpu")
+    history = pd.DataFrame(train(settings).history)
+    rates = history["tokens_per_s"].dropna().to_numpy()[1:]  # the first window holds start-up
+    print("RESULT " + json.dumps({"tokens_per_s": float(rates.mean()) if len(rates) else math.nan}), flush=True)
+
+
+def trainer_compare(args) -> None:
+    import subprocess
+    import tempfile
+
+    from cellfate.corpus.dictionary import save_token_dictionary
+
+    vocab = synthetic_vocab(args.vocab_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_token_dictionary(vocab.token_to_id, folder / "token_dictionary.json")
+        write_corpus(folder, vocab, args.batch_size * (args.steps + 4), args.seq_len)
+        rates: dict[str, list[float]] = {src: [] for src in args.trainer}
+        for _ in range(args.repeats):
+            for src in args.trainer:
+                proc = subprocess.run(
+                    [sys.executable, __file__, "_trainer", tmp, args.model, str(args.batch_size), str(args.steps),
+                     str(args.log_every), str(args.threads)],
+                    capture_output=True, text=True, env=os.environ | {"PYTHONPATH": src, "TQDM_DISABLE": "1"})
+                if proc.returncode:
+                    raise SystemExit(f"trainer from {src} failed:\n{proc.stderr[-3000:]}")
+                line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+                rates[src].append(json.loads(line[7:])["tokens_per_s"])
+    first = args.trainer[0]
+    for src, values in rates.items():
+        ratio = (sum(values) / len(values)) / (sum(rates[first]) / len(rates[first]))
+        print(f"trainer from {src}: tokens/s per run {', '.join(f'{v:,.0f}' for v in values)}; "
+              f"mean {sum(values) / len(values):,.0f} ({ratio:.3f}x {first})")
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "_trainer":
+        trainer_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))
+    elif "--trainer" in sys.argv:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--trainer", nargs="+", required=True, help="source trees (folders holding cellfate/)")
+        parser.add_argument("--model", default=str(REPO / "config/models/tiny.yaml"))
+        parser.add_argument("--vocab-size", type=int, default=2_000)
+        parser.add_argument("--batch-size", type=int, default=4)
+        parser.add_argument("--seq-len", type=int, default=256)
+        parser.add_argument("--steps", type=int, default=30)
+        parser.add_argument("--log-every", type=int, default=10)
+        parser.add_argument("--threads", type=int, default=1)
+        parser.add_argument("--repeats", type=int, default=2)
+        trainer_compare(parser.parse_args())
+    else:
+        main()

@@ -1,22 +1,27 @@
 #!/usr/bin/env python
-"""Tokenization throughput and peak memory, end to end (read h5ad -> shards on disk).
+"""Tokenization per CPU-second and peak memory against the reference Geneformer tokenizer, same run.
 
-usage: .venv/bin/python benchmarks/tokenize_bench.py [--sizes 20000 200000] [--threads 2]
-       [--fixture ../shared/fixtures/geneformer_reference] [--workdir benchmarks/results/tokenize]
+usage: .venv/bin/python benchmarks/tokenize_bench.py --geneformer PATH/TO/Geneformer [--sizes 5000 20000]
+       [--threads 2] [--reference-venv benchmarks/.venv-geneformer] [--fixture ../shared/fixtures/geneformer_reference]
+
+The reference: ``TranscriptomeTokenizer`` from a local checkout of Geneformer's public repository
+(Apache-2.0; not on PyPI, not copied here), run unmodified in its own venv (made by
+``benchmarks/setup_geneformer_venv.sh``) on the same file, dictionary and medians, with the
+fixture's V1 call (2,048 genes, no special tokens, ``nproc=1``). Its package ``__init__`` (which
+imports every module: ray, optuna...) is replaced by a stub that only defines the default
+dictionary paths, as when the fixture was made.
 
 Data: the fixture's seeded ``gen_synth.py`` (N cells x 20,000 genes, ~2,800 detected genes per
-cell, 62% of cells above 2,048 genes) with its token dictionary (random token order, as in a
-Geneformer dictionary); written as anndata writes an uncompressed h5ad (contiguous CSR), one
-block of 500 cells at a time so that 200k cells never sit in memory. Gene medians come from our
-own sketch pass over the smallest file, which is timed too.
+cell) and its token dictionary; an uncompressed h5ad written block by block. Gene medians come
+from our exact two-pass median jobs over the smallest file (timed apart) and are handed to both
+tokenizers as one pickle, so both divide by the same floats.
 
-Each measurement runs in a fresh process pinned to ``--threads`` cores: cells/s counts from
-opening the h5ad to the last shard byte and lengths file written (process start-up, i.e.
-imports and numba's cached kernels, is reported apart), and peak RSS is the process's
-``ru_maxrss``. The baseline is a plain vectorized numpy pass measured in the same run: the same
-chunked h5py reads and Arrow writing, with the per-cell ``np.argsort`` of the reference
-tokenizer. Targets (issue 4): >= 11,500 cells/s at 200k cells (10x the reference tokenizer's
-~1,150 cells/s), peak RSS under 2 GB and flat from 20k to 200k cells.
+Each pass runs in a fresh process; cells/s and cells/CPU-s count *output* cells (rows written,
+the same for both: checked), from opening the input to the dataset on disk; imports are start-up
+and not timed. Ratios: ours over the reference, wall and per CPU-second (ours uses ``--threads``
+threads, the reference one process). Parity: every output row holds the same sequence of values
+(tie-insensitive: the reference's unstable argsort orders equal values arbitrarily; ours breaks
+ties by token id). Targets (#20): >= 10x the reference per CPU-second, peak RSS flat in N.
 """
 
 from __future__ import annotations
@@ -34,8 +39,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_CELLS_PER_S = 1150  # the reference tokenizer on this machine type (fixture README)
-TARGET_CELLS_PER_S = 11_500
+TARGET_CPU_RATIO = 10.0
 TARGET_RSS_GB = 2.0
 
 
@@ -102,84 +106,66 @@ def make_data(n_cells: int, fixture: Path, out: Path) -> None:
     partial.rename(out)
 
 
-def write_dictionary(fixture: Path, out: Path) -> None:
-    """gen_synth's token dictionary (same for every N) as our JSON."""
-    from cellfate.corpus.dictionary import save_token_dictionary
+def write_pickles(fixture: Path, medians_tsv: Path, out: Path) -> None:
+    """The token dictionary and our medians as the Geneformer pickles both tokenizers read."""
+    import pickle
 
-    save_token_dictionary(_gen_synth(fixture).gene_params()[-1], out)
+    import pandas as pd
+
+    table = pd.read_csv(medians_tsv, sep="\t", dtype={"gene_id": str}, float_precision="round_trip")
+    gene_medians = {g: float(m) for g, m in zip(table["gene_id"], table["median"])}
+    with open(out / "gene_median_dictionary.pkl", "wb") as f:
+        pickle.dump(gene_medians, f)
+    tokens = {str(k): int(v) for k, v in _gen_synth(fixture).gene_params()[-1].items()}
+    with open(out / "token_dictionary.pkl", "wb") as f:  # the reference needs a median for every dictionary gene
+        pickle.dump({k: v for k, v in tokens.items() if k in gene_medians or k.startswith("<")}, f)
 
 
 # -- the measured passes (each in its own process) ---------------------------------------------
-def run_ours(h5ad: str, dictionary: str, medians: str, out: str, threads: int) -> dict:
+def run_ours(h5ad: str, data: str, out: str, threads: int) -> dict:
     from cellfate.corpus.tokenizer import RankValueTokenizer, tokenize_h5ad
 
-    start = time.perf_counter()
-    tokenizer = RankValueTokenizer.from_files(dictionary, medians)
-    stats = tokenize_h5ad(h5ad, tokenizer, out, out + ".lengths.npy", chunk_size=1024, threads=threads)
-    return {"cells": stats["cells_in"], "tokenized": stats["cells_tokenized"], "seconds": time.perf_counter() - start}
+    tokenizer = RankValueTokenizer.from_files(f"{data}/token_dictionary.pkl", f"{data}/gene_median_dictionary.pkl")
+    stats = tokenize_h5ad(h5ad, tokenizer, out, out + ".lengths.npy", chunk_size=1024, threads=threads,
+                          cell_attributes=["cell_type"])
+    return {"cells_in": stats["cells_in"], "cells": stats["cells_tokenized"]}
 
 
-def run_numpy(h5ad: str, dictionary: str, medians: str, out: str, threads: int) -> dict:
-    """Plain vectorized numpy: chunked reads, one argsort per cell (as the reference), Arrow writes."""
-    import h5py
-    import pyarrow as pa
+def run_medians(h5ad: str, data: str, out: str, threads: int) -> dict:
+    """Our exact medians, both map-reduce passes (sketch, merge, bin values, select) in one process."""
+    from cellfate.corpus.medians import two_pass_medians
 
-    from cellfate.corpus.dictionary import load_gene_medians, load_token_dictionary
-
-    start = time.perf_counter()
-    tokens, gene_medians = load_token_dictionary(dictionary), load_gene_medians(medians)
-    with h5py.File(h5ad) as f:
-        genes = f["var/_index"].asstr()[:]
-        col_token = np.array([tokens.get(g, -1) if g in gene_medians else -1 for g in genes])
-        inv_median = np.divide(1, np.array([gene_medians.get(g, 1.0) for g in genes]))
-        inv_total = np.divide(1, f["obs/n_counts"][:].astype(np.float64))
-        passed = f["obs/filter_pass"][:].astype(bool)
-        indptr = f["X/indptr"][:]
-        n = len(indptr) - 1
-        schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("length", pa.int64())])
-        with pa.OSFile(out + ".arrow", "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            done = 0
-            for a in range(0, n, 2048):
-                b = min(a + 2048, n)
-                lo, hi = indptr[a], indptr[b]
-                data, indices = f["X/data"][lo:hi], f["X/indices"][lo:hi]
-                rows = []
-                for c in range(a, b):
-                    if not passed[c]:
-                        continue
-                    s, e = indptr[c] - lo, indptr[c + 1] - lo
-                    cols = indices[s:e]
-                    keep = col_token[cols] >= 0
-                    if not keep.any():
-                        continue
-                    cols = cols[keep]
-                    v = np.multiply(np.multiply(data[s:e][keep], inv_total[c]) * 10000, inv_median[cols])
-                    rows.append(col_token[cols][np.argsort(-v)][:2048].astype(np.int32))
-                done += len(rows)
-                offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
-                flat = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-                batch = pa.RecordBatch.from_arrays(
-                    [pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)), pa.array(np.diff(offsets).astype(np.int64))],
-                    schema=schema)
-                writer.write_batch(batch)
-    return {"cells": n, "tokenized": done, "seconds": time.perf_counter() - start}
-
-
-def run_sketch(h5ad: str, dictionary: str, medians: str, out: str, threads: int) -> dict:
-    from cellfate.corpus.medians import merge_sketches, sketch_sample
-
-    start = time.perf_counter()
-    sketch_sample(h5ad, out + ".npz")
-    seconds = time.perf_counter() - start
-    merge_sketches([out + ".npz"], medians)
+    table = two_pass_medians([h5ad], out, f"{data}/gene_medians.tsv")
     import h5py
 
     with h5py.File(h5ad) as f:
         cells = len(f["X/indptr"]) - 1
-    return {"cells": cells, "tokenized": cells, "seconds": seconds}
+    return {"cells_in": cells, "cells": cells, "genes": len(table), "distinct_medians": int(table["median"].nunique())}
 
 
-PASSES = {"ours": run_ours, "numpy": run_numpy, "sketch": run_sketch}
+def _import_reference(checkout: str):
+    """Geneformer's tokenizer module from a checkout, its package __init__ replaced by a stub."""
+    import importlib
+    import types
+
+    package = types.ModuleType("geneformer")
+    package.__path__ = [str(Path(checkout) / "geneformer")]
+    for name in ("GENE_MEDIAN_FILE", "TOKEN_DICTIONARY_FILE", "ENSEMBL_DICTIONARY_FILE", "ENSEMBL_MAPPING_FILE"):
+        setattr(package, name, Path(checkout) / "geneformer" / f"{name.lower()}.pkl")  # unused: every call passes files
+    sys.modules["geneformer"] = package
+    return importlib.import_module("geneformer.tokenizer")
+
+
+def run_reference(h5ad: str, data: str, out: str, threads: int, checkout: str) -> dict:
+    module = _import_reference(checkout)  # V2 with 2,048 and no special tokens = the V1 call (V1 forces its own files)
+    tokenizer = module.TranscriptomeTokenizer(
+        custom_attr_name_dict={"cell_type": "cell_type"}, nproc=1, model_input_size=2048, special_token=False,
+        model_version="V2", gene_median_file=f"{data}/gene_median_dictionary.pkl",
+        token_dictionary_file=f"{data}/token_dictionary.pkl", gene_mapping_file=None, collapse_gene_ids=True)
+    return {"tokenizer": tokenizer, "args": (str(Path(h5ad).parent), str(Path(out).parent), Path(out).name, "h5ad")}
+
+
+PASSES = {"ours": run_ours, "medians": run_medians}
 
 
 def _peak_rss_gb() -> float:
@@ -191,150 +177,161 @@ def _peak_rss_gb() -> float:
 
 
 def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU time of this process and of any it waited for (the reference's datasets workers, if any)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
-def _load_kernels(h5ad: str, dictionary: str, medians: str) -> None:
-    """Encode the file's first cells once so numba loads its cached kernels before the clock starts.
-
-    numba loads cached machine code at a kernel's first call, not at import: without this, that
-    start-up (~0.4 s, a fifth of a 20k-cell run) lands inside the timed pass although the
-    docstring counts it as start-up.
-    """
+def _load_kernels(h5ad: str, data: str) -> None:
+    """Encode the file's first cells once so numba loads its cached kernels before the clock starts."""
     from cellfate.corpus.reader import open_counts
     from cellfate.corpus.tokenizer import RankValueTokenizer
 
-    tokenizer = RankValueTokenizer.from_files(dictionary, medians)
+    tokenizer = RankValueTokenizer.from_files(f"{data}/token_dictionary.pkl", f"{data}/gene_median_dictionary.pkl")
     with open_counts(h5ad) as counts:
         stop = min(2, counts.n_obs)
         tokenizer.encode(tokenizer.vocabulary(counts.gene_ids()), counts.read_rows(0, stop), np.ones(stop, dtype=bool),
                          counts.obs("n_counts", 0, stop).astype(np.float64))
 
 
-def child(kind: str, h5ad: str, dictionary: str, medians: str, out: str, threads: int) -> None:
+def child(kind: str, h5ad: str, data: str, out: str, threads: int, checkout: str) -> None:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
-    import h5py  # noqa: F401 - imports are start-up, timed apart (see process_seconds)
-    import pyarrow  # noqa: F401
+    if kind == "reference":
+        job = run_reference(h5ad, data, out, threads, checkout)
+        cpu, start = _cpu_seconds(), time.perf_counter()
+        job["tokenizer"].tokenize_data(*job["args"])
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        import datasets
 
-    if kind != "numpy":
-        import cellfate.corpus.medians  # noqa: F401
+        result = {"cells": len(datasets.load_from_disk(out + ".dataset"))}
+    else:
+        import cellfate.corpus.medians  # noqa: F401 - imports are start-up, not timed
         import cellfate.corpus.tokenizer  # noqa: F401
-    if kind == "ours":
-        _load_kernels(h5ad, dictionary, medians)
-    cpu = _cpu_seconds()
-    result = PASSES[kind](h5ad, dictionary, medians, out, threads)
-    result["cpu_seconds"] = _cpu_seconds() - cpu
-    result["peak_rss_gb"] = _peak_rss_gb()
+
+        if kind == "ours":
+            _load_kernels(h5ad, data)
+        cpu, start = _cpu_seconds(), time.perf_counter()
+        result = PASSES[kind](h5ad, data, out, threads)
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    result.update(seconds=seconds, cpu_seconds=cpu, peak_rss_gb=_peak_rss_gb())
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def measure(kind: str, h5ad: Path, dictionary: Path, medians: Path, out: Path, threads: int) -> dict:
+def measure(kind: str, h5ad: Path, data: Path, out: Path, threads: int, python: str, checkout: str) -> dict:
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "_child", kind, str(h5ad), str(dictionary), str(medians), str(out), str(threads)],
-        capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
-    )
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    if kind == "reference":
+        env.pop("PYTHONPATH", None)
+    proc = subprocess.run([python, __file__, "_child", kind, str(h5ad), str(data), str(out), str(threads), checkout],
+                          capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{kind} on {h5ad.name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     result["process_seconds"] = time.perf_counter() - started
     result["cells_per_s"] = result["cells"] / result["seconds"]
-    result["cells_per_s_with_startup"] = result["cells"] / result["process_seconds"]
     result["cells_per_cpu_s"] = result["cells"] / result["cpu_seconds"]
     result["load_average"] = os.getloadavg()[0]
     return result
 
 
-def same_values(ours: Path, numpy_arrow: Path, h5ad: Path, dictionary: Path, medians: Path, n_check: int = 300) -> bool:
-    """Tie-insensitive equality of the first cells: the two outputs hold the same value sequences."""
+def tie_insensitive_equal(ours: Path, reference: Path, h5ad: Path, data: Path) -> tuple[int, int, int]:
+    """(rows, rows with the same value sequence, rows token-for-token identical) over the whole output."""
     import datasets
     import h5py
-    import pyarrow as pa
 
     from cellfate.corpus.dictionary import load_gene_medians, load_token_dictionary
 
-    mine = datasets.load_from_disk(str(ours)).select(range(n_check))["input_ids"]
-    with pa.memory_map(str(numpy_arrow)) as source:
-        theirs = pa.ipc.open_stream(source).read_all().column("input_ids").slice(0, n_check).to_pylist()
-    tokens, gene_medians = load_token_dictionary(dictionary), load_gene_medians(medians)
+    mine = datasets.load_from_disk(str(ours))["input_ids"]
+    theirs = datasets.load_from_disk(str(reference))["input_ids"]
+    if len(mine) != len(theirs):
+        return max(len(mine), len(theirs)), 0, 0
+    tokens = load_token_dictionary(data / "token_dictionary.pkl")
+    gene_medians = load_gene_medians(data / "gene_median_dictionary.pkl")
+    same = identical = 0
     with h5py.File(h5ad) as f:
         genes = f["var/_index"].asstr()[:]
         col_token = np.array([tokens.get(g, -1) if g in gene_medians else -1 for g in genes])
         inv_median = np.divide(1, np.array([gene_medians.get(g, 1.0) for g in genes]))
-        cells = np.flatnonzero(f["obs/filter_pass"][: 2 * n_check].astype(bool))[:n_check]
-        totals = f["obs/n_counts"][:]
-        indptr = f["X/indptr"][:]
-        for i, c in enumerate(cells):
+        totals, passed, indptr = f["obs/n_counts"][:], f["obs/filter_pass"][:].astype(bool), f["X/indptr"][:]
+        row = 0
+        for c in np.flatnonzero(passed):
             cols = f["X/indices"][indptr[c] : indptr[c + 1]]
-            x = f["X/data"][indptr[c] : indptr[c + 1]]
             keep = col_token[cols] >= 0
-            v = np.multiply(np.multiply(x[keep], 1 / totals[c]) * 10000, inv_median[cols[keep]])
+            if not keep.any():
+                continue
+            x = f["X/data"][indptr[c] : indptr[c + 1]][keep]
+            v = np.multiply(np.multiply(x.astype(np.float64), 1 / totals[c]) * 10000, inv_median[cols[keep]])
             value = dict(zip(col_token[cols[keep]].tolist(), v.tolist()))
-            if [value[t] for t in mine[i]] != [value[t] for t in theirs[i]]:
-                return False
-    return True
+            same += [value[t] for t in mine[row]] == [value[t] for t in theirs[row]]
+            identical += list(mine[row]) == list(theirs[row])
+            row += 1
+    return len(mine), same, identical
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--geneformer", required=True, help="a local checkout of Geneformer's repository")
+    parser.add_argument("--reference-venv", type=Path, default=REPO / "benchmarks/.venv-geneformer")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--fixture", type=Path, default=REPO.parent / "shared/fixtures/geneformer_reference")
+    parser.add_argument("--fixture", type=Path, default=Path("/work/shared/fixtures/geneformer_reference"))
     parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks/results/tokenize")
     args = parser.parse_args()
     if not (args.fixture / "gen_synth.py").exists():
         raise SystemExit(f"{args.fixture}/gen_synth.py not found (--fixture)")
+    if not (Path(args.geneformer) / "geneformer/tokenizer.py").exists():
+        raise SystemExit(f"{args.geneformer}: no geneformer/tokenizer.py (--geneformer: a checkout of its repository)")
+    ref_python = str(args.reference_venv / "bin/python")
+    if not Path(ref_python).exists():
+        raise SystemExit(f"{ref_python} not found: run benchmarks/setup_geneformer_venv.sh")
     data, out = args.workdir / "data", args.workdir / "out"
-    data.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    dictionary, medians = data / "token_dictionary.json", data / "gene_medians.tsv"
-    if not dictionary.exists():
-        write_dictionary(args.fixture, dictionary)
     files = {}
     for n in sorted(args.sizes):
-        files[n] = data / f"synth_{n}.h5ad"
+        files[n] = data / f"synth_{n}" / f"synth_{n}.h5ad"  # one folder per file: the reference tokenizes folders
+        files[n].parent.mkdir(parents=True, exist_ok=True)
         if not files[n].exists():
             make_data(n, args.fixture, files[n])
-    print(f"cpu: {os.cpu_count()} visible, pinned to {args.threads}; load average {os.getloadavg()[0]:.1f}")
-    sketch = measure("sketch", files[min(files)], dictionary, medians, out / "sketch", args.threads)
-    print(f"median sketch pass ({min(files):,} cells): {sketch['cells_per_s']:,.0f} cells/s, peak RSS {sketch['peak_rss_gb']:.2f} GB")
-
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"cpu: {os.cpu_count()} visible, ours pinned to {args.threads}, the reference to 1 process; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    run = lambda kind, n, target: measure(kind, files[n], data, target, args.threads,  # noqa: E731
+                                          ref_python if kind == "reference" else sys.executable, args.geneformer)
+    medians = run("medians", min(files), out / "medians")
+    write_pickles(args.fixture, data / "gene_medians.tsv", data)
+    print(f"exact two-pass medians ({min(files):,} cells): {medians['cells_per_s']:,.0f} cells/s, "
+          f"{medians['cells_per_cpu_s']:,.0f} cells/CPU-s, peak RSS {medians['peak_rss_gb']:.2f} GB; "
+          f"{medians['genes']:,} genes, {medians['distinct_medians']:,} distinct medians")
+    print(f"{'cells':>8} {'pass':>10} {'out cells':>9} {'cells/s':>9} {'cells/CPU-s':>12} {'peak RSS':>9} {'load':>5}")
     results = []
-    header = (f"{'cells':>8} {'pass':>6} {'cells/s':>9} {'incl. start-up':>15} {'cells/cpu-s':>12} {'peak RSS':>9} "
-              f"{'vs numpy':>9} {'load':>5}")
-    print(header)
-    for n, h5ad in files.items():
-        row = {}
-        for kind in ("numpy", "ours"):
-            target = out / f"{kind}_{n}"
-            row[kind] = measure(kind, h5ad, dictionary, medians, target, args.threads)
-        ratio = row["ours"]["cells_per_s"] / row["numpy"]["cells_per_s"]
-        for kind in ("numpy", "ours"):
-            r = row[kind]
-            print(f"{n:>8,} {kind:>6} {r['cells_per_s']:>9,.0f} {r['cells_per_s_with_startup']:>15,.0f} "
-                  f"{r['cells_per_cpu_s']:>12,.0f} {r['peak_rss_gb']:>7.2f}GB "
-                  f"{'' if kind == 'numpy' else f'{ratio:.2f}x':>9} {r['load_average']:>5.1f}")
-        agree = same_values(out / f"ours_{n}", out / f"numpy_{n}.arrow", h5ad, dictionary, medians)
-        results.append({"cells": n, **{k: v for k, v in row.items()}, "ratio_to_numpy": ratio, "tie_insensitive_equal": agree})
+    for n in files:
+        row = {kind: run(kind, n, out / f"{kind}_{n}") for kind in ("reference", "ours")}
+        for kind, r in row.items():
+            print(f"{n:>8,} {kind:>10} {r['cells']:>9,} {r['cells_per_s']:>9,.0f} {r['cells_per_cpu_s']:>12,.0f} "
+                  f"{r['peak_rss_gb']:>7.2f}GB {r['load_average']:>5.1f}")
+        rows, same, identical = tie_insensitive_equal(out / f"ours_{n}", out / f"reference_{n}.dataset", files[n], data)
+        wall = row["ours"]["cells_per_s"] / row["reference"]["cells_per_s"]
+        cpu = row["ours"]["cells_per_cpu_s"] / row["reference"]["cells_per_cpu_s"]
+        print(f"{n:>8,} ours / reference: {wall:.1f}x wall, {cpu:.1f}x per CPU-second; parity: {same:,}/{rows:,} rows "
+              f"with the same value sequence ({identical:,} token for token)")
+        results.append({"cells": n, **row, "wall_ratio": wall, "cpu_ratio": cpu, "rows": rows, "tie_insensitive_equal": same,
+                        "identical": identical})
     big, small = results[-1], results[0]
-    cpu_ratio = big["ours"]["cells_per_cpu_s"] / big["numpy"]["cells_per_cpu_s"]
-    print(f"per CPU-second at {big['cells']:,} cells: ours {big['ours']['cells_per_cpu_s']:,.0f}, numpy "
-          f"{big['numpy']['cells_per_cpu_s']:,.0f} cells ({cpu_ratio:.2f}x); the machine's other load shows in the "
-          "'load' column (2 cores: above 2, the wall-clock figures are shared)")
-    print(f"tie-insensitive agreement with the numpy pass (first 300 cells): {all(r['tie_insensitive_equal'] for r in results)}")
-    print(f"at {big['cells']:,} cells: {big['ours']['cells_per_s']:,.0f} cells/s = {big['ours']['cells_per_s'] / REFERENCE_CELLS_PER_S:.1f}x "
-          f"the reference tokenizer (~{REFERENCE_CELLS_PER_S:,} cells/s), {big['ratio_to_numpy']:.2f}x the numpy pass; "
-          f"target >= {TARGET_CELLS_PER_S:,}: {'met' if big['ours']['cells_per_s'] >= TARGET_CELLS_PER_S else 'NOT met'}")
-    print(f"peak RSS {small['ours']['peak_rss_gb']:.2f} GB at {small['cells']:,} -> {big['ours']['peak_rss_gb']:.2f} GB at "
-          f"{big['cells']:,} cells; target < {TARGET_RSS_GB} GB and flat: "
+    print(f"at {big['cells']:,} cells: {big['cpu_ratio']:.1f}x the reference per CPU-second "
+          f"(target >= {TARGET_CPU_RATIO:.0f}x: {'met' if big['cpu_ratio'] >= TARGET_CPU_RATIO else 'NOT met'}), "
+          f"{big['wall_ratio']:.1f}x wall; parity {'holds' if all(r['tie_insensitive_equal'] == r['rows'] for r in results) else 'FAILS'}")
+    print(f"peak RSS, ours: {small['ours']['peak_rss_gb']:.2f} GB at {small['cells']:,} -> {big['ours']['peak_rss_gb']:.2f} GB at "
+          f"{big['cells']:,} cells (reference {small['reference']['peak_rss_gb']:.2f} -> {big['reference']['peak_rss_gb']:.2f} GB); "
+          f"flat and < {TARGET_RSS_GB} GB: "
           f"{'met' if big['ours']['peak_rss_gb'] < TARGET_RSS_GB and big['ours']['peak_rss_gb'] < 1.2 * small['ours']['peak_rss_gb'] else 'NOT met'}")
-    (args.workdir / "results.json").write_text(json.dumps({"sketch": sketch, "runs": results}, indent=1))
+    (args.workdir / "results.json").write_text(json.dumps({"medians": medians, "runs": results}, indent=1))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
-        child(sys.argv[2], *sys.argv[3:7], int(sys.argv[7]))
+        child(sys.argv[2], *sys.argv[3:6], int(sys.argv[6]), sys.argv[7])
     else:
         main()

@@ -1,7 +1,9 @@
-# Tokenization (cellfate.corpus): QC'd samples -> one median sketch per sample -> merged gene
-# medians -> token dictionary -> rank-value tokens per sample (Hugging Face save_to_disk shards).
-# Map-reduce: every per-sample job streams its file in row chunks; only tokenize_medians sees
-# all samples, and it holds one genes x bins table. A failed sample reruns alone.
+# Tokenization (cellfate.corpus): QC'd samples -> exact gene medians in two map-reduce passes
+# (a histogram sketch per sample -> merged median bins -> the values inside those bins per sample
+# -> exact medians) -> token dictionary -> rank-value tokens per sample (save_to_disk shards).
+# Every per-sample job streams its file in row chunks; only tokenize_median_bins and
+# tokenize_medians see all samples (one genes x bins table; the values of one bin per gene).
+# A failed sample reruns alone.
 
 TOK = f"{RESULTS}/tokenize"
 # The `tokenize:` config block over its defaults (documented in config/schema.yaml).
@@ -61,10 +63,49 @@ rule tokenize_sketch:
         "../workflow_scripts/tokenize_sketch.py"
 
 
-rule tokenize_medians:
+rule tokenize_median_bins:
     input:
         sketches=[
             f"{TOK}/sketches/{source}/{sample}.npz" for source, sample in all_samples()
+        ],
+    output:
+        f"{TOK}/median_bins.npz",
+    log:
+        f"{LOGS}/tokenize/median_bins.log",
+    benchmark:
+        f"{BENCH}/tokenize/median_bins.tsv"
+    conda:
+        "../envs/tokenize.yaml"
+    resources:
+        mem_mb=2000,
+    script:
+        "../workflow_scripts/tokenize_median_bins.py"
+
+
+rule tokenize_median_values:
+    input:
+        h5ad=f"{RESULTS}/qc/{{source}}/{{sample}}.h5ad",
+        bins=f"{TOK}/median_bins.npz",
+    output:
+        f"{TOK}/median_values/{{source}}/{{sample}}.npz",
+    log:
+        f"{LOGS}/tokenize/median_values/{{source}}/{{sample}}.log",
+    benchmark:
+        f"{BENCH}/tokenize/median_values/{{source}}/{{sample}}.tsv"
+    conda:
+        "../envs/tokenize.yaml"
+    params:
+        chunk_size=TOKENIZE["chunk_size"],
+    script:
+        "../workflow_scripts/tokenize_median_values.py"
+
+
+rule tokenize_medians:
+    input:
+        bins=f"{TOK}/median_bins.npz",
+        values=[
+            f"{TOK}/median_values/{source}/{sample}.npz"
+            for source, sample in all_samples()
         ],
     output:
         f"{TOK}/gene_medians.tsv",

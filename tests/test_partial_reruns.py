@@ -86,7 +86,7 @@ def test_deleted_shard_retokenizes_that_sample_only(demo_results: Path, tmp_path
     finally:
         kept.rename(shard)
     assert jobs["tokenize_sample"] == 1, jobs
-    assert not any(rule.startswith(("simulate_", "download_", "read_", "qc_", "tokenize_sketch", "tokenize_medians",
+    assert not any(rule.startswith(("simulate_", "download_", "read_", "qc_", "tokenize_sketch", "tokenize_median",
                                     "tokenize_dictionary", "velocyto", "vicdyf_", "deepcolor")) for rule in jobs), jobs
 
 

@@ -96,6 +96,31 @@ def test_batched_shifts_equal_one_forward_pass_per_cell_and_gene(world, mix_leng
     assert np.abs(reference).max() > 1e-5  # the perturbations do move the cells
 
 
+def test_int8_is_opt_in_close_to_fp32_and_skips_layers_above_the_read_out(world) -> None:
+    from cellfate.foundation.embed import Embedder, load_pretrained
+    from cellfate.foundation.perturb import quantize_int8
+
+    pretrained = load_pretrained(world.model_dir, "cpu")
+    rows = world.rows[0][:4]
+    matrix = GeneMatrix.from_rows(rows, pretrained.vocab.token_to_id, pretrained.config.max_position_embeddings)
+    jobs = make_jobs(matrix, np.unique(np.concatenate([r[:4] for r in rows])), None, expressed_only=True)
+    fp32 = Embedder(pretrained, batch_size=8, layer=-2)
+    assert len(fp32.encoder.encoder.layer) == pretrained.config.num_hidden_layers - 1  # the last layer never runs
+    goal = torch.from_numpy(fp32.embed(world.rows[1][:20]).mean(0))
+
+    def shifts(embedder) -> np.ndarray:
+        perturber = Perturber(embedder, batch_size=16)
+        return perturber.cosines(matrix, jobs, goal[None])[:, 0] - perturber.cosines(matrix, originals(matrix), goal[None])[jobs.cell, 0]
+
+    exact = shifts(fp32)
+    np.testing.assert_allclose(exact, loop_shifts(pretrained.model, matrix, jobs, goal, layer=-2), atol=2e-6)
+    int8 = shifts(quantize_int8(Embedder(pretrained, batch_size=8, layer=-2)))
+    assert not any("Quantized" in type(m).__name__ for m in pretrained.model.modules())  # it quantized a copy
+    assert not np.array_equal(int8, exact)  # it is quantized
+    assert stats.spearmanr(int8, exact).statistic > 0.8
+    assert np.abs(int8 - exact).max() < 0.1 * np.abs(exact).max() + 1e-4
+
+
 def test_schedule_covers_every_job_once_and_mixes_lengths_only_when_asked() -> None:
     lengths = np.repeat([9, 8, 7, 5], [20, 3, 3, 12])  # long runs and short ones
     n = len(lengths)

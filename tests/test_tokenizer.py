@@ -148,10 +148,8 @@ def test_stored_zeros_are_dropped_and_ties_break_by_token_id(tmp_path) -> None:
 
 
 def test_demo_corpus_end_to_end(demo_corpus, tmp_path) -> None:  # noqa: F811 - pytest fixture
-    """Sketch -> medians -> dictionary -> shards on the demo samples, loadable and joinable."""
-    for i, path in enumerate(demo_corpus):
-        medians.sketch_sample(path, tmp_path / f"{i}.npz")
-    medians.merge_sketches([tmp_path / f"{i}.npz" for i in range(len(demo_corpus))], tmp_path / "gene_medians.tsv")
+    """Sketch -> exact medians -> dictionary -> shards on the demo samples, loadable and joinable."""
+    medians.two_pass_medians(demo_corpus, tmp_path / "medians", tmp_path / "gene_medians.tsv")
     built = dictionary.build(tmp_path / "gene_medians.tsv", tmp_path / "token_dictionary.json")
     assert list(built)[:2] == ["<pad>", "<mask>"] and list(built)[2:] == sorted(list(built)[2:])
     stats = []

@@ -1,6 +1,6 @@
-"""Rule tokenize_medians -> cellfate.corpus.medians.merge_sketches."""
+"""Rule tokenize_medians -> cellfate.corpus.medians.exact_from_values."""
 
 from cellfate.corpus import medians
 from cellfate.workflow import run
 
-run(snakemake, lambda: medians.merge_sketches(snakemake.input.sketches, snakemake.output[0]))
+run(snakemake, lambda: medians.exact_from_values(snakemake.input.bins, snakemake.input.values, snakemake.output[0]))

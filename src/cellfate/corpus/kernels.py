@@ -168,6 +168,46 @@ def emit_rank_value(keys, kept, indptr, data, inv_total, col_inv_median_of_token
 
 
 @njit(nogil=True, cache=True)
+def normalised_value(x, total):
+    """``x / n * 10,000`` in float64, the arithmetic of the median definition (and of the exact check)."""
+    return np.float64(x) / total * 10000.0
+
+
+@njit(nogil=True, cache=True)
+def raw_log_bin(x, total, log_low, inv_log_step):
+    """The log-scale bin of a normalized count before clipping to the table: one formula for both passes."""
+    return int(np.floor((np.log(normalised_value(x, total)) - log_low) * inv_log_step))
+
+
+@njit(nogil=True, cache=True)
+def collect_bin_values(indptr, indices, data, row_pass, totals, log_low, inv_log_step, n_bins, col_target,
+                       lo_bin, hi_bin, out_target, out_bin, out_value):
+    """Pass 2 of the exact medians: every value that falls in its gene's lo or hi median bin.
+
+    ``col_target`` maps a file column to its row in the median targets (-1: not a target gene).
+    Writes (target row, bin, value) triples into the ``out_*`` arrays (at least as long as the
+    chunk) and returns how many. The bin is computed exactly as in pass 1, clipping included.
+    """
+    n = 0
+    for r in range(indptr.shape[0] - 1):
+        if not row_pass[r]:
+            continue
+        total = totals[r]
+        for j in range(indptr[r], indptr[r + 1]):
+            x = data[j]
+            g = col_target[indices[j]]
+            if g < 0 or not x > 0:
+                continue
+            b = min(max(raw_log_bin(x, total, log_low, inv_log_step), 0), n_bins - 1)
+            if b == lo_bin[g] or b == hi_bin[g]:
+                out_target[n] = g
+                out_bin[n] = b
+                out_value[n] = normalised_value(x, total)
+                n += 1
+    return n
+
+
+@njit(nogil=True, cache=True)
 def accumulate_log_histogram(indptr, indices, data, row_pass, totals, log_low, inv_log_step, hist, bins, grouped):
     """Add every positive value's normalized count (x / n * 10,000) to its gene's log-scale bin.
 
@@ -188,7 +228,7 @@ def accumulate_log_histogram(indptr, indices, data, row_pass, totals, log_low, i
             if not keep or not x > 0:
                 bins[j] = -1
                 continue
-            b = int(np.floor((np.log(np.float64(x) / total * 10000.0) - log_low) * inv_log_step))
+            b = raw_log_bin(x, total, log_low, inv_log_step)
             if b < 0:
                 b = 0
                 clipped += 1

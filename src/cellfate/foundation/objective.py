@@ -25,9 +25,9 @@ class MaskedLMObjective(nn.Module):
         self.model = model
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum of cross-entropy over masked tokens, number of masked tokens)."""
+        """(sum of cross-entropy over masked tokens, number of masked tokens); no mask = no padding."""
         hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         selected = labels != IGNORE_INDEX
         logits = self.model.cls(hidden[selected])

@@ -40,6 +40,7 @@ from cellfate.foundation.perturb import (
     Perturber,
     make_jobs,
     originals,
+    quantize_int8,
     state_embeddings,
 )
 from cellfate.foundation.stats import DEFAULT_BACKGROUND_CAP, shift_statistics
@@ -127,6 +128,7 @@ class RunSettings:
     layer: int = -1
     pooling: str = "auto"
     precision: str = "fp32"
+    quantize: str = "none"  # "int8": dynamic int8 Linear layers on CPU (opt-in; see perturb.quantize_int8)
     background_cap: int = DEFAULT_BACKGROUND_CAP
     fdr: float = 0.05
     max_tokens: int | None = None  # cells cut to their top genes (None: as tokenized)
@@ -201,6 +203,10 @@ def run_screen(
         batch_size=settings.batch_size,
         precision=settings.precision,
     )
+    if settings.quantize == "int8":
+        quantize_int8(embedder)
+    elif settings.quantize != "none":
+        raise CellfateError(f"foundation.perturb.quantize must be none or int8, got {settings.quantize!r}")
     chosen = np.concatenate(
         [_choose(labels, s, experiment.max_state_cells, experiment.seed) for s in experiment.states]
     )

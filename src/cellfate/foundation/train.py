@@ -93,6 +93,7 @@ class TrainSettings:
     num_workers: int = 2
     device: str = "auto"  # auto | cuda | cpu
     bf16: bool = True  # bf16 autocast on CUDA; CPU always computes in fp32
+    compile: bool = False  # torch.compile the objective (dynamic shapes): fused kernels on GPU; off by default
     resume: bool = False
     stop_after_step: int | None = field(default=None, repr=False)  # tests: stop as if killed after this step
 
@@ -138,14 +139,24 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-@dataclass
 class _Window:
-    """Global sums since the last history row (identical on every rank)."""
+    """Global sums since the last history row (identical on every rank), kept on the device.
 
-    loss_sum: float = 0.0
-    masked: float = 0.0
-    tokens: float = 0.0
-    started: float = field(default_factory=time.perf_counter)
+    Adding each step's sums as device tensors needs no host sync; they are read (``.item()``) only
+    when a history row is written (every ``log_every`` steps) or a checkpoint is taken.
+    """
+
+    def __init__(self, device: torch.device, loss_sum: float = 0.0, masked: float = 0.0, tokens: float = 0.0) -> None:
+        self.sums = torch.tensor([loss_sum, masked, tokens], dtype=torch.float64, device=device)
+        self.started = time.perf_counter()
+
+    def add(self, loss_sum: torch.Tensor, counts: torch.Tensor) -> None:
+        self.sums[0] += loss_sum
+        self.sums[1:] += counts
+
+    def values(self) -> dict[str, float]:
+        loss_sum, masked, tokens = self.sums.tolist()
+        return {"loss_sum": loss_sum, "masked": masked, "tokens": tokens}
 
 
 def _fingerprint(settings: TrainSettings, config, corpus: Corpus, world_size: int, total_steps: int) -> dict[str, Any]:
@@ -175,31 +186,77 @@ def _fingerprint(settings: TrainSettings, config, corpus: Corpus, world_size: in
     return out
 
 
+class _KeyedBatches:
+    """The sampler's batches as ``(epoch, position, indices)``, so that the collate step knows which batch it masks."""
+
+    def __init__(self, sampler: LengthGroupedBatchSampler, epoch: int, position: int) -> None:
+        self.sampler, self.epoch, self.position = sampler, epoch, position
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int, list[int]]]:
+        for offset, indices in enumerate(self.sampler):
+            yield self.epoch, self.position + offset, indices
+
+
+class _KeyedCorpus(torch.utils.data.Dataset):
+    """Fetches a keyed batch's cells and passes the key along (``__getitems__``: one call per batch)."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __getitems__(self, keyed: tuple[int, int, list[int]]) -> tuple[int, int, list]:
+        epoch, position, indices = keyed
+        return epoch, position, self.corpus.__getitems__(indices)
+
+
+@dataclass
+class _PadAndMask:
+    """The collate function: pad and mask in the DataLoader's worker processes, not in the training loop.
+
+    The mask generator is keyed by (seed, epoch, batch position, rank) exactly as before, so a
+    batch gets the same mask whichever process builds it (and resumed runs stay bit-exact).
+    """
+
+    collator: MaskingCollator
+    seed: int
+    rank: int
+
+    def __call__(self, keyed: tuple[int, int, list]) -> tuple[int, int, dict[str, torch.Tensor]]:
+        epoch, position, rows = keyed
+        batch = self.collator.mask(self.collator.pad(rows), masking_generator(self.seed, 0, epoch, position, self.rank))
+        return epoch, position, batch
+
+
 def _batch_stream(
     corpus: Corpus,
     sampler: LengthGroupedBatchSampler,
-    collator: MaskingCollator,
+    collate: _PadAndMask,
     epoch: int,
     position: int,
     num_workers: int,
     pin_memory: bool,
 ) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
-    """(epoch, batch position, padded batch) from ``(epoch, position)`` on, epoch after epoch."""
+    """(epoch, batch position, padded and masked batch) from ``(epoch, position)`` on, epoch after epoch."""
     while True:
         sampler.set_epoch(epoch, position)
         # Its own generator: a DataLoader otherwise draws its worker seed from torch's global generator, which
         # would shift the dropout stream of a resumed run (iterators start at other steps) off the original.
         seeds = torch.Generator().manual_seed(sampler.seed * 1_000_003 + epoch)
         loader = DataLoader(
-            corpus,
-            batch_sampler=sampler,
-            collate_fn=collator.pad,
+            _KeyedCorpus(corpus),
+            batch_sampler=_KeyedBatches(sampler, epoch, position),
+            collate_fn=collate,
             num_workers=num_workers,
             pin_memory=pin_memory,
             generator=seeds,
         )
         for batch in loader:
-            yield epoch, position, batch
+            yield batch
             position += 1
         epoch, position = epoch + 1, 0
 
@@ -286,239 +343,290 @@ def train(settings: TrainSettings) -> TrainResult:
     settings.check()
     ctx = init_distributed(settings.device)
     try:
-        return _train(settings, ctx)
+        return Trainer(settings, ctx).run()
     finally:
         ctx.close()
 
 
-def _train(settings: TrainSettings, ctx: DistContext) -> TrainResult:
-    cuda = ctx.device.type == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    vocab = load_token_dictionary(settings.token_dictionary)
-    config = bert_config(read_model_yaml(settings.model_config), vocab, settings.model_config)
-    corpus = load_corpus(settings.shards)
-    if corpus.lengths.max() > config.max_position_embeddings:
-        raise CellfateError(
-            f"cells have up to {corpus.lengths.max()} tokens but the model takes {config.max_position_embeddings} "
-            "(max_position_embeddings): tokenize with a smaller maximum length or use a model with more positions",
-            settings.model_config,
+class Trainer:
+    """One pretraining run in this process: setup, resume, step, bookkeeping (history, eval, checkpoints).
+
+    The construction order is the run's contract with its checkpoints (model weights before the
+    move to the device, optimizer and RNG state after the optimizer exists): keep it when editing.
+    """
+
+    def __init__(self, settings: TrainSettings, ctx: DistContext) -> None:
+        self.settings, self.ctx = settings, ctx
+        self.cuda = ctx.device.type == "cuda"
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._setup_data()
+        torch.manual_seed(settings.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        self.model = build_model(self.config)
+        self.fingerprint = _fingerprint(settings, self.config, self.corpus, ctx.world_size, self.total_steps)
+        self.step, self.epoch, self.position, self.history = 0, 0, 0, []
+        checkpoint = self._read_checkpoint()
+        self.window = _Window(ctx.device, **(checkpoint["window"] if checkpoint else {}))
+        self._setup_model()
+        self._resume(checkpoint)
+        self._log_setup()
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _setup_data(self) -> None:
+        settings, ctx = self.settings, self.ctx
+        self.vocab = load_token_dictionary(settings.token_dictionary)
+        self.config = bert_config(read_model_yaml(settings.model_config), self.vocab, settings.model_config)
+        self.corpus = load_corpus(settings.shards)
+        if self.corpus.lengths.max() > self.config.max_position_embeddings:
+            raise CellfateError(
+                f"cells have up to {self.corpus.lengths.max()} tokens but the model takes "
+                f"{self.config.max_position_embeddings} (max_position_embeddings): tokenize with a smaller maximum "
+                "length or use a model with more positions",
+                settings.model_config,
+            )
+        self.train_idx, self.heldout_idx = split_heldout(
+            self.corpus.lengths, settings.heldout_fraction, settings.heldout_max_cells, settings.seed
         )
-    train_idx, heldout_idx = split_heldout(
-        corpus.lengths, settings.heldout_fraction, settings.heldout_max_cells, settings.seed
-    )
-    sampler = LengthGroupedBatchSampler(
-        corpus.lengths,
-        settings.batch_size,
-        indices=train_idx,
-        num_replicas=ctx.world_size,
-        rank=ctx.rank,
-        seed=settings.seed,
-        megabatch_batches=settings.megabatch_batches,
-    )
-    eval_sampler = None
-    if len(heldout_idx):
-        eval_sampler = LengthGroupedBatchSampler(
-            corpus.lengths,
+        grouped = dict(num_replicas=ctx.world_size, rank=ctx.rank, megabatch_batches=settings.megabatch_batches)
+        self.sampler = LengthGroupedBatchSampler(
+            self.corpus.lengths, settings.batch_size, indices=self.train_idx, seed=settings.seed, **grouped
+        )
+        self.eval_sampler = None
+        if len(self.heldout_idx):
+            self.eval_sampler = LengthGroupedBatchSampler(
+                self.corpus.lengths, settings.batch_size, indices=self.heldout_idx, shuffle=False, **grouped
+            )
+        self.per_epoch = len(self.sampler)
+        self.total_steps = settings.max_steps or max(
+            1, math.ceil(settings.epochs * self.per_epoch / settings.grad_accumulation)
+        )
+        if settings.warmup_steps >= self.total_steps:
+            log.warning(
+                "warmup_steps %d >= total steps %d: the learning rate never reaches its peak %g",
+                settings.warmup_steps,
+                self.total_steps,
+                settings.lr,
+            )
+        self.collator = MaskingCollator(
+            self.vocab,
+            self.config.max_position_embeddings,
+            mlm_probability=settings.mlm_probability,
+            pad_to_multiple_of=8 if self.cuda else 1,
+        )
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (model weights and counters applied), or None."""
+        settings = self.settings
+        checkpoint = load_checkpoint(settings.checkpoint_dir) if settings.resume else None
+        self.checkpoint_path = Path(settings.checkpoint_dir) / LATEST
+        change = None if checkpoint is None else fingerprint_change(checkpoint["fingerprint"], self.fingerprint)
+        if change:
+            log.warning(
+                "not resuming from %s: %s; training afresh (the next checkpoint replaces it)", self.checkpoint_path, change
+            )
+            checkpoint = None
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            self.step, self.epoch, self.position = checkpoint["step"], checkpoint["epoch"], checkpoint["position"]
+            self.history = checkpoint["history"]
+            log.info(
+                "resuming from %s at step %d (epoch %d, batch %d)", self.checkpoint_path, self.step, self.epoch, self.position
+            )
+        return checkpoint
+
+    def _setup_model(self) -> None:
+        settings, ctx = self.settings, self.ctx
+        self.model.to(ctx.device)
+        self.objective = MaskedLMObjective(self.model)
+        self.wrapped: torch.nn.Module = self.objective
+        if settings.compile:
+            self.wrapped = torch.compile(self.objective, dynamic=True)
+        if ctx.distributed:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.wrapped, device_ids=[ctx.local_rank] if self.cuda else None
+            )
+        self.optimizer = build_optimizer(self.model, settings.lr, settings.weight_decay, fused=self.cuda)
+        self.scheduler = build_scheduler(self.optimizer, settings.schedule, settings.warmup_steps, self.total_steps)
+
+    def _resume(self, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            set_rng_state(checkpoint["rng"][self.ctx.rank])
+        else:
+            torch.manual_seed(self.settings.seed + 1 + self.ctx.rank)  # dropout: independent draws per rank
+
+    def _log_setup(self) -> None:
+        settings = self.settings
+        log.info(
+            "model %s: %.2fM parameters, vocabulary %d; %d train / %d held-out cells; %d processes on %s; "
+            "%d batches of %d per process per epoch, %d steps (grad accumulation %d)",
+            Path(settings.model_config).name,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            self.vocab.vocab_size,
+            len(self.train_idx),
+            len(self.heldout_idx),
+            self.ctx.world_size,
+            self.ctx.device.type,
+            self.per_epoch,
             settings.batch_size,
-            indices=heldout_idx,
-            num_replicas=ctx.world_size,
-            rank=ctx.rank,
-            shuffle=False,
-            megabatch_batches=settings.megabatch_batches,
+            self.total_steps,
+            settings.grad_accumulation,
         )
-    per_epoch = len(sampler)
-    total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accumulation))
-    if settings.warmup_steps >= total_steps:
-        log.warning(
-            "warmup_steps %d >= total steps %d: the learning rate never reaches its peak %g",
-            settings.warmup_steps,
-            total_steps,
-            settings.lr,
-        )
-    collator = MaskingCollator(
-        vocab,
-        config.max_position_embeddings,
-        mlm_probability=settings.mlm_probability,
-        pad_to_multiple_of=8 if cuda else 1,
-    )
 
-    torch.manual_seed(settings.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(config)
-    fingerprint = _fingerprint(settings, config, corpus, ctx.world_size, total_steps)
-    step, epoch, position, history, window = 0, 0, 0, [], _Window()
-    checkpoint = load_checkpoint(settings.checkpoint_dir) if settings.resume else None
-    checkpoint_path = Path(settings.checkpoint_dir) / LATEST
-    change = None if checkpoint is None else fingerprint_change(checkpoint["fingerprint"], fingerprint)
-    if change:
-        log.warning("not resuming from %s: %s; training afresh (the next checkpoint replaces it)", checkpoint_path, change)
-        checkpoint = None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        step, epoch, position = checkpoint["step"], checkpoint["epoch"], checkpoint["position"]
-        history = checkpoint["history"]
-        window = _Window(**checkpoint["window"])
-        log.info("resuming from %s at step %d (epoch %d, batch %d)", checkpoint_path, step, epoch, position)
-    model.to(ctx.device)
-    objective = MaskedLMObjective(model)
-    wrapped: torch.nn.Module = objective
-    if ctx.distributed:
-        wrapped = torch.nn.parallel.DistributedDataParallel(objective, device_ids=[ctx.local_rank] if cuda else None)
-    optimizer = build_optimizer(model, settings.lr, settings.weight_decay, fused=cuda)
-    scheduler = build_scheduler(optimizer, settings.schedule, settings.warmup_steps, total_steps)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        set_rng_state(checkpoint["rng"][ctx.rank])
-        del checkpoint
-    else:
-        torch.manual_seed(settings.seed + 1 + ctx.rank)  # dropout: independent draws per rank
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model %s: %.2fM parameters, vocabulary %d; %d train / %d held-out cells; %d processes on %s; "
-        "%d batches of %d per process per epoch, %d steps (grad accumulation %d)",
-        Path(settings.model_config).name,
-        n_params / 1e6,
-        vocab.vocab_size,
-        len(train_idx),
-        len(heldout_idx),
-        ctx.world_size,
-        ctx.device.type,
-        per_epoch,
-        settings.batch_size,
-        total_steps,
-        settings.grad_accumulation,
-    )
+    # -- one optimizer step --------------------------------------------------------------------------
+    def train_step(self, stream: Iterator[tuple[int, int, dict[str, torch.Tensor]]]) -> None:
+        """Take ``grad_accumulation`` batches (masked in the data workers), back-propagate, step; no host sync."""
+        settings, ctx = self.settings, self.ctx
+        micro, unpadded = [], []
+        for _ in range(settings.grad_accumulation):
+            batch_epoch, batch_position, batch = next(stream)
+            unpadded.append(bool(batch["attention_mask"].all()))  # a host tensor still: no device sync
+            micro.append(_to_device(batch, ctx.device))
+            self.epoch, self.position = batch_epoch, batch_position + 1
+        counts = torch.stack(
+            [
+                sum((m["labels"] != IGNORE_INDEX).sum() for m in micro),
+                sum(m["attention_mask"].sum() for m in micro),
+            ]
+        ).to(torch.float64)
+        ctx.all_reduce_sum(counts)
+        # DDP averages gradients over ranks; this scale turns that into the mean over every masked token
+        scale = (ctx.world_size / counts[0].clamp(min=1)).float()
+        step_loss = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        for i, batch in enumerate(micro):
+            if batch["input_ids"].numel() == 0:
+                batch = _to_device(_empty_stand_in(self.collator), ctx.device)
+            if unpadded[i]:
+                # No padding (common: length-grouped batches of cells cut at the model's length): no mask,
+                # so SDPA may take its fused (flash) kernel, which an attention mask rules out.
+                batch = batch | {"attention_mask": None}
+            last = i == len(micro) - 1
+            with self.wrapped.no_sync() if ctx.distributed and not last else contextlib.nullcontext():
+                with autocast_context(ctx.device, settings.bf16):
+                    loss_sum, _ = self.wrapped(**batch)
+                (loss_sum * scale).backward()
+            step_loss += loss_sum.detach().double()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), settings.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        ctx.all_reduce_sum(step_loss)
+        self.window.add(step_loss, counts)
 
-    def row_for(at: int) -> dict[str, float]:
-        if not history or history[-1]["step"] != at:
-            history.append({c: float("nan") for c in HISTORY_COLUMNS} | {"step": at})
-        return history[-1]
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def _row(self) -> dict[str, float]:
+        if not self.history or self.history[-1]["step"] != self.step:
+            self.history.append({c: float("nan") for c in HISTORY_COLUMNS} | {"step": self.step})
+        return self.history[-1]
 
-    def flush_window() -> None:
-        nonlocal window
-        if window.masked == 0 and window.tokens == 0:
+    def flush_window(self) -> None:
+        """A history row from the window's sums: the one place the step sums reach the host."""
+        sums = self.window.values()
+        if sums["masked"] == 0 and sums["tokens"] == 0:
             return
-        seconds = max(time.perf_counter() - window.started, 1e-9)
-        row = row_for(step)
+        seconds = max(time.perf_counter() - self.window.started, 1e-9)
+        row = self._row()
         row.update(
-            epoch=step * settings.grad_accumulation / per_epoch,
-            train_loss=window.loss_sum / max(window.masked, 1),
-            lr=scheduler.get_last_lr()[0],
-            tokens_per_s=window.tokens / seconds,
+            epoch=self.step * self.settings.grad_accumulation / self.per_epoch,
+            train_loss=sums["loss_sum"] / max(sums["masked"], 1),
+            lr=self.scheduler.get_last_lr()[0],
+            tokens_per_s=sums["tokens"] / seconds,
         )
-        if ctx.is_main:
+        if self.ctx.is_main:
             log.info(
                 "step %d/%d  epoch %.2f  loss %.4f  lr %.3g  %s tokens/s",
-                step,
-                total_steps,
+                self.step,
+                self.total_steps,
                 row["epoch"],
                 row["train_loss"],
                 row["lr"],
                 f"{row['tokens_per_s']:,.0f}",
             )
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
-        window = _Window()
+            self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+        self.window = _Window(self.ctx.device)
 
-    def run_eval() -> tuple[float | None, int]:
-        if eval_sampler is None:
+    def run_eval(self) -> tuple[float | None, int]:
+        if self.eval_sampler is None:
             return None, 0
-        loss, count = evaluate(objective, corpus, eval_sampler, collator, ctx, settings.seed, settings.bf16)
-        row_for(step)["heldout_loss"] = loss
-        if ctx.is_main:
-            log.info("step %d  held-out MLM loss %.4f (%d masked tokens)", step, loss, count)
+        settings = self.settings
+        loss, count = evaluate(
+            self.objective, self.corpus, self.eval_sampler, self.collator, self.ctx, settings.seed, settings.bf16
+        )
+        self._row()["heldout_loss"] = loss
+        if self.ctx.is_main:
+            log.info("step %d  held-out MLM loss %.4f (%d masked tokens)", self.step, loss, count)
         return loss, count
 
-    def write_checkpoint() -> None:
-        rngs = ctx.all_gather_object(rng_state())
-        if ctx.is_main:
+    def write_checkpoint(self) -> None:
+        rngs = self.ctx.all_gather_object(rng_state())
+        if self.ctx.is_main:
             state = {
                 "format": 1,
-                "step": step,
-                "epoch": epoch,
-                "position": position,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "rng": rngs,
-                "history": history,
-                "fingerprint": fingerprint,
-                "window": {"loss_sum": window.loss_sum, "masked": window.masked, "tokens": window.tokens},
+                "history": self.history,
+                "fingerprint": self.fingerprint,
+                "window": self.window.values(),
             }
-            save_checkpoint(settings.checkpoint_dir, state)
-            _write_history(settings.history, history)
-            log.info("checkpoint at step %d: %s", step, checkpoint_path)
+            save_checkpoint(self.settings.checkpoint_dir, state)
+            _write_history(self.settings.history, self.history)
+            log.info("checkpoint at step %d: %s", self.step, self.checkpoint_path)
 
-    stream = _batch_stream(corpus, sampler, collator, epoch, position, settings.num_workers, pin_memory=cuda)
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (ctx.is_main and sys.stderr.isatty()))
-    step_loss = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    try:
-        while step < total_steps:
-            micro = []
-            for _ in range(settings.grad_accumulation):
-                batch_epoch, batch_position, batch = next(stream)
-                micro.append(
-                    collator.mask(batch, masking_generator(settings.seed, 0, batch_epoch, batch_position, ctx.rank))
-                )
-                epoch, position = batch_epoch, batch_position + 1
-            counts = torch.tensor(
-                [
-                    sum(int((m["labels"] != IGNORE_INDEX).sum()) for m in micro),
-                    sum(int(m["attention_mask"].sum()) for m in micro),
-                ],
-                dtype=torch.float64,
-                device=ctx.device,
-            )
-            ctx.all_reduce_sum(counts)
-            # DDP averages gradients over ranks; this scale turns that into the mean over every masked token
-            scale = (ctx.world_size / counts[0].clamp(min=1)).float()
-            step_loss.zero_()
-            for i, batch in enumerate(micro):
-                if batch["input_ids"].numel() == 0:
-                    batch = _empty_stand_in(collator)
-                last = i == len(micro) - 1
-                with wrapped.no_sync() if ctx.distributed and not last else contextlib.nullcontext():
-                    with autocast_context(ctx.device, settings.bf16):
-                        loss_sum, _ = wrapped(**_to_device(batch, ctx.device))
-                    (loss_sum * scale).backward()
-                step_loss += loss_sum.detach().double()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            ctx.all_reduce_sum(step_loss)
-            window.loss_sum += step_loss.item()
-            window.masked += counts[0].item()
-            window.tokens += counts[1].item()
-            if step % settings.log_every == 0:
-                flush_window()
-            if step % settings.eval_every == 0 and step < total_steps:
-                run_eval()
-            if step % settings.checkpoint_every == 0 and step < total_steps:
-                write_checkpoint()
-            if settings.stop_after_step is not None and step >= settings.stop_after_step:
-                log.warning("stopping after step %d as asked (stop_after_step), as if killed", step)
-                return TrainResult(model, step, False, None, history)
-        flush_window()
-        heldout, heldout_tokens = run_eval()
-        write_checkpoint()
+    def finish(self) -> TrainResult:
+        settings, ctx = self.settings, self.ctx
+        self.flush_window()
+        heldout, heldout_tokens = self.run_eval()
+        self.write_checkpoint()
         if ctx.is_main:
-            _write_history(settings.history, history)
-            _write_heldout(settings.heldout, step, heldout, heldout_tokens, len(heldout_idx), len(train_idx))
-            _save_model(model, config, vocab, settings.output_model)
+            _write_history(settings.history, self.history)
+            _write_heldout(
+                settings.heldout, self.step, heldout, heldout_tokens, len(self.heldout_idx), len(self.train_idx)
+            )
+            _save_model(self.model, self.config, self.vocab, settings.output_model)
             log.info(
                 "saved model to %s (held-out MLM loss %s)",
                 settings.output_model,
                 "n/a" if heldout is None else f"{heldout:.4f}",
             )
         ctx.barrier()
-        return TrainResult(model, step, True, heldout, history)
-    finally:
-        bar.close()
-        stream.close()
+        return TrainResult(self.model, self.step, True, heldout, self.history)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        settings = self.settings
+        collate = _PadAndMask(self.collator, settings.seed, self.ctx.rank)
+        stream = _batch_stream(
+            self.corpus, self.sampler, collate, self.epoch, self.position, settings.num_workers, pin_memory=self.cuda
+        )
+        self.bar = tqdm(
+            total=self.total_steps, initial=self.step, unit="step", disable=not (self.ctx.is_main and sys.stderr.isatty())
+        )
+        try:
+            while self.step < self.total_steps:
+                self.train_step(stream)
+                self.bar.update(1)
+                step = self.step
+                if step % settings.log_every == 0:
+                    self.flush_window()
+                if step % settings.eval_every == 0 and step < self.total_steps:
+                    self.run_eval()
+                if step % settings.checkpoint_every == 0 and step < self.total_steps:
+                    self.write_checkpoint()
+                if settings.stop_after_step is not None and step >= settings.stop_after_step:
+                    log.warning("stopping after step %d as asked (stop_after_step), as if killed", step)
+                    return TrainResult(self.model, step, False, None, self.history)
+            return self.finish()
+        finally:
+            self.bar.close()
+            stream.close()
 
 
 _FLAG_TYPES = {"str": str, "int": int, "float": float, "int | None": int}

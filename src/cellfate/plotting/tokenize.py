@@ -55,7 +55,7 @@ def length_distributions(lengths: Sequence[str | os.PathLike[str]], labels: Sequ
 
 
 def median_accuracy(table: str | os.PathLike[str], path: str | os.PathLike[str], bound: float = 0.01) -> None:
-    """Sketch median against exact median per gene, and the relative error against detection."""
+    """Two-pass (map-reduce) median against an in-memory exact median per gene, and the relative error."""
     frame = pd.read_csv(table, sep="\t")
     checked = frame[frame["checked"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -63,7 +63,7 @@ def median_accuracy(table: str | os.PathLike[str], path: str | os.PathLike[str],
     lims = [frame[["exact", "sketch"]].min().min(), frame[["exact", "sketch"]].max().max()]
     left.plot(lims, lims, color="grey", lw=1)
     left.set_xlabel("exact median (count / n_counts x 10,000)")
-    left.set_ylabel("median from merged sketches")
+    left.set_ylabel("median from the two map-reduce passes")
     left.set_title(f"{len(frame)} genes")
     right.semilogx(frame["n_cells"], 100 * frame["rel_error"], ".", ms=3, color=PALETTE[1])
     right.axhline(100 * bound, color="red", ls="--", lw=1, label=f"bound {100 * bound:g}%")
