@@ -29,6 +29,7 @@ from cellfate.spatial import colocalization as coloc
 from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
 from cellfate.spatial import validation
+from cellfate.spatial.cell_level import cell_level_metrics
 from cellfate.spatial.model import DeepColor, DeepColorConfig, p_mat_from_map2sp, type_distributions, type_shares
 from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
 
@@ -94,7 +95,7 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
-    map2sp = model.map2sp(zl)
+    map2sp = model.map2sp(model.map_inputs(cells, zl))
     total = map2sp.sum(1)
     p = p_mat_from_map2sp(map2sp).astype(np.float32)
     _write_npy(p, p_mat)
@@ -172,9 +173,15 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
     spot_data = ad.read_h5ad(spots)
     if "true_abundance" not in spot_data.obsm:
         raise CellfateError("no obsm['true_abundance']: validation needs the simulated tissue", spots)
-    distribution = type_distributions(np.load(p_mat, mmap_mode="r"), _labels(cells, cfg["cell_type_key"], cells_h5ad))
+    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad)
+    p = np.load(p_mat, mmap_mode="r")
+    shares = type_shares(np.asarray(p) * cells.obs["map_total"].to_numpy()[:, None], labels)
     matrix = pd.read_csv(types_tsv, sep="\t", index_col=0)
     extra = {}
+    if "true_x" in cells.obs:  # the cell-level tissue: does each cell's map follow its home?
+        truth = dict(spot_data.uns).get("cell_level_truth", {})
+        extra.update(cell_level_metrics(p, spot_data.obsm["spatial"], cells.obs, str(truth.get("gradient_type")),
+                                        str(truth.get("substate_type")), cfg["cell_type_key"]))
     if environment_modes is not None:
         modes = pd.read_csv(environment_modes, sep="\t")
         if "is_true_driver" not in modes:
@@ -185,7 +192,7 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
             first = rows[rows["mode"] == 1].sort_values("abs_weight", ascending=False)
             key = "environment_partner_named" if k == 0 else f"environment_partner_named_{condition}_c"
             extra[key] = float(bool(first["is_true_driver"].iloc[0]))
-    table = validation.validation_table(distribution, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
+    table = validation.validation_table(shares, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table
 
