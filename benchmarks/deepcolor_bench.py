@@ -10,6 +10,11 @@ against the truth. Ours runs twice: with early stopping (the default) and for ex
 epochs. Printed as a table and as ratios original / ours (time, memory) and ours - original
 (quality). Not part of ``make test``: it takes minutes.
 
+``--tissue cells --seeds 5`` runs the cell-level tissue (:func:`cellfate.simulate.tissue.simulate_cell_tissue`,
+cells whose expression carries their home) over several seeds: ours, the original and a plain
+expression-match baseline on the same matrices, scored per cell (mapped x Spearman and spread for
+the gradient type, sub-state AUROC) and per type (spot type share vs the true share).
+
 The same file is the original's runner (``--run-original``), executed by the deepcolor venv's
 python: that part imports nothing from cellfate.
 """
@@ -75,7 +80,7 @@ def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early
     start = time.perf_counter()
     model = DeepColor.fit(cells, spots, cfg)
     seconds = time.perf_counter() - start
-    map2sp = model.map2sp(model.latent(cells))
+    map2sp = model.map2sp(model.map_inputs(cells))
     np.save(out / f"{tag}_p_mat.npy", p_mat_from_map2sp(map2sp).astype(np.float32))
     np.save(out / f"{tag}_map_total.npy", map2sp.sum(1))
     epochs_run = {p: sum(1 for h in model.history if h["phase"].startswith(p)) for p in ("phase 1", "phase 2")}
@@ -111,6 +116,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder for the matrices and results (default: a temp folder)")
+    parser.add_argument("--tissue", choices=("domains", "cells"), default="domains")
+    parser.add_argument("--seeds", type=int, default=1, help="with --tissue cells: seeds 0..N-1")
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -121,6 +128,9 @@ def main() -> None:
     if args.run_ours:
         data, out, tag = args.run_ours
         return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
+
+    if args.tissue == "cells":
+        return cell_level_benchmark(args, epochs)
 
     import pandas as pd
 
@@ -164,6 +174,78 @@ def main() -> None:
               f"colocalization AUROC {ours['colocalization_auroc'] - orig['colocalization_auroc']:+.3f}, "
               f"Spearman {ours['colocalization_spearman'] - orig['colocalization_spearman']:+.3f} (ours - original)")
     print(f"results: {out / 'results.tsv'}")
+
+
+def cell_level_scores(p_mat: np.ndarray, map_total: np.ndarray, spots, cells) -> dict:
+    """Cell-level metrics and the type-level map (spot type share vs true share) of one map."""
+    from cellfate.spatial import validation
+    from cellfate.spatial.cell_level import cell_level_metrics
+    from cellfate.spatial.model import type_shares
+
+    truth = dict(spots.uns["cell_level_truth"])
+    out = cell_level_metrics(p_mat, spots.obsm["spatial"], cells.obs, truth["gradient_type"], truth["substate_type"])
+    shares = type_shares(p_mat * map_total[:, None], cells.obs["cell_type"])
+    corr = validation.map_correlation(shares, validation.true_fractions(spots.obsm["true_abundance"]),
+                                      [str(t) for t in spots.uns["cell_types"]])
+    rows = p_mat / np.linalg.norm(p_mat, axis=1, keepdims=True)
+    labels = cells.obs["cell_type"].astype(str).to_numpy()
+    cos = [np.median(rows[labels == t] @ (m := rows[labels == t].mean(0)) / np.linalg.norm(m)) for t in np.unique(labels)]
+    return {**out, "type_map_correlation": float(corr.mean()), "cosine_to_type_mean": float(np.median(cos))}
+
+
+def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> None:
+    """Ours, the original and the expression match on the cell-level tissue, seed by seed."""
+    import pandas as pd
+
+    from cellfate.simulate.tissue import CellTissueSpec, simulate_cell_tissue
+    from cellfate.spatial.cell_level import expression_match
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="deepcolor_cells_bench_"))
+    out.mkdir(parents=True, exist_ok=True)
+    have_original = ORIGINAL_PYTHON.exists()
+    if not have_original:
+        print("benchmarks/.venv-deepcolor is missing (bash benchmarks/setup_deepcolor_venv.sh): original skipped")
+    common = ["--epochs", *map(str, epochs), "--threads", str(args.threads)]
+    rows = []
+    for seed in range(args.seeds):
+        spots, cells = simulate_cell_tissue(CellTissueSpec(grid=(args.grid, args.grid), n_reference_cells=args.cells,
+                                                           n_genes=args.genes, seed=seed))
+        keep = (np.asarray(cells.X.sum(0)).ravel() >= 10) & (np.asarray(spots.X.sum(0)).ravel() >= 10)
+        folder = out / f"seed{seed}"
+        folder.mkdir(exist_ok=True)
+        data = folder / "data.npz"
+        x_cells, x_spots = cells.X[:, keep].toarray(), spots.X[:, keep].toarray()
+        np.savez(data, cells=x_cells, spots=x_spots)
+        runs = {"ours": ("ours", child(sys.executable, ["--run-ours", str(data), str(folder), "ours", *common]))}
+        if have_original:
+            runs["original deepcolor 0.0.6"] = ("original", child(ORIGINAL_PYTHON, ["--run-original", str(data),
+                                                                                 str(folder), *common]))
+        for name, (tag, report) in runs.items():
+            p = np.load(folder / f"{tag}_p_mat.npy")
+            rows.append({"seed": seed, "method": name, "fit_seconds": report["fit_seconds"],
+                         **cell_level_scores(p, np.load(folder / f"{tag}_map_total.npy"), spots, cells)})
+        p = expression_match(x_cells, x_spots)
+        total = np.asarray(p / np.maximum(p.sum(0, keepdims=True), 1e-30)).sum(1)  # map2sp's row sums
+        rows.append({"seed": seed, "method": "expression match (T=0.05)", "fit_seconds": np.nan,
+                     **cell_level_scores(p, total, spots, cells)})
+        print(pd.DataFrame(rows[-len(runs) - 1:]).round(3).to_string(index=False), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "cell_level_results.tsv", sep="\t", index=False)
+    summary = table.groupby("method").agg(["mean", "std"]).drop(columns="seed").round(3)
+    pd.set_option("display.width", 200)
+    print(f"\n{args.seeds} seeds, grid {args.grid}, {args.cells} cells, {args.genes} genes, epochs {epochs}")
+    print(summary.to_string())
+    ours = table[table.method == "ours"].set_index("seed")
+    for other in table.method.unique():
+        if other != "ours":
+            them = table[table.method == other].set_index("seed")
+            print(f"ours - {other}: " + ", ".join(f"{k} {(ours[k] - them[k]).mean():+.3f}" for k in
+                                                  ("cell_x_spearman", "cell_x_spread", "substate_auroc",
+                                                   "type_map_correlation")))
+    passing = ((ours.cell_x_spearman >= 0.6) & (ours.cell_x_spread >= 0.1) & (ours.substate_auroc >= 0.85)
+               & (ours.type_map_correlation >= 0.88))
+    print(f"ours passes all four cell-level targets in {int(passing.sum())}/{len(passing)} seeds")
+    print(f"results: {out / 'cell_level_results.tsv'}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
+                    "clusters_per_type": 3, "n_neighbors": 15,
                     "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -197,24 +198,39 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
     return table
 
 
-def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], how: str,
-               p_mat: PathLike, path: PathLike) -> tuple[np.ndarray, list[str]]:
-    """The condition matrix c of the modelled cells and its column names."""
-    if how == "colocalization":
+def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict[str, Any],
+               p_mat: PathLike, path: PathLike, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
+    """The condition matrix c of the modelled cells, its column names and each column's partner type.
+
+    ``e['condition']``: ``colocalization`` (with each partner type, from DeepCOLOR), ``clusters``
+    (with each sub-population of each partner type), ``neighbourhood`` (observed composition of the
+    nearest cells, for cells with ``obsm['spatial']``), ``truth`` (the simulated partner densities)
+    or an obs column (one-hot experimental condition).
+    """
+    how = e["condition"]
+    if how in ("colocalization", "clusters"):
         p = np.load(p_mat, mmap_mode="r")
-        is_partner = np.isin(labels, partners)
-        rows = np.flatnonzero(lineage)
-        c = env.colocalization_condition(p[rows], p[np.flatnonzero(is_partner)], labels[is_partner], partners)
-        return c, partners
+        rows, part = np.flatnonzero(lineage), np.flatnonzero(np.isin(labels, partners))
+        if how == "colocalization":
+            return env.colocalization_condition(p[rows], p[part], labels[part], partners), partners, partners
+        return env.cluster_colocalization_condition(p[rows], p[part], labels[part], cells.obsm["X_zl"][part], partners,
+                                                    int(e["clusters_per_type"]), seed)
+    if how == "neighbourhood":
+        if "spatial" not in cells.obsm:
+            raise CellfateError("condition 'neighbourhood' needs obsm['spatial'] (cell coordinates)", path)
+        xy = np.asarray(cells.obsm["spatial"], dtype=float)
+        c = env.neighbourhood_condition(xy[lineage], xy, labels, partners, int(e["n_neighbors"]))
+        return c, partners, partners
     if how == "truth":
         if "true_partner_density" not in cells.obsm:
             raise CellfateError("condition 'truth' needs obsm['true_partner_density'] (the simulated tissue)", path)
         dens = pd.DataFrame(cells.obsm["true_partner_density"], index=cells.obs_names)[partners]
-        return np.log(dens.to_numpy()[lineage]), partners
+        return np.log(dens.to_numpy()[lineage]), partners, partners
     if how not in cells.obs:
-        raise CellfateError(f"spatial.environment.condition {how!r} is neither 'colocalization', 'truth' nor an obs column", path)
+        raise CellfateError(f"spatial.environment.condition {how!r} is neither colocalization, clusters, "
+                            "neighbourhood, truth nor an obs column", path)
     onehot = pd.get_dummies(cells.obs[how].astype(str)[lineage])
-    return onehot.to_numpy(dtype=float), list(onehot.columns)
+    return onehot.to_numpy(dtype=float), list(onehot.columns), list(onehot.columns)
 
 
 def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.Series:
@@ -251,7 +267,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
         if layer not in cells.layers:
             raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", cells_h5ad)
     partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
-    c, names = _condition(cells, lineage, labels, list(partners), e["condition"], p_mat, cells_h5ad)
+    c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
     c = env.standardise(c)
     sub = cells[lineage]
     spliced = _dense(sub.layers["spliced"])
@@ -263,16 +279,21 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     s, u = spliced[:, keep], unspliced[:, keep]
     modes, fits = _environment_fits(s, u, c, names, mcfg, e)
     modes.insert(0, "condition", e["condition"])
+    modes["partner_type"] = modes["partner"].map(dict(zip(names, column_types)))
+    z_state = np.concatenate([z.cpu().numpy() for _, z, _ in fits[:1]])
+    modes["state_r2"] = modes["partner"].map(dict(zip(names, env.state_explains_condition(z_state, c, seed=cfg["seed"]))))
     truth = cells.uns.get("environment_truth")
     tables = [modes]
     if truth is not None:
-        modes["is_true_driver"] = modes["partner"] == str(truth["driver"])
+        modes["is_true_driver"] = modes["partner_type"] == str(truth["driver"])
         if e["condition"] != "truth" and "true_partner_density" in cells.obsm:
             # The control on the simulated tissue: the same analysis with the true partner densities
             # as c, which tells a failure of the analysis from a condition that carries no environment.
-            c_true, _ = _condition(cells, lineage, labels, list(partners), "truth", p_mat, cells_h5ad)
-            control, _ = _environment_fits(s, u, env.standardise(c_true), names, mcfg, e)
+            c_true, _, _ = _condition(cells, lineage, labels, list(partners), {**e, "condition": "truth"}, p_mat,
+                                      cells_h5ad)
+            control, _ = _environment_fits(s, u, env.standardise(c_true), list(partners), mcfg, e)
             control.insert(0, "condition", "truth")
+            control["partner_type"] = control["partner"]
             control["is_true_driver"] = control["partner"] == str(truth["driver"])
             tables.append(control)
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
@@ -284,7 +305,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     genes = pd.DataFrame({"gene_id": gene_ids, "gene": symbols, "velocity_change": change, "abs_velocity_change": np.abs(change)})
     write_table(genes.sort_values("abs_velocity_change", ascending=False), genes_tsv)
 
-    top_partner = first.sort_values("abs_weight", ascending=False)["partner"].iloc[0]
+    top_partner = first.sort_values("abs_weight", ascending=False)["partner_type"].iloc[0]
     partner_expr = _type_expression(cells, labels, top_partner) if top_partner in labels else None
     series = pd.Series(change, index=symbols)
     series = series[~series.index.duplicated()]
