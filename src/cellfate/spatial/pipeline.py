@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
-                    "clusters_per_type": 3, "n_neighbors": 15,
+                    "clusters_per_type": 3, "n_neighbors": 15, "holdout": 0.2, "n_permutations": 100, "alpha": 0.05,
                     "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -272,16 +272,15 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     sub = cells[lineage]
     spliced = _dense(sub.layers["spliced"])
     unspliced = _dense(sub.layers["unspliced"])
-    keep = spliced.sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
+    hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
+    train = np.setdiff1d(np.arange(len(c)), hold)
+    keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
-    log.info("environment dynamics: %d cells, %d genes, conditions %s", lineage.sum(), keep.sum(), names)
+    log.info("environment dynamics: %d cells (%d held out), %d genes, conditions %s", lineage.sum(), len(hold),
+             keep.sum(), names)
     s, u = spliced[:, keep], unspliced[:, keep]
-    modes, fits = _environment_fits(s, u, c, names, mcfg, e)
-    modes.insert(0, "condition", e["condition"])
-    modes["partner_type"] = modes["partner"].map(dict(zip(names, column_types)))
-    z_state = np.concatenate([z.cpu().numpy() for _, z, _ in fits[:1]])
-    modes["state_r2"] = modes["partner"].map(dict(zip(names, env.state_explains_condition(z_state, c, seed=cfg["seed"]))))
+    modes, fits = _analyse(s, u, c, names, column_types, e["condition"], (train, hold), mcfg, e, cfg["seed"])
     truth = cells.uns.get("environment_truth")
     tables = [modes]
     if truth is not None:
@@ -291,9 +290,8 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
             # as c, which tells a failure of the analysis from a condition that carries no environment.
             c_true, _, _ = _condition(cells, lineage, labels, list(partners), {**e, "condition": "truth"}, p_mat,
                                       cells_h5ad)
-            control, _ = _environment_fits(s, u, env.standardise(c_true), list(partners), mcfg, e)
-            control.insert(0, "condition", "truth")
-            control["partner_type"] = control["partner"]
+            control, _ = _analyse(s, u, env.standardise(c_true), list(partners), list(partners), "truth",
+                                  (train, hold), mcfg, e, cfg["seed"])
             control["is_true_driver"] = control["partner"] == str(truth["driver"])
             tables.append(control)
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
@@ -314,6 +312,32 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
         scores["is_true_ligand"] = scores["ligand"] == str(truth["driver_ligand"])
     write_table(scores, ligands_tsv)
     return modes
+
+
+def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], types: list[str], condition: str,
+             split: tuple[np.ndarray, np.ndarray], mcfg: env.EnvironmentConfig, e: dict[str, Any],
+             seed: int) -> tuple[pd.DataFrame, list]:
+    """Fits on the training cells, modes, how much of c the state explains, and the conditional
+    permutation test on the held-out cells (per partner column and per mode). A partner is
+    ``named`` in a mode when both the mode and the partner's own column pass ``alpha``."""
+    train, hold = split
+    modes, fits = _environment_fits(s[train], u[train], c[train], names, mcfg, e)
+    modes.insert(0, "condition", condition)
+    modes["partner_type"] = modes["partner"].map(dict(zip(names, types)))
+    r2 = env.state_explains_condition(fits[0][1].cpu().numpy(), c[train], seed=seed)
+    modes["state_r2"] = modes["partner"].map(dict(zip(names, r2)))
+    directions = {name: np.eye(len(names))[k] for k, name in enumerate(names)}
+    for k in modes["mode"].unique():
+        directions[f"mode {k}"] = modes.loc[modes["mode"] == k, "weight"].to_numpy()
+    module = fits[0][0]
+    z_hold = env.latent_mean(module, s[hold]).cpu().numpy()
+    test = env.conditional_permutation_test(module, s[hold], u[hold], c[hold], z_hold, directions,
+                                            int(e["n_permutations"]), seed).set_index("direction")
+    modes["partner_p_value"] = modes["partner"].map(test["p_value"])
+    modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
+    modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
+    modes["named"] = (modes["mode_p_value"] < e["alpha"]) & (modes["partner_p_value"] < e["alpha"])
+    return modes, fits
 
 
 def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray, names: list[str],
