@@ -242,17 +242,20 @@ def conditional_permutation_test(module: VicdyfModule, spliced: np.ndarray, unsp
     """Does c explain held-out unspliced counts beyond the cell's own state?
 
     For each direction w (a partner's column, or a mode's partner weights), the component c.w of
-    the held-out cells' condition is permuted among cells of similar latent state; under the null
-    (the drift reads nothing of c.w that z does not already carry) the held-out likelihood is as
-    good with the permuted component. p = (1 + #{permuted nll <= observed}) / (1 + permutations).
+    the held-out cells' condition is permuted among cells of similar latent state and similar
+    remaining condition (c minus its w component: a partner is tested beyond the other partners
+    too); under the null (the unspliced counts depend on nothing of c.w beyond z and the rest of
+    c) the held-out likelihood is as good with the permuted component, whatever the fitted model.
+    p = (1 + #{permuted nll <= observed}) / (1 + permutations).
     """
     rng = np.random.default_rng(seed)
-    strata = state_strata(z, seed=seed)
     observed = heldout_unspliced_nll(module, spliced, unspliced, c)
+    z_std = (z - z.mean(0)) / np.maximum(z.std(0), 1e-12)
     rows = []
     for name, w in directions.items():
         w = np.asarray(w, dtype=float) / max(np.linalg.norm(w), 1e-12)
         proj = c @ w
+        strata = state_strata(np.c_[z_std, c - np.outer(proj, w)], seed=seed)
         null = np.array([heldout_unspliced_nll(module, spliced, unspliced,
                                                c + np.outer(permute_within(proj, strata, rng) - proj, w))
                          for _ in range(n_permutations)])

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
-                    "clusters_per_type": 3, "n_neighbors": 15, "holdout": 0.2, "n_permutations": 100, "alpha": 0.05,
+                    "clusters_per_type": 3, "n_neighbors": 15, "holdout": 0.2, "n_permutations": 200, "alpha": 0.05,
                     "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -96,7 +96,7 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
-    map2sp = model.map2sp(model.map_inputs(cells, zl))
+    map2sp = model.map2sp(model.map_inputs(*_mapping_view(cells, model, zl)))
     total = map2sp.sum(1)
     p = p_mat_from_map2sp(map2sp).astype(np.float32)
     _write_npy(p, p_mat)
@@ -115,6 +115,22 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
     write_h5ad(mapped, mapped_spots)
     return model
+
+
+def _mapping_view(cells: ad.AnnData, model: DeepColor, zl: np.ndarray) -> tuple[ad.AnnData, np.ndarray]:
+    """The cells as the map reads them: without their unspliced counts when they have them.
+
+    The environment analysis asks whether a cell's colocalization explains its unspliced counts
+    beyond its state; a map computed from those very counts shares their noise, and on the
+    simulated negative control (partners without effect) that shared noise named a partner
+    (p 0.005). Mapping from the rest of the counts removes it.
+    """
+    if "unspliced" not in cells.layers:
+        return cells, zl
+    x = sparse.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X)
+    rest = (x - sparse.csr_matrix(cells.layers["unspliced"])).maximum(0)
+    view = ad.AnnData(X=rest, var=cells.var[[]].copy(), obs=cells.obs[[]].copy())
+    return view, model.latent(view)
 
 
 def colocalization(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, edges_out: PathLike,
@@ -166,9 +182,11 @@ def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_t
 
 
 def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: PathLike, out_tsv: PathLike,
-             cfg: Config | None = None, environment_modes: PathLike | None = None) -> pd.DataFrame:
-    """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman (and the
-    environment analysis' named partner) against the simulated truth."""
+             cfg: Config | None = None, environment_modes: PathLike | None = None,
+             negative_modes: PathLike | None = None) -> pd.DataFrame:
+    """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman, cell-level map
+    metrics (on a tissue with cell homes), and the environment analysis' named partners on the
+    positive and the negative control, against the simulated truth."""
     cfg = settings(cfg)
     cells = ad.read_h5ad(cells_h5ad)
     spot_data = ad.read_h5ad(spots)
@@ -184,18 +202,39 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
         extra.update(cell_level_metrics(p, spot_data.obsm["spatial"], cells.obs, str(truth.get("gradient_type")),
                                         str(truth.get("substate_type")), cfg["cell_type_key"]))
     if environment_modes is not None:
-        modes = pd.read_csv(environment_modes, sep="\t")
-        if "is_true_driver" not in modes:
-            raise CellfateError("the environment modes carry no simulated driver to validate against", environment_modes)
-        conditions = list(dict.fromkeys(modes["condition"])) if "condition" in modes else [None]
-        for k, condition in enumerate(conditions):
-            rows = modes if condition is None else modes[modes["condition"] == condition]
-            first = rows[rows["mode"] == 1].sort_values("abs_weight", ascending=False)
-            key = "environment_partner_named" if k == 0 else f"environment_partner_named_{condition}_c"
-            extra[key] = float(bool(first["is_true_driver"].iloc[0]))
+        extra.update(environment_rows(_read_modes(environment_modes), negative=False))
+    if negative_modes is not None:
+        extra.update(environment_rows(_read_modes(negative_modes), negative=True))
     table = validation.validation_table(shares, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table
+
+
+def _read_modes(path: PathLike) -> pd.DataFrame:
+    modes = pd.read_csv(path, sep="\t")
+    if "is_true_driver" not in modes or "named" not in modes:
+        raise CellfateError("the environment modes carry no simulated driver or test to validate against", path)
+    return modes
+
+
+def environment_rows(modes: pd.DataFrame, negative: bool) -> dict[str, float]:
+    """Validation rows of one control, per condition (the first is the analysed one, then the
+    true-density control): positive, 1 when the partners named in mode 1 are exactly the driver;
+    negative, 1 when nothing is named in any mode. Also the driver column's state R^2."""
+    out = {}
+    for k, condition in enumerate(dict.fromkeys(modes["condition"])):
+        rows = modes[modes["condition"] == condition]
+        suffix = "" if k == 0 else f"_{condition}_c"
+        if negative:
+            out[f"environment_negative_nothing_named{suffix}"] = float(not rows["named"].any())
+        else:
+            named = set(rows.loc[(rows["mode"] == 1) & rows["named"], "partner_type"])
+            driver = set(rows.loc[rows["is_true_driver"], "partner_type"])
+            out[f"environment_partner_named{suffix}"] = float(bool(named) and named == driver)
+        if k == 0 and "state_r2" in rows:
+            out[f"environment_{'negative_' if negative else ''}state_r2_driver"] = float(
+                rows.loc[rows["is_true_driver"], "state_r2"].max())
+    return out
 
 
 def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict[str, Any],
@@ -319,7 +358,9 @@ def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], type
              seed: int) -> tuple[pd.DataFrame, list]:
     """Fits on the training cells, modes, how much of c the state explains, and the conditional
     permutation test on the held-out cells (per partner column and per mode). A partner is
-    ``named`` in a mode when both the mode and the partner's own column pass ``alpha``."""
+    ``named`` when mode 1 (the mode the analysis reads) passes ``alpha`` and the partner's own
+    column passes ``alpha`` / number of columns (Bonferroni): with three partners and three modes
+    tested per run, an uncorrected 0.05 named a partner in the negative control (seed 0, mode 2)."""
     train, hold = split
     modes, fits = _environment_fits(s[train], u[train], c[train], names, mcfg, e)
     modes.insert(0, "condition", condition)
@@ -336,7 +377,8 @@ def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], type
     modes["partner_p_value"] = modes["partner"].map(test["p_value"])
     modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
     modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
-    modes["named"] = (modes["mode_p_value"] < e["alpha"]) & (modes["partner_p_value"] < e["alpha"])
+    modes["named"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < e["alpha"])
+                      & (modes["partner_p_value"] < e["alpha"] / len(names)))
     return modes, fits
 
 
