@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="folder for the matrices and results (default: a temp folder)")
     parser.add_argument("--tissue", choices=("domains", "cells"), default="domains")
     parser.add_argument("--seeds", type=int, default=1, help="with --tissue cells: seeds 0..N-1")
+    parser.add_argument("--chain", type=int, default=0, metavar="N",
+                        help="the environment chain on N seeds of the positive and the negative control")
+    parser.add_argument("--controls", nargs="+", choices=("positive", "negative"), default=["positive", "negative"])
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -129,6 +132,8 @@ def main() -> None:
         data, out, tag = args.run_ours
         return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
 
+    if args.chain:
+        return chain_benchmark(args.chain, args.out, args.controls)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -246,6 +251,64 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
                & (ours.type_map_correlation >= 0.88))
     print(f"ours passes all four cell-level targets in {int(passing.sum())}/{len(passing)} seeds")
     print(f"results: {out / 'cell_level_results.tsv'}")
+
+
+def chain_run(seed: int, negative: bool, folder: Path, cfg: dict) -> dict:
+    """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control)."""
+    from cellfate.io import write_h5ad, write_table
+    from cellfate.simulate.environment import EnvironmentSpec, simulate_environment
+    from cellfate.spatial import pipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
+    spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, **gains))
+    write_h5ad(spots, folder / "spots.h5ad")
+    write_h5ad(ref, folder / "ref.h5ad")
+    write_table(table, folder / "lt.tsv", index=True)
+    f = {k: folder / v for k, v in (("cells", "cells.h5ad"), ("p", "p_mat.npy"), ("modes", "modes.tsv"),
+                                    ("ligands", "ligands.tsv"))}
+    pipeline.deepcolor(folder / "ref.h5ad", folder / "spots.h5ad", folder / "model", f["cells"], f["p"],
+                       folder / "mapped.h5ad", cfg)
+    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg)
+    import pandas as pd
+
+    rows = pipeline.environment_rows(pd.read_csv(f["modes"], sep="\t"), negative=negative)
+    ligands = pd.read_csv(f["ligands"], sep="\t")
+    rows["true_ligand_rank"] = float(ligands.index[ligands["is_true_ligand"]][0] + 1) if ligands["is_true_ligand"].any() else np.nan
+    return rows
+
+
+def chain_benchmark(n_seeds: int, out: str | None, controls: list[str]) -> None:
+    """DeepCOLOR -> colocalization -> conditioned dynamics on N seeds of each control (demo settings)."""
+    import logging
+
+    import pandas as pd
+    import torch
+    import yaml
+
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["spatial"]
+    root = Path(out or tempfile.mkdtemp(prefix="environment_chain_"))
+    results = []
+    for negative in [c == "negative" for c in controls]:
+        for seed in range(n_seeds):
+            start = time.perf_counter()
+            row = chain_run(seed, negative, root / f"{'negative' if negative else 'positive'}_{seed}", cfg)
+            results.append({"control": "negative" if negative else "positive", "seed": seed,
+                            "seconds": time.perf_counter() - start, **row})
+            print(json.dumps(results[-1]), flush=True)
+    table = pd.DataFrame(results)
+    table.to_csv(root / "chain_results.tsv", sep="\t", index=False)
+    pos, neg = table[table.control == "positive"], table[table.control == "negative"]
+    if len(pos):
+        print(f"positive: driver named (DeepCOLOR c) {int(pos.environment_partner_named.sum())}/{len(pos)}, "
+              f"(true c) {int(pos.environment_partner_named_truth_c.sum())}/{len(pos)}; "
+              f"planted ligand in top 3 {int((pos.true_ligand_rank <= 3).sum())}/{len(pos)}")
+    if len(neg):
+        print(f"negative: nothing named (DeepCOLOR c) {int(neg.environment_negative_nothing_named.sum())}/{len(neg)}, "
+              f"(true c) {int(neg.environment_negative_nothing_named_truth_c.sum())}/{len(neg)}")
+    print(f"results: {root / 'chain_results.tsv'}")
 
 
 if __name__ == "__main__":

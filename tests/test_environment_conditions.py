@@ -41,3 +41,22 @@ def test_state_r2_flags_a_condition_that_is_a_function_of_state() -> None:
     c = np.c_[np.sin(z[:, 0]) + z[:, 1], rng.normal(size=300)]  # first: a function of z; second: independent
     r2 = env.state_explains_condition(z, c)
     assert r2[0] > 0.8 and abs(r2[1]) < 0.2, r2
+
+
+def test_cells_are_mapped_without_the_unspliced_counts_the_test_explains() -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from cellfate.spatial.pipeline import _mapping_view
+
+    class Model:  # only latent() is read
+        def latent(self, view):
+            return np.asarray(view.X.sum(1))
+
+    s = np.array([[5, 0, 2], [1, 3, 0]])
+    u = np.array([[1, 1, 0], [0, 2, 4]])
+    cells = ad.AnnData(X=sp.csr_matrix(s + u + 1), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
+    view, z = _mapping_view(cells, Model(), np.zeros((2, 1)))
+    assert np.array_equal(view.X.toarray(), s + 1) and np.array_equal(z.ravel(), (s + 1).sum(1))
+    spliced_x = ad.AnnData(X=sp.csr_matrix(s), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
+    assert _mapping_view(spliced_x, Model(), np.zeros((2, 1)))[0] is spliced_x  # X already spliced: unchanged

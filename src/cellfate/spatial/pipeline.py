@@ -128,7 +128,10 @@ def _mapping_view(cells: ad.AnnData, model: DeepColor, zl: np.ndarray) -> tuple[
     if "unspliced" not in cells.layers:
         return cells, zl
     x = sparse.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X)
-    rest = (x - sparse.csr_matrix(cells.layers["unspliced"])).maximum(0)
+    unspliced = sparse.csr_matrix(cells.layers["unspliced"])
+    if "spliced" in cells.layers and x.sum() <= sparse.csr_matrix(cells.layers["spliced"]).sum():
+        return cells, zl  # the counts are the spliced ones already (velocyto's X)
+    rest = (x - unspliced).maximum(0)
     view = ad.AnnData(X=rest, var=cells.var[[]].copy(), obs=cells.obs[[]].copy())
     return view, model.latent(view)
 
