@@ -14,7 +14,7 @@ from cellfate.simulate.tissue import TissueSpec, simulate_tissue
 from cellfate.spatial import validation
 from cellfate.spatial.colocalization import type_colocalization
 from cellfate.spatial.model import (DeepColor, DeepColorConfig, match_inputs, p_mat_from_map2sp, type_distributions,
-                                    type_shares)
+                                    type_shares, type_shares_from_p)
 from cellfate.spatial.module import DeepColorModule, ModuleConfig, nb_log_prob
 from cellfate.spatial.train import TrainConfig
 
@@ -63,6 +63,8 @@ def test_outputs_are_distributions(fitted, tissue) -> None:
     assert np.allclose(p_mat_from_map2sp(map2sp).sum(1), 1.0, atol=1e-5)  # each cell over spots
     shares = type_shares(map2sp, cells.obs["cell_type"])
     assert np.allclose(shares.sum(1), 1.0, atol=1e-4)
+    blocked = type_shares_from_p(p_mat_from_map2sp(map2sp), map2sp.sum(1), cells.obs["cell_type"], chunk=37)
+    assert np.allclose(blocked.to_numpy(), shares.to_numpy(), atol=1e-5)
     imputed = model.imputed(zl, map2sp)
     assert imputed.shape == (spots.n_obs, len(model.genes)) and np.isfinite(imputed).all()
 

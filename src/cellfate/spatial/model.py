@@ -255,6 +255,17 @@ def type_shares(map2sp: np.ndarray, labels: pd.Series | np.ndarray) -> pd.DataFr
     return pd.DataFrame(np.asarray(ind.T @ map2sp).T, columns=types)
 
 
+def type_shares_from_p(p_mat: np.ndarray, map_total: np.ndarray, labels: pd.Series | np.ndarray,
+                       chunk: int = 4096) -> pd.DataFrame:
+    """:func:`type_shares` from p_mat (e.g. memory-mapped) and the row totals, a block at a time."""
+    types, ind = type_indicator(labels)
+    sums = np.zeros((p_mat.shape[1], len(types)))
+    for i in range(0, len(p_mat), chunk):
+        block = np.asarray(p_mat[i:i + chunk], dtype=np.float64) * map_total[i:i + chunk, None]
+        sums += np.asarray(ind[i:i + chunk].T @ block).T
+    return pd.DataFrame(sums, columns=types)
+
+
 def type_distributions(p_mat: np.ndarray, labels: pd.Series | np.ndarray) -> pd.DataFrame:
     """Spots x types: each type's spatial distribution (mean of its cells' p_mat; columns sum to 1)."""
     types, ind = type_indicator(labels)

@@ -30,7 +30,8 @@ from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
 from cellfate.spatial import validation
 from cellfate.spatial.cell_level import cell_level_metrics
-from cellfate.spatial.model import DeepColor, DeepColorConfig, p_mat_from_map2sp, type_distributions, type_shares
+from cellfate.spatial.model import (DeepColor, DeepColorConfig, type_distributions, type_shares,
+                                   type_shares_from_p)
 from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,14 @@ def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
+def _entropy(p: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Per row of p, -sum p log p, a block of rows at a time (temporaries stay block-sized)."""
+    out = np.empty(len(p))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+        for i in range(0, len(p), chunk):
+            block = np.asarray(p[i:i + chunk])
+            out[i:i + chunk] = -np.nansum(np.where(block > 0, block * np.log(block), 0.0), axis=1)
+    return out
 
 
 def _write_npy(array: np.ndarray, path: PathLike) -> None:
@@ -96,10 +102,17 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
+    # one dense cells x spots array: map2sp, read for the spot-level outputs, then turned into
+    # p_mat in place (map2sp = p_mat * map_total is recovered from the two files)
     map2sp = model.map2sp(model.map_inputs(*_mapping_view(cells, model, zl)))
     total = map2sp.sum(1)
-    p = p_mat_from_map2sp(map2sp).astype(np.float32)
+    mapped = spot_data[:, model.genes].copy()
+    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
+    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
+    p = map2sp
+    np.divide(p, np.maximum(total, 1e-30)[:, None], out=p)
     _write_npy(p, p_mat)
+    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
 
     cells.obsm["X_zl"] = zl
     cells.obs["map_total"] = total
@@ -108,11 +121,6 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     cells.uns["deepcolor"] = {"n_genes": len(model.genes), "n_spots": len(model.spot_names),
                               "cell_type_key": cfg["cell_type_key"], "p_mat": os.path.basename(str(p_mat))}
     write_h5ad(cells, cells_h5ad)
-
-    mapped = spot_data[:, model.genes].copy()
-    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
-    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
-    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
     write_h5ad(mapped, mapped_spots)
     return model
 
@@ -197,7 +205,7 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
         raise CellfateError("no obsm['true_abundance']: validation needs the simulated tissue", spots)
     labels = _labels(cells, cfg["cell_type_key"], cells_h5ad)
     p = np.load(p_mat, mmap_mode="r")
-    shares = type_shares(np.asarray(p) * cells.obs["map_total"].to_numpy()[:, None], labels)
+    shares = type_shares_from_p(p, cells.obs["map_total"].to_numpy(), labels)
     matrix = pd.read_csv(types_tsv, sep="\t", index_col=0)
     extra = {}
     if "true_x" in cells.obs:  # the cell-level tissue: does each cell's map follow its home?
