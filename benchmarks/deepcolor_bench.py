@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/deepcolor_bench.py   # --grid 20 --cells 1200 --genes 500 --epochs 100 100
 
 Each fit runs in its own process (the original in its own venv) and reports its wall time and
-peak memory (ru_maxrss); both are scored by the same code: per-type correlation of the spatial
-distribution with the true abundance, and AUROC / Spearman of the type-pair colocalization
-against the truth. Ours runs twice: with early stopping (the default) and for exactly the given
-epochs. Printed as a table and as ratios original / ours (time, memory) and ours - original
+peak memory (ru_maxrss); both are scored by the same code: per-type map correlation (each type's
+share of every spot vs its true share; the mean p_mat of its cells vs its true abundance beside
+it), and AUROC / Spearman of the type-pair colocalization against the truth. Ours runs twice:
+with early stopping (the default) and for exactly the given epochs. Printed as a table and as ratios original / ours (time, memory) and ours - original
 (quality). Not part of ``make test``: it takes minutes.
 
 ``--tissue cells --seeds 5`` runs the cell-level tissue (:func:`cellfate.simulate.tissue.simulate_cell_tissue`,
@@ -101,10 +101,15 @@ def score(p_mat: np.ndarray, map_total: np.ndarray, labels: np.ndarray, spots_un
     from cellfate.spatial.colocalization import type_colocalization
     from cellfate.spatial.model import type_distributions
 
+    from cellfate.spatial.model import type_shares_from_p
+
     types, pairs, truth = validation.truth_frames(spots_uns)
-    corr = validation.map_correlation(type_distributions(p_mat, labels), abundance, types)
+    corr = validation.map_correlation(type_shares_from_p(p_mat, map_total, labels),
+                                      validation.true_fractions(abundance), types)
+    mean_p = validation.map_correlation(type_distributions(p_mat, labels), abundance, types)
     matrix = type_colocalization(p_mat, labels, map_total, 0.05)
-    return {"map_correlation": float(corr.mean()), **validation.colocalization_agreement(matrix, pairs, truth)}
+    return {"map_correlation": float(corr.mean()), "mean_p_correlation": float(mean_p.mean()),
+            **validation.colocalization_agreement(matrix, pairs, truth)}
 
 
 def main() -> None:
