@@ -4,11 +4,16 @@
     .venv/bin/python benchmarks/deepcolor_bench.py   # --grid 20 --cells 1200 --genes 500 --epochs 100 100
 
 Each fit runs in its own process (the original in its own venv) and reports its wall time and
-peak memory (ru_maxrss); both are scored by the same code: per-type correlation of the spatial
-distribution with the true abundance, and AUROC / Spearman of the type-pair colocalization
-against the truth. Ours runs twice: with early stopping (the default) and for exactly the given
-epochs. Printed as a table and as ratios original / ours (time, memory) and ours - original
+peak memory (ru_maxrss); both are scored by the same code: per-type map correlation (each type's
+share of every spot vs its true share; the mean p_mat of its cells vs its true abundance beside
+it), and AUROC / Spearman of the type-pair colocalization against the truth. Ours runs twice:
+with early stopping (the default) and for exactly the given epochs. Printed as a table and as ratios original / ours (time, memory) and ours - original
 (quality). Not part of ``make test``: it takes minutes.
+
+``--tissue cells --seeds 5`` runs the cell-level tissue (:func:`cellfate.simulate.tissue.simulate_cell_tissue`,
+cells whose expression carries their home) over several seeds: ours, the original and a plain
+expression-match baseline on the same matrices, scored per cell (mapped x Spearman and spread for
+the gradient type, sub-state AUROC) and per type (spot type share vs the true share).
 
 The same file is the original's runner (``--run-original``), executed by the deepcolor venv's
 python: that part imports nothing from cellfate.
@@ -75,7 +80,7 @@ def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early
     start = time.perf_counter()
     model = DeepColor.fit(cells, spots, cfg)
     seconds = time.perf_counter() - start
-    map2sp = model.map2sp(model.latent(cells))
+    map2sp = model.map2sp(model.map_inputs(cells))
     np.save(out / f"{tag}_p_mat.npy", p_mat_from_map2sp(map2sp).astype(np.float32))
     np.save(out / f"{tag}_map_total.npy", map2sp.sum(1))
     epochs_run = {p: sum(1 for h in model.history if h["phase"].startswith(p)) for p in ("phase 1", "phase 2")}
@@ -96,10 +101,15 @@ def score(p_mat: np.ndarray, map_total: np.ndarray, labels: np.ndarray, spots_un
     from cellfate.spatial.colocalization import type_colocalization
     from cellfate.spatial.model import type_distributions
 
+    from cellfate.spatial.model import type_shares_from_p
+
     types, pairs, truth = validation.truth_frames(spots_uns)
-    corr = validation.map_correlation(type_distributions(p_mat, labels), abundance, types)
+    corr = validation.map_correlation(type_shares_from_p(p_mat, map_total, labels),
+                                      validation.true_fractions(abundance), types)
+    mean_p = validation.map_correlation(type_distributions(p_mat, labels), abundance, types)
     matrix = type_colocalization(p_mat, labels, map_total, 0.05)
-    return {"map_correlation": float(corr.mean()), **validation.colocalization_agreement(matrix, pairs, truth)}
+    return {"map_correlation": float(corr.mean()), "mean_p_correlation": float(mean_p.mean()),
+            **validation.colocalization_agreement(matrix, pairs, truth)}
 
 
 def main() -> None:
@@ -111,6 +121,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder for the matrices and results (default: a temp folder)")
+    parser.add_argument("--tissue", choices=("domains", "cells"), default="domains")
+    parser.add_argument("--seeds", type=int, default=1, help="with --tissue cells: seeds 0..N-1")
+    parser.add_argument("--chain", type=int, default=0, metavar="N",
+                        help="the environment chain on N seeds of the positive and the negative control")
+    parser.add_argument("--controls", nargs="+", choices=("positive", "negative"), default=["positive", "negative"])
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -121,6 +136,11 @@ def main() -> None:
     if args.run_ours:
         data, out, tag = args.run_ours
         return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
+
+    if args.chain:
+        return chain_benchmark(args.chain, args.out, args.controls)
+    if args.tissue == "cells":
+        return cell_level_benchmark(args, epochs)
 
     import pandas as pd
 
@@ -164,6 +184,136 @@ def main() -> None:
               f"colocalization AUROC {ours['colocalization_auroc'] - orig['colocalization_auroc']:+.3f}, "
               f"Spearman {ours['colocalization_spearman'] - orig['colocalization_spearman']:+.3f} (ours - original)")
     print(f"results: {out / 'results.tsv'}")
+
+
+def cell_level_scores(p_mat: np.ndarray, map_total: np.ndarray, spots, cells) -> dict:
+    """Cell-level metrics and the type-level map (spot type share vs true share) of one map."""
+    from cellfate.spatial import validation
+    from cellfate.spatial.cell_level import cell_level_metrics
+    from cellfate.spatial.model import type_shares
+
+    truth = dict(spots.uns["cell_level_truth"])
+    out = cell_level_metrics(p_mat, spots.obsm["spatial"], cells.obs, truth["gradient_type"], truth["substate_type"])
+    shares = type_shares(p_mat * map_total[:, None], cells.obs["cell_type"])
+    corr = validation.map_correlation(shares, validation.true_fractions(spots.obsm["true_abundance"]),
+                                      [str(t) for t in spots.uns["cell_types"]])
+    rows = p_mat / np.linalg.norm(p_mat, axis=1, keepdims=True)
+    labels = cells.obs["cell_type"].astype(str).to_numpy()
+    cos = [np.median(rows[labels == t] @ (m := rows[labels == t].mean(0)) / np.linalg.norm(m)) for t in np.unique(labels)]
+    return {**out, "type_map_correlation": float(corr.mean()), "cosine_to_type_mean": float(np.median(cos))}
+
+
+def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> None:
+    """Ours, the original and the expression match on the cell-level tissue, seed by seed."""
+    import pandas as pd
+
+    from cellfate.simulate.tissue import CellTissueSpec, simulate_cell_tissue
+    from cellfate.spatial.cell_level import expression_match
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="deepcolor_cells_bench_"))
+    out.mkdir(parents=True, exist_ok=True)
+    have_original = ORIGINAL_PYTHON.exists()
+    if not have_original:
+        print("benchmarks/.venv-deepcolor is missing (bash benchmarks/setup_deepcolor_venv.sh): original skipped")
+    common = ["--epochs", *map(str, epochs), "--threads", str(args.threads)]
+    rows = []
+    for seed in range(args.seeds):
+        spots, cells = simulate_cell_tissue(CellTissueSpec(grid=(args.grid, args.grid), n_reference_cells=args.cells,
+                                                           n_genes=args.genes, seed=seed))
+        keep = (np.asarray(cells.X.sum(0)).ravel() >= 10) & (np.asarray(spots.X.sum(0)).ravel() >= 10)
+        folder = out / f"seed{seed}"
+        folder.mkdir(exist_ok=True)
+        data = folder / "data.npz"
+        x_cells, x_spots = cells.X[:, keep].toarray(), spots.X[:, keep].toarray()
+        np.savez(data, cells=x_cells, spots=x_spots)
+        runs = {"ours": ("ours", child(sys.executable, ["--run-ours", str(data), str(folder), "ours", *common]))}
+        if have_original:
+            runs["original deepcolor 0.0.6"] = ("original", child(ORIGINAL_PYTHON, ["--run-original", str(data),
+                                                                                 str(folder), *common]))
+        for name, (tag, report) in runs.items():
+            p = np.load(folder / f"{tag}_p_mat.npy")
+            rows.append({"seed": seed, "method": name, "fit_seconds": report["fit_seconds"],
+                         **cell_level_scores(p, np.load(folder / f"{tag}_map_total.npy"), spots, cells)})
+        p = expression_match(x_cells, x_spots)
+        total = np.asarray(p / np.maximum(p.sum(0, keepdims=True), 1e-30)).sum(1)  # map2sp's row sums
+        rows.append({"seed": seed, "method": "expression match (T=0.05)", "fit_seconds": np.nan,
+                     **cell_level_scores(p, total, spots, cells)})
+        print(pd.DataFrame(rows[-len(runs) - 1:]).round(3).to_string(index=False), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "cell_level_results.tsv", sep="\t", index=False)
+    summary = table.groupby("method").agg(["mean", "std"]).drop(columns="seed").round(3)
+    pd.set_option("display.width", 200)
+    print(f"\n{args.seeds} seeds, grid {args.grid}, {args.cells} cells, {args.genes} genes, epochs {epochs}")
+    print(summary.to_string())
+    ours = table[table.method == "ours"].set_index("seed")
+    for other in table.method.unique():
+        if other != "ours":
+            them = table[table.method == other].set_index("seed")
+            print(f"ours - {other}: " + ", ".join(f"{k} {(ours[k] - them[k]).mean():+.3f}" for k in
+                                                  ("cell_x_spearman", "cell_x_spread", "substate_auroc",
+                                                   "type_map_correlation")))
+    passing = ((ours.cell_x_spearman >= 0.6) & (ours.cell_x_spread >= 0.1) & (ours.substate_auroc >= 0.85)
+               & (ours.type_map_correlation >= 0.88))
+    print(f"ours passes all four cell-level targets in {int(passing.sum())}/{len(passing)} seeds")
+    print(f"results: {out / 'cell_level_results.tsv'}")
+
+
+def chain_run(seed: int, negative: bool, folder: Path, cfg: dict) -> dict:
+    """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control)."""
+    from cellfate.io import write_h5ad, write_table
+    from cellfate.simulate.environment import EnvironmentSpec, simulate_environment
+    from cellfate.spatial import pipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
+    spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, **gains))
+    write_h5ad(spots, folder / "spots.h5ad")
+    write_h5ad(ref, folder / "ref.h5ad")
+    write_table(table, folder / "lt.tsv", index=True)
+    f = {k: folder / v for k, v in (("cells", "cells.h5ad"), ("p", "p_mat.npy"), ("modes", "modes.tsv"),
+                                    ("ligands", "ligands.tsv"))}
+    pipeline.deepcolor(folder / "ref.h5ad", folder / "spots.h5ad", folder / "model", f["cells"], f["p"],
+                       folder / "mapped.h5ad", cfg)
+    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg)
+    import pandas as pd
+
+    rows = pipeline.environment_rows(pd.read_csv(f["modes"], sep="\t"), negative=negative)
+    ligands = pd.read_csv(f["ligands"], sep="\t")
+    rows["true_ligand_rank"] = float(ligands.index[ligands["is_true_ligand"]][0] + 1) if ligands["is_true_ligand"].any() else np.nan
+    return rows
+
+
+def chain_benchmark(n_seeds: int, out: str | None, controls: list[str]) -> None:
+    """DeepCOLOR -> colocalization -> conditioned dynamics on N seeds of each control (demo settings)."""
+    import logging
+
+    import pandas as pd
+    import torch
+    import yaml
+
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["spatial"]
+    root = Path(out or tempfile.mkdtemp(prefix="environment_chain_"))
+    results = []
+    for negative in [c == "negative" for c in controls]:
+        for seed in range(n_seeds):
+            start = time.perf_counter()
+            row = chain_run(seed, negative, root / f"{'negative' if negative else 'positive'}_{seed}", cfg)
+            results.append({"control": "negative" if negative else "positive", "seed": seed,
+                            "seconds": time.perf_counter() - start, **row})
+            print(json.dumps(results[-1]), flush=True)
+    table = pd.DataFrame(results)
+    table.to_csv(root / "chain_results.tsv", sep="\t", index=False)
+    pos, neg = table[table.control == "positive"], table[table.control == "negative"]
+    if len(pos):
+        print(f"positive: driver named (DeepCOLOR c) {int(pos.environment_partner_named.sum())}/{len(pos)}, "
+              f"(true c) {int(pos.environment_partner_named_truth_c.sum())}/{len(pos)}; "
+              f"planted ligand in top 3 {int((pos.true_ligand_rank <= 3).sum())}/{len(pos)}")
+    if len(neg):
+        print(f"negative: nothing named (DeepCOLOR c) {int(neg.environment_negative_nothing_named.sum())}/{len(neg)}, "
+              f"(true c) {int(neg.environment_negative_nothing_named_truth_c.sum())}/{len(neg)}")
+    print(f"results: {root / 'chain_results.tsv'}")
 
 
 if __name__ == "__main__":

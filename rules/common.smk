@@ -282,3 +282,23 @@ def mem_deepcolor(wildcards, input, attempt):
     if cells is None or spots is None:
         return MEM_UNKNOWN_MB * attempt
     return int((MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * cells * spots) * attempt)
+
+
+def env_source(wildcards):
+    """The inputs of one environment analysis (the demo's simulated tissues, else the main run)."""
+    if SIMULATED:
+        run = f"{SP}/{wildcards.envrun}"
+        return {
+            "cells": f"{run}/deepcolor.h5ad",
+            "p_mat": f"{run}/p_mat.npy",
+            "ligand_target": f"{SIM}/{wildcards.envrun}/ligand_target.tsv",
+        }
+    return ENV_SOURCE
+
+
+def env_sim_params(wildcards):
+    """The environment tissue's settings; the negative control switches the driver's effect off."""
+    sim = dict(sim_params("environment"))
+    if wildcards.envrun == "environment_negative":
+        sim["environment"] = {**sim["environment"], "fate_gain": 0.0, "speed_gain": 0.0}
+    return canonical(sim)

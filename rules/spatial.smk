@@ -5,7 +5,6 @@
 
 SPATIAL = config.get("spatial") or {}
 SP = f"{RESULTS}/spatial"
-ENV = f"{SP}/environment"
 
 
 # User-given inputs, else the simulated tissue (demo), else none (the stage is skipped).
@@ -20,12 +19,13 @@ SPATIAL_LIGANDS = SPATIAL.get("ligand_target")
 
 # The environment analysis: on the demo the simulated environment tissue, else the main
 # DeepCOLOR run (whose cells then need spliced and unspliced layers).
+# On the demo two tissues: `environment` (the driver sets fate and pace: the positive control) and
+# `environment_negative` (same tissue, the partners have no effect: nothing may be named).
+ENV_RUNS = "environment|environment_negative"
+
+
 ENV_SOURCE = (
-    {
-        "cells": f"{ENV}/deepcolor.h5ad",
-        "p_mat": f"{ENV}/p_mat.npy",
-        "ligand_target": f"{SIM}/environment/ligand_target.tsv",
-    }
+    {}
     if SIMULATED
     else {
         "cells": f"{SP}/deepcolor.h5ad",
@@ -56,6 +56,7 @@ SPATIAL_TARGETS = (
     )
     + (
         [f"{SP}/environment_modes.tsv", f"{RESULTS}/figures/environment_dynamics.png"]
+        + ([f"{SP}/environment_negative_modes.tsv"] if SIMULATED else [])
         if ENVIRONMENT_ON
         else []
     )
@@ -151,34 +152,38 @@ rule ligand_activity:
 
 rule simulate_environment:
     output:
-        spots=f"{SIM}/environment/spots.h5ad",
-        reference=f"{SIM}/environment/reference.h5ad",
-        ligand_target_tsv=f"{SIM}/environment/ligand_target.tsv",
+        spots=f"{SIM}/{{envrun}}/spots.h5ad",
+        reference=f"{SIM}/{{envrun}}/reference.h5ad",
+        ligand_target_tsv=f"{SIM}/{{envrun}}/ligand_target.tsv",
     log:
-        f"{LOGS}/simulate/environment.log",
+        f"{LOGS}/simulate/{{envrun}}.log",
     benchmark:
-        f"{BENCH}/simulate/environment.tsv"
+        f"{BENCH}/simulate/{{envrun}}.tsv"
+    wildcard_constraints:
+        envrun=ENV_RUNS,
     conda:
         "../envs/spatial.yaml"
     params:
-        sim=sim_params("environment"),
+        sim=env_sim_params,
     script:
         "../workflow_scripts/simulate_environment.py"
 
 
 rule deepcolor_environment:
     input:
-        reference=f"{SIM}/environment/reference.h5ad",
-        spots=f"{SIM}/environment/spots.h5ad",
+        reference=f"{SIM}/{{envrun}}/reference.h5ad",
+        spots=f"{SIM}/{{envrun}}/spots.h5ad",
     output:
-        model_dir=directory(f"{ENV}/model"),
-        cells_h5ad=f"{ENV}/deepcolor.h5ad",
-        p_mat=f"{ENV}/p_mat.npy",
-        mapped_spots=f"{ENV}/spots_mapped.h5ad",
+        model_dir=directory(f"{SP}/{{envrun}}/model"),
+        cells_h5ad=f"{SP}/{{envrun}}/deepcolor.h5ad",
+        p_mat=f"{SP}/{{envrun}}/p_mat.npy",
+        mapped_spots=f"{SP}/{{envrun}}/spots_mapped.h5ad",
     log:
-        f"{LOGS}/spatial/deepcolor_environment.log",
+        f"{LOGS}/spatial/deepcolor_{{envrun}}.log",
     benchmark:
-        f"{BENCH}/spatial/deepcolor_environment.tsv"
+        f"{BENCH}/spatial/deepcolor_{{envrun}}.tsv"
+    wildcard_constraints:
+        envrun=ENV_RUNS,
     conda:
         "../envs/spatial.yaml"
     threads: SPATIAL.get("threads", 1)
@@ -193,15 +198,17 @@ rule deepcolor_environment:
 
 rule environment_dynamics:
     input:
-        **ENV_SOURCE,
+        unpack(env_source),
     output:
-        modes=f"{SP}/environment_modes.tsv",
-        genes=f"{SP}/environment_genes.tsv",
-        ligands=f"{SP}/environment_ligands.tsv",
+        modes=f"{SP}/{{envrun}}_modes.tsv",
+        genes=f"{SP}/{{envrun}}_genes.tsv",
+        ligands=f"{SP}/{{envrun}}_ligands.tsv",
     log:
-        f"{LOGS}/spatial/environment_dynamics.log",
+        f"{LOGS}/spatial/{{envrun}}_dynamics.log",
     benchmark:
-        f"{BENCH}/spatial/environment_dynamics.tsv"
+        f"{BENCH}/spatial/{{envrun}}_dynamics.tsv"
+    wildcard_constraints:
+        envrun=ENV_RUNS,
     conda:
         "../envs/spatial.yaml"
     threads: SPATIAL.get("threads", 1)
@@ -218,6 +225,7 @@ rule spatial_validation:
         types=f"{SP}/colocalization_types.tsv",
         spots=f"{SIM}/tissue/spots.h5ad",
         modes=f"{SP}/environment_modes.tsv",
+        negative_modes=f"{SP}/environment_negative_modes.tsv",
     output:
         f"{SP}/validation.tsv",
     log:

@@ -67,4 +67,5 @@ def test_demo_environment_control_names_the_driver(demo: Path) -> None:
     simulated driver (the colocalization-conditioned result is reported beside it, not asserted)."""
     validation = pd.read_csv(demo / "spatial" / "validation.tsv", sep="\t").set_index("metric")["value"]
     assert validation["environment_partner_named_truth_c"] == 1.0
-    assert "environment_partner_named" in validation
+    assert validation["environment_negative_nothing_named_truth_c"] == 1.0  # partners without effect
+    assert "environment_partner_named" in validation and "environment_negative_nothing_named" in validation

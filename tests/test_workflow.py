@@ -45,8 +45,10 @@ def test_demo_dag_is_complete(tmp_path) -> None:
     for rule in ("tokenize_medians", "tokenize_dictionary", "pretrain", "figure_pretrain_curve", "classify_cells",
                  "embed_cells", "perturb_screen", "cross_species", "velocyto_count", "vicdyf_fit", "vicdyf_fluctuation",
                  "vicdyf_validate", "deepcolor", "colocalization", "pair_clusters", "ligand_activity",
-                 "environment_dynamics", "spatial_validation"):
+                 "spatial_validation"):
         assert jobs[rule] == 1, rule
+    # the environment analysis on its positive and its negative control tissue
+    assert jobs["simulate_environment"] == jobs["deepcolor_environment"] == jobs["environment_dynamics"] == 2
 
 
 def test_paper_dag_builds() -> None:

@@ -82,21 +82,23 @@ def ligand_activity(ligands_tsv: PathLike, path: PathLike, top: int = 20) -> Non
 
 def spatial_validation(mapped_spots: PathLike, truth_spots: PathLike, types_tsv: PathLike, validation_tsv: PathLike,
                        path: PathLike) -> None:
-    """Estimated vs true spatial distribution per type, and colocalization score vs truth."""
+    """Estimated vs true type share of each spot, colocalization score vs truth, and the
+    environment analysis' positive and negative controls."""
     mapped = ad.read_h5ad(mapped_spots)
     truth = ad.read_h5ad(truth_spots)
-    dist = pd.DataFrame(mapped.obsm["deepcolor_type_distribution"], index=mapped.obs_names)
+    share = pd.DataFrame(mapped.obsm["deepcolor_type_share"], index=mapped.obs_names)
     types = [str(t) for t in truth.uns["cell_types"]]
     ab = truth.obsm["true_abundance"]
+    frac = ab / np.maximum(ab.sum(1, keepdims=True), 1e-12)
     val = pd.read_csv(validation_tsv, sep="\t")
     metric = val.set_index(["metric", "subject"])["value"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for k, name in enumerate(types):
-        if name in dist:
-            axes[0].scatter(ab[:, k] / ab[:, k].sum(), dist[name], s=4, color=PALETTE[k % 10],
+        if name in share:
+            axes[0].scatter(frac[:, k], share[name], s=4, color=PALETTE[k % 10],
                             label=f"{name} r={metric.get(('map_correlation', name), np.nan):.2f}")
-    axes[0].set_xlabel("true distribution (share of the type's cells per spot)")
-    axes[0].set_ylabel("DeepCOLOR distribution")
+    axes[0].set_xlabel("true share of the spot's cells")
+    axes[0].set_ylabel("DeepCOLOR type share")
     axes[0].legend(fontsize=7, markerscale=3)
     axes[0].set_title(f"spatial maps: mean r = {metric.get(('map_correlation_mean', 'all types'), np.nan):.2f}", fontsize=10)
     m = pd.read_csv(types_tsv, sep="\t", index_col=0)
@@ -115,7 +117,24 @@ def spatial_validation(mapped_spots: PathLike, truth_spots: PathLike, types_tsv:
     auroc = metric.get(("colocalization_auroc", "type pairs"), np.nan)
     rho = metric.get(("colocalization_spearman", "type pairs"), np.nan)
     axes[1].set_title(f"type pairs: AUROC {auroc:.2f}, Spearman {rho:.2f}", fontsize=10)
+    _environment_controls(axes[2], val)
     save(fig, path)
+
+
+def _environment_controls(ax: plt.Axes, val: pd.DataFrame) -> None:
+    """Bars: driver named (positive control), nothing named (negative control), per condition."""
+    rows = [("positive: driver named", "environment_partner_named"),
+            ("negative: nothing named", "environment_negative_nothing_named")]
+    values = val.set_index("metric")["value"]
+    x = np.arange(len(rows))
+    for j, (suffix, label) in enumerate((("", "DeepCOLOR colocalization"), ("_truth_c", "true densities"))):
+        heights = [float(values.get(key + suffix, np.nan)) for _, key in rows]
+        ax.bar(x + (j - 0.5) * 0.35, heights, width=0.35, color=PALETTE[j], label=label)
+    ax.set_xticks(x, [name for name, _ in rows], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("passes (1) / fails (0)")
+    ax.legend(fontsize=8)
+    ax.set_title("environment analysis: conditional permutation test", fontsize=10)
 
 
 def environment_dynamics(modes_tsv: PathLike, genes_tsv: PathLike, ligands_tsv: PathLike, path: PathLike,

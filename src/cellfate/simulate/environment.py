@@ -60,6 +60,13 @@ class EnvironmentSpec:
     n_genes: int = 150  # partner expression model
     n_dynamic_genes: int = 60  # the lineage's genes (bifurcation simulator)
     lineage_expression: float = 10.0  # spliced count of an 'on' gene (at 40, DeepCOLOR's VAE merged the partner types)
+    # Niche genes: lineage cells express each partner's own set more where that partner is dense
+    # (whether or not the partner changes their fate). They are what lets a cell-level map place a
+    # lineage cell beyond its dynamic state; they are not among the lineage's spliced/unspliced
+    # layers, so the dynamics model does not see them (its state z is the programme's alone).
+    niche_genes: int = 6
+    niche_level: float = 3.0  # mean count of a niche gene at the partner's median density
+    niche_fold: float = 1.0  # log fold change per standard deviation of the partner's log density
     seed: int = 0
 
 
@@ -100,6 +107,17 @@ def pace(spec: EnvironmentSpec, driver_z: np.ndarray) -> np.ndarray:
     (each distinct pace integrates the programme once)."""
     log_speed = spec.speed_gain * np.clip(driver_z, -3.0, 3.0)
     return np.exp(np.round(log_speed / 0.05) * 0.05)
+
+
+def niche_counts(spec: EnvironmentSpec, log_density_z: np.ndarray, niche_cols: list[np.ndarray], n_genes: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Cells x genes counts of each partner's niche genes for lineage cells whose homes have these
+    standardised log partner densities (cells x partners)."""
+    out = np.zeros((len(log_density_z), n_genes), dtype=np.int32)
+    for k, cols in enumerate(niche_cols):
+        mean = spec.niche_level * np.exp(spec.niche_fold * np.clip(log_density_z[:, k], -3, 3))
+        out[:, cols] = rng.poisson(np.repeat(mean[:, None], len(cols), axis=1))
+    return out
 
 
 def lineage_cells(programme: Programme, fate: np.ndarray, speed: np.ndarray, rng: np.random.Generator) -> dict:
@@ -153,6 +171,12 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     genes = genes[~genes.index.duplicated()]
     part_cols = genes.index.get_indexer(model.genes.index)
     lin_cols = genes.index.get_indexer(lineage_genes.index)
+    markers = {m for p in CELL_TYPES.values() for m in p["markers"]}
+    free = np.setdiff1d(part_cols[~model.genes["symbol"].isin(markers).to_numpy()
+                                  & ~model.genes["is_mitochondrial"].to_numpy()], lin_cols)
+    picked = rng.choice(free, size=len(spec.partners) * spec.niche_genes, replace=False)
+    niche_cols = [picked[k * spec.niche_genes:(k + 1) * spec.niche_genes] for k in range(len(spec.partners))]
+    log_z = np.stack([_standardise(np.log(density[:, k])) for k in range(len(spec.partners))], axis=1)
 
     # spots: partners by their densities, the lineage evenly, fates and pace by the driver
     weights = np.c_[density * (1 - spec.lineage_share) / density.mean(0).sum(), np.full(n_spots, spec.lineage_share)]
@@ -169,6 +193,7 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     fates = np.where(rng.random(len(spot_of_lineage)) < p_alpha[spot_of_lineage], "alpha", "beta")
     in_spots = lineage_cells(programme, fates, pace(spec, driver_z[spot_of_lineage]), rng)
     np.add.at(counts, (spot_of_lineage[:, None], lin_cols[None, :]), in_spots["spliced"] + in_spots["unspliced"])
+    np.add.at(counts, spot_of_lineage, niche_counts(spec, log_z[spot_of_lineage], niche_cols, len(genes), rng))
     np.add.at(abundance, (spot_of_lineage, len(partners) + pd.Index(LINEAGE).get_indexer(in_spots["branch"])), 1)
     counts = rng.binomial(counts, spec.capture_efficiency).astype(np.int32)
 
@@ -210,7 +235,9 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     unspliced[len(ref_types):, lin_cols] = lin["unspliced"]
     velocity = np.zeros((n_ref, len(genes)), dtype=np.float32)
     velocity[len(ref_types):, lin_cols] = lin["velocity"]
-    x = sp.csr_matrix(x) + sp.csr_matrix(spliced + unspliced)
+    niche = np.zeros((n_ref, len(genes)), dtype=np.int32)
+    niche[len(ref_types):] = niche_counts(spec, log_z[home], niche_cols, len(genes), rng)
+    x = sp.csr_matrix(x) + sp.csr_matrix(spliced + unspliced + niche)
     cell_type = [partners[t] for t in ref_types] + list(lin["branch"])
     obs = pd.DataFrame({
         "cell_type": pd.Categorical(cell_type, categories=types),
@@ -230,6 +257,7 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
     table = ligand_target(spec, lineage_genes, rng)
     truth_info = {"driver": spec.driver, "partners": np.asarray(partners), "fate_gain": spec.fate_gain,
                   "speed_gain": spec.speed_gain,
+                  "niche_genes": {p: genes.index[c].to_numpy() for p, c in zip(partners, niche_cols)},
                   "driver_ligand": CELL_TYPES[spec.driver]["markers"][0]}
     spots.uns["environment_truth"] = truth_info
     reference.uns["environment_truth"] = truth_info

@@ -151,3 +151,115 @@ def colocalization_condition(p_lineage: np.ndarray, p_partners: np.ndarray, part
 def standardise(c: np.ndarray) -> np.ndarray:
     """Per column to mean 0, sd 1, so Jacobian columns are per standard deviation of each partner."""
     return (c - c.mean(0)) / np.maximum(c.std(0), 1e-12)
+
+
+def cluster_colocalization_condition(p_lineage: np.ndarray, p_partners: np.ndarray, partner_labels: np.ndarray,
+                                     partner_latent: np.ndarray, partners: list[str], clusters_per_type: int,
+                                     seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
+    """Cells x partner clusters: colocalization with each sub-population of each partner type.
+
+    exdyn conditions on every partner *cell*; one column per cell makes c as wide as the data and
+    its Jacobian noisy, so the partner cells of each type are first grouped (k-means on their
+    latent state) and a cell's condition is its colocalization with each group. A mode's weights
+    then point at a sub-population. Returns c, column names ``type:k`` and each column's type.
+    """
+    from sklearn.cluster import KMeans
+
+    columns, names, types = [], [], []
+    for name in partners:
+        sel = np.flatnonzero(partner_labels == name)
+        if len(sel) == 0:
+            raise CellfateError(f"no cell of partner type {name!r} in the reference")
+        k = max(1, min(clusters_per_type, len(sel) // 10))
+        groups = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(partner_latent[sel]) if k > 1 \
+            else np.zeros(len(sel), dtype=int)
+        for g in range(k):
+            mean_p = np.asarray(p_partners[sel[groups == g]], dtype=np.float64).mean(0)
+            overlap = np.asarray(p_lineage, dtype=np.float64) @ mean_p * p_lineage.shape[1]
+            columns.append(np.log2(np.maximum(overlap, 1e-300)))
+            names.append(f"{name}:{g}")
+            types.append(name)
+    return np.stack(columns, axis=1), names, types
+
+
+def neighbourhood_condition(xy_cells: np.ndarray, xy_all: np.ndarray, labels_all: np.ndarray, partners: list[str],
+                            n_neighbors: int = 15) -> np.ndarray:
+    """Cells x partners: the share of each partner type among a cell's ``n_neighbors`` nearest
+    cells, for spatial data of single-cell resolution (every cell with coordinates). Observed,
+    not mapped: it varies at fixed state wherever the tissue does."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(n_neighbors + 1, len(xy_all))
+    _, idx = NearestNeighbors(n_neighbors=k).fit(xy_all).kneighbors(xy_cells)
+    neigh = labels_all[idx[:, 1:]]  # the nearest is the cell itself
+    return np.stack([(neigh == name).mean(1) for name in partners], axis=1)
+
+
+def state_explains_condition(z: np.ndarray, c: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Per condition column: cross-validated R^2 of predicting c from the cell's own latent state
+    (k-nearest-neighbour regression). Near 1, c is a function of z and no model can tell the
+    environment's effect from the state's."""
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsRegressor
+
+    k = max(1, min(15, len(z) // 10))
+    pred = cross_val_predict(KNeighborsRegressor(n_neighbors=k), z, c,
+                             cv=KFold(folds, shuffle=True, random_state=seed))
+    pred = pred.reshape(c.shape)
+    resid = ((c - pred) ** 2).sum(0)
+    total = np.maximum(((c - c.mean(0)) ** 2).sum(0), 1e-30)
+    return 1.0 - resid / total
+
+
+def state_strata(z: np.ndarray, cells_per_stratum: int = 10, seed: int = 0) -> np.ndarray:
+    """Groups of cells of similar latent state (k-means, about ``cells_per_stratum`` cells each)."""
+    from sklearn.cluster import KMeans
+
+    k = max(1, len(z) // cells_per_stratum)
+    return KMeans(n_clusters=k, n_init=2, random_state=seed).fit_predict(z) if k > 1 else np.zeros(len(z), dtype=int)
+
+
+def permute_within(values: np.ndarray, strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``values`` shuffled among the cells of each stratum."""
+    out = values.copy()
+    for g in np.unique(strata):
+        idx = np.flatnonzero(strata == g)
+        out[idx] = values[rng.permutation(idx)]
+    return out
+
+
+@torch.no_grad()
+def heldout_unspliced_nll(module: VicdyfModule, spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray) -> float:
+    """Mean held-out unspliced negative log-likelihood (posterior means, no sampling)."""
+    data = CountTensors.from_arrays(spliced, unspliced, c)
+    module.eval()
+    return float(data.loss(module, 0, data.n_cells, sample=False)["nll_u"])
+
+
+def conditional_permutation_test(module: VicdyfModule, spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray,
+                                 z: np.ndarray, directions: dict[str, np.ndarray], n_permutations: int = 100,
+                                 seed: int = 0) -> pd.DataFrame:
+    """Does c explain held-out unspliced counts beyond the cell's own state?
+
+    For each direction w (a partner's column, or a mode's partner weights), the component c.w of
+    the held-out cells' condition is permuted among cells of similar latent state and similar
+    remaining condition (c minus its w component: a partner is tested beyond the other partners
+    too); under the null (the unspliced counts depend on nothing of c.w beyond z and the rest of
+    c) the held-out likelihood is as good with the permuted component, whatever the fitted model.
+    p = (1 + #{permuted nll <= observed}) / (1 + permutations).
+    """
+    rng = np.random.default_rng(seed)
+    observed = heldout_unspliced_nll(module, spliced, unspliced, c)
+    z_std = (z - z.mean(0)) / np.maximum(z.std(0), 1e-12)
+    rows = []
+    for name, w in directions.items():
+        w = np.asarray(w, dtype=float) / max(np.linalg.norm(w), 1e-12)
+        proj = c @ w
+        strata = state_strata(np.c_[z_std, c - np.outer(proj, w)], seed=seed)
+        null = np.array([heldout_unspliced_nll(module, spliced, unspliced,
+                                               c + np.outer(permute_within(proj, strata, rng) - proj, w))
+                         for _ in range(n_permutations)])
+        rows.append({"direction": name, "heldout_nll_u": observed, "permuted_nll_u": float(null.mean()),
+                     "nll_gain": float(null.mean() - observed),
+                     "p_value": float((1 + (null <= observed).sum()) / (1 + n_permutations))})
+    return pd.DataFrame(rows)

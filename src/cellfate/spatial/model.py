@@ -38,6 +38,8 @@ class DeepColorConfig:
     n_latent: int = 10
     n_hidden: int = 50
     likelihood: str = "nb"
+    n_expression_pcs: int = 20  # see cellfate.spatial.module: 0 and map_rate "decoded" give the original
+    map_rate: str = "observed"
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
 
     @classmethod
@@ -132,7 +134,8 @@ class DeepColor:
         self.spot_names = pd.Index(spot_names)
         self.module = module or DeepColorModule(ModuleConfig(
             n_genes=len(genes), n_spots=len(spot_names), n_latent=config.n_latent,
-            n_hidden=config.n_hidden, spatial_likelihood=config.likelihood))
+            n_hidden=config.n_hidden, spatial_likelihood=config.likelihood,
+            n_expression_pcs=config.n_expression_pcs, map_rate=config.map_rate))
         self.history = history or []
         self.device = next(self.module.parameters()).device
 
@@ -171,11 +174,20 @@ class DeepColor:
         z = torch.as_tensor(zl, dtype=torch.float32, device=self.device)
         return training.decode(self.module, z).cpu().numpy()
 
+    def map_inputs(self, cells: ad.AnnData, zl: np.ndarray | None = None) -> np.ndarray:
+        """What the map head reads per cell: z (``zl``, computed if not given) and the cell's
+        expression components; cells x (latent + components)."""
+        rows = self._rows(cells)
+        z = training.posterior(self.module, rows)[0] if zl is None else torch.as_tensor(zl, dtype=torch.float32,
+                                                                                          device=self.device)
+        return training.map_inputs(self.module, rows, z).cpu().numpy()
+
     @torch.no_grad()
-    def map2sp(self, zl: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Cells x spots: each spot's share of every cell (columns sum to 1 over all cells)."""
+    def map2sp(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Cells x spots from :meth:`map_inputs`: each spot's share of every cell (columns sum to 1
+        over all cells)."""
         self.module.eval()
-        z = torch.as_tensor(zl, dtype=torch.float32, device=self.device)
+        z = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         totals = training.map_totals(self.module, z, chunk)
         out = np.empty((len(z), len(self.spot_names)), dtype=np.float32)
         for i in range(0, len(z), chunk):
@@ -241,6 +253,17 @@ def type_shares(map2sp: np.ndarray, labels: pd.Series | np.ndarray) -> pd.DataFr
     """Spots x types: the share of each spot explained by each type's cells (rows sum to 1)."""
     types, ind = type_indicator(labels)
     return pd.DataFrame(np.asarray(ind.T @ map2sp).T, columns=types)
+
+
+def type_shares_from_p(p_mat: np.ndarray, map_total: np.ndarray, labels: pd.Series | np.ndarray,
+                       chunk: int = 4096) -> pd.DataFrame:
+    """:func:`type_shares` from p_mat (e.g. memory-mapped) and the row totals, a block at a time."""
+    types, ind = type_indicator(labels)
+    sums = np.zeros((p_mat.shape[1], len(types)))
+    for i in range(0, len(p_mat), chunk):
+        block = np.asarray(p_mat[i:i + chunk], dtype=np.float64) * map_total[i:i + chunk, None]
+        sums += np.asarray(ind[i:i + chunk].T @ block).T
+    return pd.DataFrame(sums, columns=types)
 
 
 def type_distributions(p_mat: np.ndarray, labels: pd.Series | np.ndarray) -> pd.DataFrame:

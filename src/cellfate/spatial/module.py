@@ -1,9 +1,16 @@
 """DeepCOLOR's torch networks and losses; nothing here knows about AnnData.
 
 A single-cell VAE (negative binomial, per-gene dispersion, size factor = per-cell mean count)
-learns a latent z per cell; a map head f(z) gives each cell one positive score per spot. Within a
+learns a latent z per cell; a map head f gives each cell one positive score per spot. Within a
 set of cells the scores are normalised over the cells, so each spot is a mixture of those cells,
 and the mixture's expression (with a per-gene scale and offset) must explain the spot counts.
+
+Two departures from the original keep each cell's own place (measured in benchmarks/README.md):
+the map head reads z *and* the cell's leading expression components (``n_expression_pcs``), and
+the spot mixture is made of the cells' observed expression (``map_rate='observed'``), not of the
+decoded lambda(z). With decoded rates and z alone every cell's map equals its type's mean: the
+VAE's lambda(z) is nearly constant within a type, so a within-type choice of cells cannot change
+any spot's mixture and the spot likelihood has no gradient for it.
 Losses return named parts so the training loop can log them.
 """
 
@@ -25,6 +32,8 @@ class ModuleConfig:
     n_latent: int = 10
     n_hidden: int = 50
     spatial_likelihood: str = "nb"  # "nb" or "poisson"
+    n_expression_pcs: int = 20  # expression components the map head reads besides z (0: z only)
+    map_rate: str = "observed"  # what spots mix: "observed" expression or the "decoded" lambda(z)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +94,12 @@ class DeepColorModule(nn.Module):
         # needs thousands of steps just to reach each gene's mean, and meanwhile the dispersion
         # absorbs every difference between cells and the posterior collapses onto the prior.
         self.register_buffer("rate_scale", torch.ones(g))
-        self.map_head = mlp(k, h, config.n_spots)
+        if config.map_rate not in ("observed", "decoded"):
+            raise ValueError(f"map_rate must be 'observed' or 'decoded', not {config.map_rate!r}")
+        n_pc = config.n_expression_pcs
+        self.register_buffer("pc_mean", torch.zeros(g))
+        self.register_buffer("pc_loadings", torch.zeros(g, n_pc))
+        self.map_head = mlp(k + n_pc, h, config.n_spots)
         # softplus(-3) ~ 0.05: spots start explained by the cells, not by the background offset
         self.raw_gene_scale = nn.Parameter(torch.full((g,), 0.5413))  # softplus -> 1
         self.raw_gene_offset = nn.Parameter(torch.full((g,), -3.0))
@@ -117,9 +131,42 @@ class DeepColorModule(nn.Module):
         """Per-gene rate relative to the cell's mean count (lambda): a fold change on the gene's mean."""
         return F.softplus(self.decoder(z)) * self.rate_scale
 
-    def map_scores(self, z: torch.Tensor) -> torch.Tensor:
-        """f(z): one positive score per spot (cells x spots)."""
-        return F.softplus(self.map_head(z)) + 1e-8
+    @staticmethod
+    def log_normalise(x: torch.Tensor) -> torch.Tensor:
+        """log1p of counts per 10k (what the encoder and the expression components read)."""
+        return torch.log1p(x * (1e4 / x.sum(-1, keepdim=True).clamp_min(1.0)))
+
+    @torch.no_grad()
+    def init_expression_pcs(self, x: torch.Tensor) -> None:
+        """Leading principal axes of the cells' log expression, scaled so the first has unit sd."""
+        k = self.config.n_expression_pcs
+        if k == 0:
+            return
+        y = self.log_normalise(x)
+        self.pc_mean.copy_(y.mean(0))
+        y = y - self.pc_mean
+        q = min(k, *y.shape)
+        _, _, v = torch.linalg.svd(y, full_matrices=False)
+        load = torch.zeros_like(self.pc_loadings)
+        load[:, :q] = v[:q].T
+        first = (y @ load[:, 0]).std().clamp_min(1e-8)
+        self.pc_loadings.copy_(load / first)
+
+    def map_features(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """What the map head reads: z, then the cell's expression components."""
+        if self.config.n_expression_pcs == 0:
+            return z
+        return torch.cat([z, (self.log_normalise(x) - self.pc_mean) @ self.pc_loadings], dim=-1)
+
+    def map_rate(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The expression a cell adds to a spot, relative to its mean count (as lambda is)."""
+        if self.config.map_rate == "observed":
+            return x / x.mean(-1, keepdim=True).clamp_min(1e-8)
+        return self.decode(z)
+
+    def map_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """f(features): one positive score per spot (cells x spots)."""
+        return F.softplus(self.map_head(features)) + 1e-8
 
     # --- losses ----------------------------------------------------------------------------
     def sc_loss(self, x: torch.Tensor, sample: bool = True, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
@@ -159,9 +206,9 @@ class DeepColorModule(nn.Module):
             ll = nb_log_prob(spots, mu, self.sp_log_theta.exp(), constant=False)
         return -ll.sum(-1).mean()
 
-    def spatial_loss(self, z: torch.Tensor, rate: torch.Tensor, spots: torch.Tensor,
+    def spatial_loss(self, features: torch.Tensor, rate: torch.Tensor, spots: torch.Tensor,
                      spot_size: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Spot likelihood of the mixture of a batch of cells (latent ``z``, rates ``rate``)."""
-        mu = self.spot_mean(self.spot_mixture(self.map_scores(z), rate), spot_size)
+        """Spot likelihood of the mixture of a batch of cells (map inputs ``features``, rates ``rate``)."""
+        mu = self.spot_mean(self.spot_mixture(self.map_scores(features), rate), spot_size)
         nll = self.spot_nll(spots, mu)
         return {"loss": nll, "nll": nll}

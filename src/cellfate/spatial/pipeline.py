@@ -30,7 +30,9 @@ from cellfate.spatial import colocalization as coloc
 from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
 from cellfate.spatial import validation
-from cellfate.spatial.model import DeepColor, DeepColorConfig, p_mat_from_map2sp, type_distributions, type_shares
+from cellfate.spatial.cell_level import cell_level_metrics
+from cellfate.spatial.model import (DeepColor, DeepColorConfig, type_distributions, type_shares,
+                                   type_shares_from_p)
 from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
+                    "clusters_per_type": 3, "n_neighbors": 15, "holdout": 0.2, "n_permutations": 200, "alpha": 0.05,
                     "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -72,9 +75,14 @@ def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
+def _entropy(p: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Per row of p, -sum p log p, a block of rows at a time (temporaries stay block-sized)."""
+    out = np.empty(len(p))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+        for i in range(0, len(p), chunk):
+            block = np.asarray(p[i:i + chunk])
+            out[i:i + chunk] = -np.nansum(np.where(block > 0, block * np.log(block), 0.0), axis=1)
+    return out
 
 
 def _write_npy(array: np.ndarray, path: PathLike) -> None:
@@ -95,10 +103,17 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
-    map2sp = model.map2sp(zl)
+    # one dense cells x spots array: map2sp, read for the spot-level outputs, then turned into
+    # p_mat in place (map2sp = p_mat * map_total is recovered from the two files)
+    map2sp = model.map2sp(model.map_inputs(*_mapping_view(cells, model, zl)))
     total = map2sp.sum(1)
-    p = p_mat_from_map2sp(map2sp).astype(np.float32)
+    mapped = spot_data[:, model.genes].copy()
+    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
+    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
+    p = map2sp
+    np.divide(p, np.maximum(total, 1e-30)[:, None], out=p)
     _write_npy(p, p_mat)
+    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
 
     cells.obsm["X_zl"] = zl
     cells.obs["map_total"] = total
@@ -107,13 +122,27 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     cells.uns["deepcolor"] = {"n_genes": len(model.genes), "n_spots": len(model.spot_names),
                               "cell_type_key": cfg["cell_type_key"], "p_mat": os.path.basename(str(p_mat))}
     write_h5ad(cells, cells_h5ad)
-
-    mapped = spot_data[:, model.genes].copy()
-    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
-    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
-    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
     write_h5ad(mapped, mapped_spots)
     return model
+
+
+def _mapping_view(cells: ad.AnnData, model: DeepColor, zl: np.ndarray) -> tuple[ad.AnnData, np.ndarray]:
+    """The cells as the map reads them: without their unspliced counts when they have them.
+
+    The environment analysis asks whether a cell's colocalization explains its unspliced counts
+    beyond its state; a map computed from those very counts shares their noise, and on the
+    simulated negative control (partners without effect) that shared noise named a partner
+    (p 0.005). Mapping from the rest of the counts removes it.
+    """
+    if "unspliced" not in cells.layers:
+        return cells, zl
+    x = sparse.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X)
+    unspliced = sparse.csr_matrix(cells.layers["unspliced"])
+    if "spliced" in cells.layers and x.sum() <= sparse.csr_matrix(cells.layers["spliced"]).sum():
+        return cells, zl  # the counts are the spliced ones already (velocyto's X)
+    rest = (x - unspliced).maximum(0)
+    view = ad.AnnData(X=rest, var=cells.var[[]].copy(), obs=cells.obs[[]].copy())
+    return view, model.latent(view)
 
 
 def colocalization(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, edges_out: PathLike,
@@ -165,50 +194,94 @@ def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_t
 
 
 def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: PathLike, out_tsv: PathLike,
-             cfg: Config | None = None, environment_modes: PathLike | None = None) -> pd.DataFrame:
-    """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman (and the
-    environment analysis' named partner) against the simulated truth."""
+             cfg: Config | None = None, environment_modes: PathLike | None = None,
+             negative_modes: PathLike | None = None) -> pd.DataFrame:
+    """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman, cell-level map
+    metrics (on a tissue with cell homes), and the environment analysis' named partners on the
+    positive and the negative control, against the simulated truth."""
     cfg = settings(cfg)
     cells = ad.read_h5ad(cells_h5ad)
     spot_data = read_h5ad(spots, what="spots h5ad")
     if "true_abundance" not in spot_data.obsm:
         raise CellfateError("no obsm['true_abundance']: validation needs the simulated tissue", spots)
-    distribution = type_distributions(np.load(p_mat, mmap_mode="r"), _labels(cells, cfg["cell_type_key"], cells_h5ad))
+    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad)
+    p = np.load(p_mat, mmap_mode="r")
+    shares = type_shares_from_p(p, cells.obs["map_total"].to_numpy(), labels)
     matrix = pd.read_csv(types_tsv, sep="\t", index_col=0)
     extra = {}
+    if "true_x" in cells.obs:  # the cell-level tissue: does each cell's map follow its home?
+        truth = dict(spot_data.uns).get("cell_level_truth", {})
+        extra.update(cell_level_metrics(p, spot_data.obsm["spatial"], cells.obs, str(truth.get("gradient_type")),
+                                        str(truth.get("substate_type")), cfg["cell_type_key"]))
     if environment_modes is not None:
-        modes = pd.read_csv(environment_modes, sep="\t")
-        if "is_true_driver" not in modes:
-            raise CellfateError("the environment modes carry no simulated driver to validate against", environment_modes)
-        conditions = list(dict.fromkeys(modes["condition"])) if "condition" in modes else [None]
-        for k, condition in enumerate(conditions):
-            rows = modes if condition is None else modes[modes["condition"] == condition]
-            first = rows[rows["mode"] == 1].sort_values("abs_weight", ascending=False)
-            key = "environment_partner_named" if k == 0 else f"environment_partner_named_{condition}_c"
-            extra[key] = float(bool(first["is_true_driver"].iloc[0]))
-    table = validation.validation_table(distribution, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
+        extra.update(environment_rows(_read_modes(environment_modes), negative=False))
+    if negative_modes is not None:
+        extra.update(environment_rows(_read_modes(negative_modes), negative=True))
+    table = validation.validation_table(shares, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table
 
 
-def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], how: str,
-               p_mat: PathLike, path: PathLike) -> tuple[np.ndarray, list[str]]:
-    """The condition matrix c of the modelled cells and its column names."""
-    if how == "colocalization":
+def _read_modes(path: PathLike) -> pd.DataFrame:
+    modes = pd.read_csv(path, sep="\t")
+    if "is_true_driver" not in modes or "named" not in modes:
+        raise CellfateError("the environment modes carry no simulated driver or test to validate against", path)
+    return modes
+
+
+def environment_rows(modes: pd.DataFrame, negative: bool) -> dict[str, float]:
+    """Validation rows of one control, per condition (the first is the analysed one, then the
+    true-density control): positive, 1 when the partners named in mode 1 are exactly the driver;
+    negative, 1 when nothing is named in any mode. Also the driver column's state R^2."""
+    out = {}
+    for k, condition in enumerate(dict.fromkeys(modes["condition"])):
+        rows = modes[modes["condition"] == condition]
+        suffix = "" if k == 0 else f"_{condition}_c"
+        if negative:
+            out[f"environment_negative_nothing_named{suffix}"] = float(not rows["named"].any())
+        else:
+            named = set(rows.loc[(rows["mode"] == 1) & rows["named"], "partner_type"])
+            driver = set(rows.loc[rows["is_true_driver"], "partner_type"])
+            out[f"environment_partner_named{suffix}"] = float(bool(named) and named == driver)
+        if k == 0 and "state_r2" in rows:
+            out[f"environment_{'negative_' if negative else ''}state_r2_driver"] = float(
+                rows.loc[rows["is_true_driver"], "state_r2"].max())
+    return out
+
+
+def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict[str, Any],
+               p_mat: PathLike, path: PathLike, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
+    """The condition matrix c of the modelled cells, its column names and each column's partner type.
+
+    ``e['condition']``: ``colocalization`` (with each partner type, from DeepCOLOR), ``clusters``
+    (with each sub-population of each partner type), ``neighbourhood`` (observed composition of the
+    nearest cells, for cells with ``obsm['spatial']``), ``truth`` (the simulated partner densities)
+    or an obs column (one-hot experimental condition).
+    """
+    how = e["condition"]
+    if how in ("colocalization", "clusters"):
         p = np.load(p_mat, mmap_mode="r")
-        is_partner = np.isin(labels, partners)
-        rows = np.flatnonzero(lineage)
-        c = env.colocalization_condition(p[rows], p[np.flatnonzero(is_partner)], labels[is_partner], partners)
-        return c, partners
+        rows, part = np.flatnonzero(lineage), np.flatnonzero(np.isin(labels, partners))
+        if how == "colocalization":
+            return env.colocalization_condition(p[rows], p[part], labels[part], partners), partners, partners
+        return env.cluster_colocalization_condition(p[rows], p[part], labels[part], cells.obsm["X_zl"][part], partners,
+                                                    int(e["clusters_per_type"]), seed)
+    if how == "neighbourhood":
+        if "spatial" not in cells.obsm:
+            raise CellfateError("condition 'neighbourhood' needs obsm['spatial'] (cell coordinates)", path)
+        xy = np.asarray(cells.obsm["spatial"], dtype=float)
+        c = env.neighbourhood_condition(xy[lineage], xy, labels, partners, int(e["n_neighbors"]))
+        return c, partners, partners
     if how == "truth":
         if "true_partner_density" not in cells.obsm:
             raise CellfateError("condition 'truth' needs obsm['true_partner_density'] (the simulated tissue)", path)
         dens = pd.DataFrame(cells.obsm["true_partner_density"], index=cells.obs_names)[partners]
-        return np.log(dens.to_numpy()[lineage]), partners
+        return np.log(dens.to_numpy()[lineage]), partners, partners
     if how not in cells.obs:
-        raise CellfateError(f"spatial.environment.condition {how!r} is neither 'colocalization', 'truth' nor an obs column", path)
+        raise CellfateError(f"spatial.environment.condition {how!r} is neither colocalization, clusters, "
+                            "neighbourhood, truth nor an obs column", path)
     onehot = pd.get_dummies(cells.obs[how].astype(str)[lineage])
-    return onehot.to_numpy(dtype=float), list(onehot.columns)
+    return onehot.to_numpy(dtype=float), list(onehot.columns), list(onehot.columns)
 
 
 def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.Series:
@@ -245,28 +318,31 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
         if layer not in cells.layers:
             raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", cells_h5ad)
     partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
-    c, names = _condition(cells, lineage, labels, list(partners), e["condition"], p_mat, cells_h5ad)
+    c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
     c = env.standardise(c)
     sub = cells[lineage]
     spliced = _dense(sub.layers["spliced"])
     unspliced = _dense(sub.layers["unspliced"])
-    keep = spliced.sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
+    hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
+    train = np.setdiff1d(np.arange(len(c)), hold)
+    keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
-    log.info("environment dynamics: %d cells, %d genes, conditions %s", lineage.sum(), keep.sum(), names)
+    log.info("environment dynamics: %d cells (%d held out), %d genes, conditions %s", lineage.sum(), len(hold),
+             keep.sum(), names)
     s, u = spliced[:, keep], unspliced[:, keep]
-    modes, fits = _environment_fits(s, u, c, names, mcfg, e)
-    modes.insert(0, "condition", e["condition"])
+    modes, fits = _analyse(s, u, c, names, column_types, e["condition"], (train, hold), mcfg, e, cfg["seed"])
     truth = cells.uns.get("environment_truth")
     tables = [modes]
     if truth is not None:
-        modes["is_true_driver"] = modes["partner"] == str(truth["driver"])
+        modes["is_true_driver"] = modes["partner_type"] == str(truth["driver"])
         if e["condition"] != "truth" and "true_partner_density" in cells.obsm:
             # The control on the simulated tissue: the same analysis with the true partner densities
             # as c, which tells a failure of the analysis from a condition that carries no environment.
-            c_true, _ = _condition(cells, lineage, labels, list(partners), "truth", p_mat, cells_h5ad)
-            control, _ = _environment_fits(s, u, env.standardise(c_true), names, mcfg, e)
-            control.insert(0, "condition", "truth")
+            c_true, _, _ = _condition(cells, lineage, labels, list(partners), {**e, "condition": "truth"}, p_mat,
+                                      cells_h5ad)
+            control, _ = _analyse(s, u, env.standardise(c_true), list(partners), list(partners), "truth",
+                                  (train, hold), mcfg, e, cfg["seed"])
             control["is_true_driver"] = control["partner"] == str(truth["driver"])
             tables.append(control)
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
@@ -278,7 +354,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     genes = pd.DataFrame({"gene_id": gene_ids, "gene": symbols, "velocity_change": change, "abs_velocity_change": np.abs(change)})
     write_table(genes.sort_values("abs_velocity_change", ascending=False), genes_tsv)
 
-    top_partner = first.sort_values("abs_weight", ascending=False)["partner"].iloc[0]
+    top_partner = first.sort_values("abs_weight", ascending=False)["partner_type"].iloc[0]
     partner_expr = _type_expression(cells, labels, top_partner) if top_partner in labels else None
     series = pd.Series(change, index=symbols)
     series = series[~series.index.duplicated()]
@@ -287,6 +363,35 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
         scores["is_true_ligand"] = scores["ligand"] == str(truth["driver_ligand"])
     write_table(scores, ligands_tsv)
     return modes
+
+
+def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], types: list[str], condition: str,
+             split: tuple[np.ndarray, np.ndarray], mcfg: env.EnvironmentConfig, e: dict[str, Any],
+             seed: int) -> tuple[pd.DataFrame, list]:
+    """Fits on the training cells, modes, how much of c the state explains, and the conditional
+    permutation test on the held-out cells (per partner column and per mode). A partner is
+    ``named`` when mode 1 (the mode the analysis reads) passes ``alpha`` and the partner's own
+    column passes ``alpha`` / number of columns (Bonferroni): with three partners and three modes
+    tested per run, an uncorrected 0.05 named a partner in the negative control (seed 0, mode 2)."""
+    train, hold = split
+    modes, fits = _environment_fits(s[train], u[train], c[train], names, mcfg, e)
+    modes.insert(0, "condition", condition)
+    modes["partner_type"] = modes["partner"].map(dict(zip(names, types)))
+    r2 = env.state_explains_condition(fits[0][1].cpu().numpy(), c[train], seed=seed)
+    modes["state_r2"] = modes["partner"].map(dict(zip(names, r2)))
+    directions = {name: np.eye(len(names))[k] for k, name in enumerate(names)}
+    for k in modes["mode"].unique():
+        directions[f"mode {k}"] = modes.loc[modes["mode"] == k, "weight"].to_numpy()
+    module = fits[0][0]
+    z_hold = env.latent_mean(module, s[hold]).cpu().numpy()
+    test = env.conditional_permutation_test(module, s[hold], u[hold], c[hold], z_hold, directions,
+                                            int(e["n_permutations"]), seed).set_index("direction")
+    modes["partner_p_value"] = modes["partner"].map(test["p_value"])
+    modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
+    modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
+    modes["named"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < e["alpha"])
+                      & (modes["partner_p_value"] < e["alpha"] / len(names)))
+    return modes, fits
 
 
 def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray, names: list[str],

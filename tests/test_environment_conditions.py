@@ -1,0 +1,62 @@
+"""The condition options of environment dynamics: partner clusters, observed neighbourhoods, and
+how much of c the cell's own state already explains."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cellfate.spatial import environment as env
+
+
+def test_cluster_condition_separates_partner_sub_populations() -> None:
+    rng = np.random.default_rng(0)
+    n_spots = 40
+    # two fibroblast sub-populations (distinct latent states) in two halves of the spots
+    left, right = np.zeros(n_spots), np.zeros(n_spots)
+    left[:20], right[20:] = 1 / 20, 1 / 20
+    p_partner = np.vstack([np.tile(left, (30, 1)), np.tile(right, (30, 1)), np.full((20, n_spots), 1 / n_spots)])
+    labels = np.array(["fibroblast"] * 60 + ["macrophage"] * 20)
+    latent = np.vstack([rng.normal(0, 0.1, (30, 3)), rng.normal(3, 0.1, (30, 3)), rng.normal(-3, 0.1, (20, 3))])
+    p_cells = np.vstack([np.tile(left, (5, 1)), np.tile(right, (5, 1))])
+    c, names, types = env.cluster_colocalization_condition(p_cells, p_partner, labels, latent,
+                                                           ["fibroblast", "macrophage"], clusters_per_type=2, seed=0)
+    assert names == ["fibroblast:0", "fibroblast:1", "macrophage:0", "macrophage:1"]
+    assert types == ["fibroblast", "fibroblast", "macrophage", "macrophage"]
+    fib = c[:, :2]
+    # a lineage cell on the left colocalizes with one fibroblast group only (log2 of 2 = 1 vs -inf floor)
+    assert np.allclose(np.sort(fib[:5], axis=1)[:, 1], 1.0) and (np.sort(fib[:5], axis=1)[:, 0] < -100).all()
+    assert (np.argmax(fib[:5], 1) != np.argmax(fib[5:], 1)[0]).all()
+
+
+def test_neighbourhood_condition_counts_the_nearest_cells() -> None:
+    xy = np.array([[0.0, 0.0], [0.1, 0.0], [0.2, 0.0], [5.0, 5.0], [5.1, 5.0], [5.2, 5.0]])
+    labels = np.array(["lineage", "fibroblast", "fibroblast", "lineage", "macrophage", "macrophage"])
+    c = env.neighbourhood_condition(xy[[0, 3]], xy, labels, ["fibroblast", "macrophage"], n_neighbors=2)
+    assert np.allclose(c, [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_state_r2_flags_a_condition_that_is_a_function_of_state() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(300, 3))
+    c = np.c_[np.sin(z[:, 0]) + z[:, 1], rng.normal(size=300)]  # first: a function of z; second: independent
+    r2 = env.state_explains_condition(z, c)
+    assert r2[0] > 0.8 and abs(r2[1]) < 0.2, r2
+
+
+def test_cells_are_mapped_without_the_unspliced_counts_the_test_explains() -> None:
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from cellfate.spatial.pipeline import _mapping_view
+
+    class Model:  # only latent() is read
+        def latent(self, view):
+            return np.asarray(view.X.sum(1))
+
+    s = np.array([[5, 0, 2], [1, 3, 0]])
+    u = np.array([[1, 1, 0], [0, 2, 4]])
+    cells = ad.AnnData(X=sp.csr_matrix(s + u + 1), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
+    view, z = _mapping_view(cells, Model(), np.zeros((2, 1)))
+    assert np.array_equal(view.X.toarray(), s + 1) and np.array_equal(z.ravel(), (s + 1).sum(1))
+    spliced_x = ad.AnnData(X=sp.csr_matrix(s), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
+    assert _mapping_view(spliced_x, Model(), np.zeros((2, 1)))[0] is spliced_x  # X already spliced: unchanged
