@@ -32,15 +32,18 @@ PBMC_ABS_LOG2FC_QUANTILES = (1.0, 1.13, 1.26, 1.42, 1.62, 1.91, 2.27, 2.67, 3.15
 PBMC_LOG_MEAN_SD = 1.29
 
 
-def de_summary(counts: np.ndarray, labels: np.ndarray, min_cells: int = 30, min_detect: float = 0.1) -> pd.DataFrame:
+def de_summary(counts: np.ndarray, labels: np.ndarray, min_cells: int = 30, min_detect: float = 0.1,
+               library: np.ndarray | None = None) -> pd.DataFrame:
     """Per type (vs all other cells): detected genes, DE share, up fraction, |log2FC| quantiles.
 
-    Counts are normalised to 10,000 per cell; a gene counts as detected when >= ``min_detect`` of
+    Counts are normalised to 10,000 per cell (per ``library`` when given: a matrix of selected
+    genes must be scaled by the cell's whole-transcriptome total, as measured); a gene counts as detected when >= ``min_detect`` of
     the cells of the type or of the rest express it; DE means |log2((mean_in + 0.1) / (mean_out +
     0.1))| >= 1. The same function measures the real matrix and the simulated corpus.
     """
     counts = np.asarray(counts, dtype=float)
-    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * 1e4
+    total = counts.sum(axis=1) if library is None else np.asarray(library, dtype=float)
+    norm = counts / np.maximum(total, 1)[:, None] * 1e4
     labels = np.asarray(labels).astype(str)
     rows = []
     for name in pd.Series(labels).value_counts().index:
