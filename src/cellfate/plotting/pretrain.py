@@ -35,9 +35,8 @@ def training_curve(
         row = heldout.iloc[-1]
         ax_loss.axhline(row["unigram_cross_entropy"], color="0.4", ls="--", lw=1,
                         label=f"unigram baseline {row['unigram_cross_entropy']:.2f}")
-        title += (f"\n{row['nats_below_unigram']:.2f} nats below unigram; zero-shot kNN of cell types "
-                  f"{row['knn_accuracy']:.2f} (untrained model {row.get('knn_accuracy_untrained', math.nan):.2f}, "
-                  f"majority {row['knn_majority_share']:.2f})")
+        title += (f"\n{row['nats_below_unigram']:.2f} nats below unigram; cell-type kNN {row['knn_accuracy']:.2f} "
+                  f"(untrained {row.get('knn_accuracy_untrained', math.nan):.2f}, chance {row['knn_majority_share']:.2f})")
     ax_loss.set_title(title, fontsize=10)
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("cross-entropy (nats)")
