@@ -197,3 +197,45 @@ def test_demo_dag_with_a_published_checkpoint_has_no_pretraining(tmp_path) -> No
     assert {"import_pretrained", "classify_cells", "embed_cells", "perturb_screen", "cross_species"} <= jobs
     assert not jobs & {"pretrain", "pretrain_card", "figure_pretrain_curve"}
     assert f"{tmp_path}/results/pretrained/model" in result.stdout
+
+
+def test_demo_model_use_runs_from_a_published_checkpoint(demo_results, tmp_path) -> None:
+    """The demo's model-use rules, run for real from a random Geneformer V2-format checkpoint (weights
+    + config.json, dictionary and medians as pickles) on a copy of the demo's results: the token
+    dictionary is rebuilt from the pickle, the checkpoint imported, and no pretraining runs."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    results = tmp_path / "results"
+    shutil.copytree(demo_results, results, symlinks=True)  # copy2: modification times kept
+    for stale in ("pretrain", "foundation"):
+        shutil.rmtree(results / stale, ignore_errors=True)
+    vocab = json.loads((results / "tokenize" / "token_dictionary.json").read_text())
+    medians = pd.read_csv(results / "tokenize" / "gene_medians.tsv", sep="\t")
+    with open(tmp_path / "token_dictionary.pkl", "wb") as f:
+        pickle.dump({t: np.int64(i) for t, i in vocab.items()}, f)
+    with open(tmp_path / "gene_median_dictionary.pkl", "wb") as f:
+        pickle.dump(dict(zip(medians["gene_id"], medians["median"].astype(float))), f)
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=4096, pad_token_id=0)
+                    ).save_pretrained(tmp_path / "checkpoint")
+    extra = tmp_path / "pretrained.yaml"
+    extra.write_text(
+        f"results: {results}\n"
+        f"foundation: {{pretrained_model: {tmp_path}/checkpoint}}\n"
+        f"tokenize: {{token_dictionary: {tmp_path}/token_dictionary.pkl, "
+        f"gene_medians: {tmp_path}/gene_median_dictionary.pkl}}\n"
+    )
+    targets = [f"{results}/foundation/{p}" for p in ("classifier/metrics.tsv", "embeddings.h5ad",
+                                                     "perturbation/t_cell_to_b_cell.tsv", "cross_species/summary.tsv")]
+    run = run_snakemake("--profile", "profiles/local", "--cores", "2", "--configfile", "config/config.yaml", str(extra),
+                        "--forcerun", "tokenize_dictionary", *targets, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ran = set(re.findall(r"rule (\w+):", run.stdout + run.stderr))
+    assert {"tokenize_dictionary", "import_pretrained", "classify_cells", "embed_cells", "perturb_screen"} <= ran
+    assert not ran & {"pretrain", "pretrain_card"} and not (results / "pretrain").exists()
+    import anndata as ad
+
+    assert ad.read_h5ad(results / "foundation" / "embeddings.h5ad").obsm["X_cellfate"].shape[1] == 16
+    metrics = pd.read_csv(results / "foundation" / "classifier" / "metrics.tsv", sep="\t")
+    assert set(metrics["method"]) == {"cellfate_finetuned", "baseline_logreg_pca", "knn_frozen_embeddings"}
