@@ -6,7 +6,11 @@
 
 FOUNDATION = config.get("foundation") or {}
 FM = f"{RESULTS}/foundation"
-PRETRAINED = f"{RESULTS}/pretrain/model"
+# The model every job starts from: ours (rules/pretrain.smk), or foundation.pretrained_model
+# (a Hugging Face BertForMaskedLM folder) imported with its dictionary and medians.
+PRETRAINED = (
+    f"{RESULTS}/pretrained/model" if PRETRAINED_SOURCE else f"{RESULTS}/pretrain/model"
+)
 CROSS = "cross_species"
 # auto: the GPU when PyTorch sees one, else the CPU
 FOUNDATION_DEVICE = FOUNDATION.get("device", "auto")
@@ -67,6 +71,28 @@ FOUNDATION_TARGETS = (
     if FOUNDATION
     else []
 )
+
+
+rule import_pretrained:
+    input:
+        source=PRETRAINED_SOURCE or [],
+        dictionary=f"{TOK}/token_dictionary.json",
+        medians=TOKENIZE["gene_medians"] or [],
+    output:
+        directory(f"{RESULTS}/pretrained/model"),
+    log:
+        f"{LOGS}/foundation/import_pretrained.log",
+    benchmark:
+        f"{BENCH}/foundation/import_pretrained.tsv"
+    conda:
+        "../envs/foundation.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        max_length=TOKENIZE_MAX_LENGTH,
+        gene_mapping=TOKENIZE["gene_mapping"],
+    script:
+        "../workflow_scripts/import_pretrained.py"
 
 
 rule classify_cells:

@@ -40,6 +40,14 @@ PRETRAIN_RESOURCES = {
 )
 
 
+# With foundation.pretrained_model set, nothing is trained: no pretrain job, no curve.
+PRETRAIN_TARGETS = (
+    []
+    if PRETRAINED_SOURCE
+    else [f"{RESULTS}/pretrain/model", f"{RESULTS}/figures/pretrain_curve.png"]
+)
+
+
 rule pretrain:
     input:
         dictionary=f"{RESULTS}/tokenize/token_dictionary.json",
@@ -47,9 +55,9 @@ rule pretrain:
         shards=PRETRAIN_SHARDS,
         lengths=[f"{shard}.lengths.npy" for shard in PRETRAIN_SHARDS],
     output:
-        model=directory(f"{RESULTS}/pretrain/model"),
+        model=directory(f"{RESULTS}/pretrain/trained"),
         history=f"{RESULTS}/pretrain/history.tsv",
-        heldout=f"{RESULTS}/pretrain/heldout_loss.tsv",
+        heldout=f"{RESULTS}/pretrain/heldout_mlm_loss.tsv",
     log:
         f"{LOGS}/pretrain/pretrain.log",
     benchmark:
@@ -70,6 +78,37 @@ rule pretrain:
         rdzv_port=PRETRAIN.get("rdzv_port", 29500),
     script:
         "../workflow_scripts/pretrain.py"
+
+
+# Did it learn (held-out loss vs the unigram baseline, zero-shot kNN of cell types), and the
+# self-contained model folder: weights, config, token dictionary, gene medians, model card.
+rule pretrain_card:
+    input:
+        trained=f"{RESULTS}/pretrain/trained",
+        heldout=f"{RESULTS}/pretrain/heldout_mlm_loss.tsv",
+        medians=f"{TOK}/gene_medians.tsv",
+        shards=PRETRAIN_SHARDS,
+        lengths=[f"{shard}.lengths.npy" for shard in PRETRAIN_SHARDS],
+    output:
+        model=directory(f"{RESULTS}/pretrain/model"),
+        heldout=f"{RESULTS}/pretrain/heldout_loss.tsv",
+    log:
+        f"{LOGS}/pretrain/pretrain_card.log",
+    benchmark:
+        f"{BENCH}/pretrain/pretrain_card.tsv"
+    conda:
+        "../envs/pretrain.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        settings=canonical(
+            {k: v for k, v in PRETRAIN.items() if k not in PRETRAIN_JOB_KEYS}
+        ),
+        shards=PRETRAIN_SHARDS,
+        knn_k=10,  # zero-shot kNN of cell types: k = 10, cosine, 5-fold
+    script:
+        "../workflow_scripts/pretrain_card.py"
 
 
 rule figure_pretrain_curve:

@@ -18,8 +18,26 @@ TOKENIZE = {
     "cell_attributes": ["cell_type", "tissue", "source", "sample"],
     "token_dictionary": None,
     "gene_medians": None,
+    "gene_mapping": None,
     "check_medians": SIMULATED,
 } | {k: v for k, v in (config.get("tokenize") or {}).items() if v is not None}
+# A pretrained model (foundation.pretrained_model) is usable only with its own dictionary and
+# medians: a folder we saved holds both, and they are taken from it unless given explicitly; a
+# published checkpoint's pickles must be named (tokenize.token_dictionary, tokenize.gene_medians).
+PRETRAINED_SOURCE = (config.get("foundation") or {}).get("pretrained_model")
+if PRETRAINED_SOURCE:
+    for key, name in (
+        ("token_dictionary", "token_dictionary.json"),
+        ("gene_medians", "gene_medians.tsv"),
+    ):
+        beside = os.path.join(PRETRAINED_SOURCE, name)
+        if not TOKENIZE[key] and os.path.isfile(beside):
+            TOKENIZE[key] = beside
+        if not TOKENIZE[key]:
+            raise ValueError(
+                f"foundation.pretrained_model {PRETRAINED_SOURCE} has no {name}: set "
+                f"tokenize.{key} to the file published with the checkpoint"
+            )
 TOKENIZE_MAX_LENGTH = (
     TOKENIZE["max_length"] or {"v1": 2048, "v2": 4096}[TOKENIZE["version"]]
 )

@@ -102,3 +102,15 @@ def test_shards_that_are_not_the_qc_files_cells(world, tmp_path) -> None:
     changed.write_h5ad(path)
     with pytest.raises(CellfateError, match="do not match the 160 cells of the tokenized shard"):
         qc_counts(cells, [str(path), str(world.qc_h5ads[1])], world.dictionary)
+
+
+def test_cross_source_split_tests_on_one_source_only() -> None:
+    from cellfate.errors import CellfateError
+    from cellfate.foundation.finetune import source_split
+
+    labels = np.array(["B", "T", "B", "T", "M", "B", "X"])
+    sources = np.array(["a", "a", "b", "b", "a", "c", "c"])
+    train, test = source_split(labels, sources, "c")
+    assert train.tolist() == [0, 1, 2, 3, 4] and test.tolist() == [5]  # "X" is only in c: not testable
+    with pytest.raises(CellfateError, match="not among the sources"):
+        source_split(labels, sources, "zzz")

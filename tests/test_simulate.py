@@ -95,7 +95,7 @@ def test_panglaodb_files_read_back_to_the_simulated_matrix(tmp_path: Path, model
     row = _row("panglaodb", "SRA900001_SRS900001")
     demo.panglaodb_sample(row, SIM, tmp_path / "s.RData", tmp_path / "clusters.txt", tmp_path / "truth.tsv")
     matrix, rows, cols = read_rdata_dgcmatrix(tmp_path / "s.RData")
-    expected = simulate_sample(model, row["sample_id"], SIM["corpus"]["tissues"][row["tissue"]], row["sim_n_cells"], SIM["seed"])
+    expected = simulate_sample(model, row["sample_id"], SIM["corpus"]["tissues"][row["tissue"]], row["sim_n_cells"], SIM["seed"], source="panglaodb")
     assert (sp.csr_matrix(matrix.T) != expected.X).nnz == 0
     assert [r.split("_")[-1].split("-")[-1].split(".")[0] for r in rows] == list(expected.var_names)
     assert any("-ENSMUSG" in r for r in rows) and any("." in r.split("ENSMUSG")[1] for r in rows)
@@ -124,7 +124,7 @@ def test_expression_atlas_zip_and_design_hold_the_counts(tmp_path: Path, model) 
         matrix = scipy.io.mmread(zf.open(f"{acc}.aggregated_filtered_counts.mtx"))
         genes = [line.split("\t")[0] for line in zf.read(f"{acc}.aggregated_filtered_counts.mtx_rows").decode().splitlines()]
         cells = zf.read(f"{acc}.aggregated_filtered_counts.mtx_cols").decode().splitlines()
-    expected = simulate_sample(model, acc, SIM["corpus"]["tissues"][row["tissue"]], row["sim_n_cells"], SIM["seed"])
+    expected = simulate_sample(model, acc, SIM["corpus"]["tissues"][row["tissue"]], row["sim_n_cells"], SIM["seed"], source="expression_atlas")
     assert (sp.csr_matrix(matrix.T) != expected.X).nnz == 0 and genes == list(expected.var_names)
     design = pd.read_csv(tmp_path / "design.tsv", sep="\t")
     assert list(design["Assay"]) == cells
@@ -141,7 +141,7 @@ def test_cellxgene_h5ad_marks_rehosted_cells_as_not_primary(tmp_path: Path, mode
     assert np.array_equal(raw.data, np.round(raw.data)) and not np.array_equal(data.X.data, np.round(data.X.data))
     duplicate = ~data.obs["is_primary_data"].to_numpy()
     assert duplicate.sum() == row["sim_n_duplicates"]
-    donor = simulate_sample(model, donor_row["sample_id"], SIM["corpus"]["tissues"][donor_row["tissue"]], donor_row["sim_n_cells"], SIM["seed"])
+    donor = simulate_sample(model, donor_row["sample_id"], SIM["corpus"]["tissues"][donor_row["tissue"]], donor_row["sim_n_cells"], SIM["seed"], source="panglaodb")
     truth = pd.read_csv(tmp_path / "truth.tsv", sep="\t", keep_default_na=False)
     donor_barcodes = [d.split(":")[1] for d in truth["sim_duplicate_of"][duplicate]]
     copies = sp.csr_matrix(raw[duplicate], dtype=np.int64)
@@ -206,3 +206,19 @@ def test_tissue_truth_separates_colocalized_pairs() -> None:
     # spot counts grow with the number of cells in the spot
     totals = np.asarray(spots.X.sum(1)).ravel()
     assert np.corrcoef(totals, spots.obs["n_cells_true"])[0, 1] > 0.9
+
+
+def test_sources_differ_technically_but_not_biologically(model) -> None:
+    """Each source's protocol: the same cells come out with other depths and a gene-specific bias
+    (log ratio of gene means spread ~ the protocol's gene_bias_sd), the reference source unchanged."""
+    from cellfate.simulate.corpus import SOURCE_TECHNOLOGY
+
+    types = ["T cell", "B cell"]
+    plain = simulate_sample(model, "S", types, 400, seed=0)
+    assert (simulate_sample(model, "S", types, 400, seed=0, source="panglaodb").X != plain.X).nnz == 0
+    other = simulate_sample(model, "S", types, 400, seed=0, source="expression_atlas")
+    assert list(other.obs["cell_type"]) == list(plain.obs["cell_type"])
+    mean_a, mean_b = (np.asarray(x.X.mean(0)).ravel() for x in (plain, other))
+    ok = (mean_a > 2) & (mean_b > 2)
+    spread = np.std(np.log(mean_b[ok] / mean_a[ok]))
+    assert 0.6 * SOURCE_TECHNOLOGY["expression_atlas"].gene_bias_sd < spread < 1.4 * SOURCE_TECHNOLOGY["expression_atlas"].gene_bias_sd

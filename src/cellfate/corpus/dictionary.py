@@ -227,3 +227,31 @@ def build(
     save_token_dictionary(dictionary, out)
     log.info("wrote %d tokens (%s) to %s", len(dictionary), version, out)
     return dictionary
+
+
+# -- symbol -> Ensembl mapping -----------------------------------------------------------------
+def load_gene_mapping(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Gene symbol -> Ensembl id from a Geneformer pickle (e.g. ``..._GeneSymbol_to_EnsemblID.pkl``),
+    JSON, or a two-column TSV (symbol, gene_id); every value must be a string id."""
+    path = Path(path)
+    if path.suffix in (".pkl", ".pickle"):
+        raw = load_pickle_safely(path)
+    elif path.suffix == ".json":
+        try:
+            raw = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as err:
+            raise CellfateError(f"cannot read the gene mapping ({err})", path) from None
+    else:
+        try:
+            table = pd.read_csv(path, sep="\t", dtype=str)
+        except FileNotFoundError:
+            raise CellfateError("no such file", path) from None
+        if table.shape[1] < 2:
+            raise CellfateError("a gene mapping table needs two columns: symbol, gene_id", path)
+        raw = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
+    if not isinstance(raw, Mapping) or not raw:
+        raise CellfateError("a gene mapping must be a non-empty map of symbol -> Ensembl id", path)
+    bad = next(((k, v) for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, str)), None)
+    if bad is not None:
+        raise CellfateError(f"entry {bad[0]!r}: {bad[1]!r} is not symbol -> Ensembl id (both strings)", path)
+    return dict(raw)

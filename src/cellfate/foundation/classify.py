@@ -39,6 +39,7 @@ from cellfate.foundation.finetune import (
     predict,
     save_classifier,
     scores,
+    source_split,
     stratified_split,
     train_classifier,
 )
@@ -137,8 +138,13 @@ def classify(
     labels = cells.obs[s.label].astype(str).to_numpy()
     classes = sorted(set(labels))
     y = np.searchsorted(classes, labels)
-    train, test = stratified_split(labels, s.test_fraction, s.seed)
-    log.info("%d cells, %d types: %d train / %d test", len(cells), len(classes), len(train), len(test))
+    if s.test_source:
+        train, test = source_split(labels, cells.obs["source"].astype(str).to_numpy(), s.test_source)
+        split = f"train: other sources, test: {s.test_source}"
+    else:
+        train, test = stratified_split(labels, s.test_fraction, s.seed)
+        split = f"stratified random {1 - s.test_fraction:.0%}/{s.test_fraction:.0%}"
+    log.info("%d cells, %d types: %d train / %d test (%s)", len(cells), len(classes), len(train), len(test), split)
 
     counts = qc_counts(cells, qc_h5ads, pretrained.vocab.token_to_id)
     predictions = {
@@ -173,6 +179,7 @@ def classify(
                 "n_train": len(train),
                 "n_test": len(test),
                 "n_classes": len(classes),
+                "split": split,
             }
         )
     metrics = pd.DataFrame(rows)

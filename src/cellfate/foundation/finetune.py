@@ -50,6 +50,7 @@ class FinetuneSettings:
     min_fraction: float = 0.005
     min_cells: int = 5
     test_fraction: float = 0.2
+    test_source: str | None = None  # cross-source transfer: train on the other sources, test on this one
     seed: int = 0
     lr: float = 5e-5
     warmup_steps: int = 500
@@ -122,6 +123,26 @@ def filter_labels(
     if len(set(labels[keep])) < 2:
         raise CellfateError(f"fewer than two cell types with enough cells to classify (of {labels.nunique()} labels)")
     return keep, pd.DataFrame(dropped, columns=["group", "cell_type", "fraction", "reason"])
+
+
+def source_split(labels: np.ndarray, sources: np.ndarray, test_source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Train on every other source's cells, test on ``test_source``'s (types it alone holds are left out).
+
+    What a user does with a model: apply it to a new dataset, with that lab's depth, capture
+    efficiency and gene-specific detection bias; a random split hides those differences.
+    """
+    sources = np.asarray(sources).astype(str)
+    if test_source not in set(sources):
+        raise CellfateError(f"foundation.classify.test_source {test_source!r} is not among the sources "
+                            f"{', '.join(sorted(set(sources)))}")
+    train = np.flatnonzero(sources != test_source)
+    test = np.flatnonzero((sources == test_source) & np.isin(labels, labels[train]))
+    if len(train) == 0 or len(test) == 0:
+        raise CellfateError(f"cross-source split on {test_source!r} leaves no training or no test cell")
+    unseen = sorted(set(labels[sources == test_source]) - set(labels[train]))
+    if unseen:
+        log.warning("test source %s: cell types absent from training left out: %s", test_source, ", ".join(unseen))
+    return train, test
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -27,10 +27,16 @@ def training_curve(
             train["step"], train["train_loss"].ewm(span=span).mean(), color=PALETTE[0], lw=2, label="train (smoothed)"
         )
     ax_loss.plot(evals["step"], evals["heldout_loss"], "o-", color=PALETTE[1], ms=4, label="held-out")
-    final = float(heldout["heldout_mlm_loss"].iloc[0]) if len(heldout) else math.nan
+    final = float(heldout["heldout_mlm_loss"].iloc[-1]) if len(heldout) else math.nan
     title = "masked-gene modelling loss"
     if np.isfinite(final):
         title += f" (final held-out {final:.3f}, perplexity {math.exp(final):.1f})"
+    if "unigram_cross_entropy" in heldout and len(heldout):  # the context-free baseline it must beat
+        row = heldout.iloc[-1]
+        ax_loss.axhline(row["unigram_cross_entropy"], color="0.4", ls="--", lw=1,
+                        label=f"unigram baseline {row['unigram_cross_entropy']:.2f}")
+        title += (f"\n{row['nats_below_unigram']:.2f} nats below unigram; cell-type kNN {row['knn_accuracy']:.2f} "
+                  f"(untrained {row.get('knn_accuracy_untrained', math.nan):.2f}, chance {row['knn_majority_share']:.2f})")
     ax_loss.set_title(title, fontsize=10)
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("cross-entropy (nats)")

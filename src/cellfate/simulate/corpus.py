@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -19,6 +20,44 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellfate.simulate.expression import ExpressionModel, choose_genes, random_barcodes
+
+
+@dataclass(frozen=True)
+class Technology:
+    """How one source's protocol distorts the same biology (Svensson et al. 2017; Ding et al. 2020):
+
+    ``depth`` scales the median library size; ``capture`` is the mean fraction of molecules caught
+    (each cell's own efficiency ~ Beta around it, then binomial thinning); ``gene_bias_sd`` is the
+    spread (natural log) of a gene-specific detection factor drawn once per source: protocols
+    differ gene by gene (GC content, length, 3' bias), ~0.5-1 log units between platforms.
+    """
+
+    depth: float = 1.0
+    capture: float = 1.0
+    gene_bias_sd: float = 0.0
+
+
+#: The demo sources' protocols: PanglaoDB (10x v2, the reference), Expression Atlas (a deeper
+#: plate-based protocol with a strong gene bias), CELLxGENE (10x v3-like: a different gene bias,
+#: lower capture). Cross-source classification is measured across these differences.
+SOURCE_TECHNOLOGY = {
+    "panglaodb": Technology(),
+    "expression_atlas": Technology(depth=1.5, capture=0.8, gene_bias_sd=0.8),
+    "cellxgene": Technology(depth=1.0, capture=0.6, gene_bias_sd=0.6),
+}
+
+
+def apply_technology(proportions: np.ndarray, library: np.ndarray, technology: Technology, source: str, seed: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gene-biased proportions, scaled libraries and per-cell capture efficiencies (None: all caught)."""
+    bias_rng = sample_rng(seed, f"__technology__:{source}")  # one bias per source, shared by its samples
+    bias = np.exp(bias_rng.normal(0.0, technology.gene_bias_sd, proportions.shape[1]))
+    biased = proportions * bias
+    biased /= biased.sum(axis=1, keepdims=True)
+    capture = None  # every molecule caught: no thinning
+    if technology.capture < 1.0:
+        capture = rng.beta(20 * technology.capture, 20 * (1 - technology.capture), size=len(library))
+    return biased, library * technology.depth, capture
 
 
 def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
@@ -43,11 +82,13 @@ def simulate_sample(
     median_library_size: float = 3000.0,
     damaged_fraction: float = 0.04,
     low_count_fraction: float = 0.03,
+    source: str | None = None,
 ) -> ad.AnnData:
     """Simulate one sample: raw integer counts (CSR) with ``obs`` holding the truth.
 
     obs: ``barcode``, ``cell_type`` (Cell Ontology label), ``sim_quality`` in {ok, damaged,
-    low_counts}, ``sim_duplicate_of`` (empty here). var: Ensembl ids with ``symbol``.
+    low_counts}, ``sim_duplicate_of`` (empty here). var: Ensembl ids with ``symbol``. With a
+    ``source`` named in :data:`SOURCE_TECHNOLOGY`, that protocol's depth, capture and gene bias apply.
     """
     rng = sample_rng(seed, sample_id)
     type_index = np.array([model.cell_types.index(t) for t in cell_types])
@@ -69,7 +110,14 @@ def simulate_sample(
         block[:, ~mito] *= (1 - share) / block[:, ~mito].sum(axis=1, keepdims=True)
         block[:, mito] *= share / block[:, mito].sum(axis=1, keepdims=True)
         proportions[damaged] = block
+    technology = SOURCE_TECHNOLOGY.get(source) if source else None
+    capture = None
+    if technology is not None:  # library sizes are the molecules present; capture thins them
+        proportions, library, capture = apply_technology(proportions, library, technology, source, seed, rng)
+        library = library / technology.capture  # keep the median captured depth at depth x median
     counts = model.sample(cell_type_idx, library, rng, proportions=proportions)
+    if capture is not None:
+        counts = rng.binomial(counts, capture[:, None]).astype(np.int32)
 
     barcodes = random_barcodes(n_cells, rng)
     obs = pd.DataFrame(

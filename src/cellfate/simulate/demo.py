@@ -28,16 +28,18 @@ def _all_cell_types(corpus: Config) -> list[str]:
     return sorted({t for types in corpus["tissues"].values() for t in types})
 
 
-def _simulate(row: Mapping[str, Any], sim: Config):
+def _simulate(row: Mapping[str, Any], sim: Config, source: str | None = None):
     corpus = sim["corpus"]
     model = corpus_model(_all_cell_types(corpus), corpus["n_genes"], sim["seed"])
     types = tissue_cell_types(corpus["tissues"], row["tissue"])
-    return simulate_sample(model, row["sample_id"], types, int(row["sim_n_cells"]), sim["seed"]), types
+    # each source's protocol: depth, capture, gene bias (cellfate.simulate.corpus.SOURCE_TECHNOLOGY)
+    adata = simulate_sample(model, row["sample_id"], types, int(row["sim_n_cells"]), sim["seed"], source=source)
+    return adata, types
 
 
 def panglaodb_sample(row: Config, sim: Config, rdata: str, clusters: str, truth: str) -> None:
     """One PanglaoDB sample: ``.RData`` with ``sm``, its cluster file and its truth table."""
-    adata, types = _simulate(row, sim)
+    adata, types = _simulate(row, sim, "panglaodb")
     source_formats.write_panglaodb_sample(adata, types, rdata, clusters)
     write_table(truth_table(adata), truth)
 
@@ -50,16 +52,16 @@ def panglaodb_tables(rows: list[Config], sim: Config, metadata: str, annotations
 
 def expression_atlas_experiment(row: Config, sim: Config, archive: str, design: str, truth: str) -> None:
     """One Expression Atlas experiment: the quantification-raw zip, the design TSV, the truth."""
-    adata, _ = _simulate(row, sim)
+    adata, _ = _simulate(row, sim, "expression_atlas")
     source_formats.write_expression_atlas_experiment(adata, row["accession"], row["tissue"], archive, design)
     write_table(truth_table(adata), truth)
 
 
 def cellxgene_dataset(row: Config, sim: Config, donor_row: Config | None, h5ad: str, truth: str) -> None:
     """One CELLxGENE dataset h5ad; with a donor sample, some of its cells are re-hosted copies."""
-    adata, _ = _simulate(row, sim)
+    adata, _ = _simulate(row, sim, "cellxgene")
     if donor_row is not None and int(row.get("sim_n_duplicates") or 0) > 0:
-        donor, _ = _simulate(donor_row, sim)
+        donor, _ = _simulate(donor_row, sim, "panglaodb")  # the copies are the donor's own cells
         adata = add_duplicates(adata, donor, int(row["sim_n_duplicates"]), donor_row["sample_id"], sim["seed"])
     source_formats.write_cellxgene_dataset(adata, row["dataset_id"], row["tissue"], h5ad)
     write_table(truth_table(adata), truth)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cellfate.genes import mouse_gene_table, symbols_to_ids
+from cellfate.simulate import calibration
 
 #: Cell types (Cell Ontology labels) with real mouse marker genes and the names PanglaoDB uses.
 CELL_TYPES: dict[str, dict[str, object]] = {
@@ -55,20 +56,40 @@ class ExpressionModel:
 
     @classmethod
     def build(cls, genes: pd.DataFrame, cell_types: list[str], rng: np.random.Generator,
-              marker_fold: float = 25.0, program_fraction: float = 0.05, mito_fraction: float = 0.03) -> ExpressionModel:
-        """Random baseline proportions, then per type: markers up ``marker_fold`` and a random program."""
+              marker_fold: float = 25.0, de_scale: float = 0.6, mito_fraction: float = 0.03) -> ExpressionModel:
+        """Baseline proportions, then per type a DE program calibrated on real PBMCs, plus markers up.
+
+        Each type changes a share of genes drawn from the seven PBMC types' shares
+        (``cellfate.simulate.calibration``; ``de_scale`` multiplies it), up or down by |log2 fold
+        changes| drawn from their pooled distribution; its six real markers are set to
+        ``marker_fold`` x the mean baseline. Gene baselines are log-normal with the PBMC spread.
+        """
         unknown = [t for t in cell_types if t not in CELL_TYPES]
         if unknown:
             raise ValueError(f"unknown simulated cell types {unknown}; known: {sorted(CELL_TYPES)}")
         n_genes = len(genes)
-        base = rng.lognormal(0.0, 1.5, size=n_genes)
+        base = rng.lognormal(0.0, calibration.PBMC_LOG_MEAN_SD, size=n_genes)
         symbol_pos = {s: i for i, s in enumerate(genes["symbol"])}
         for s in HOUSEKEEPING:
             base[symbol_pos[s]] *= 50.0
+        # Markers are expressed at a low level everywhere (as real ones are, ambient RNA included)
+        # and ~2^4.5 = 23x higher in their type (the PBMC |log2FC| q90 is 3.0-4.8): the gene's median
+        # then comes from the many low cells, so rank-value encoding puts it near the top of its
+        # type's cells. With the random baseline instead, a marker absent elsewhere took its median
+        # from its own type and ranked mid-cell (Cd79a in the top 64 of only 7% of B cells).
+        for spec in CELL_TYPES.values():
+            for m in spec["markers"]:
+                if m in symbol_pos:
+                    base[symbol_pos[m]] = base.mean() * marker_fold / 2**4.5
         mito = genes["is_mitochondrial"].to_numpy()
+        shares = list(calibration.PBMC_DE_SHARE.values())
+        stable = np.array([symbol_pos[s] for s in HOUSEKEEPING])
         props = np.empty((len(cell_types), n_genes))
         for k, name in enumerate(cell_types):
-            w = base * np.exp(rng.normal(0.0, 1.0, n_genes) * (rng.random(n_genes) < program_fraction))
+            share = min(1.0, de_scale * shares[rng.integers(len(shares))])
+            fold = calibration.draw_log2_fold_changes(n_genes, share, rng)
+            fold[stable] = 0.0  # housekeeping genes hold still (a 50x gene down 8-fold would
+            w = base * np.exp2(fold)  # free an eighth of the library: every other gene "up")
             for m in CELL_TYPES[name]["markers"]:
                 w[symbol_pos[m]] = base.mean() * marker_fold * rng.uniform(0.5, 1.5)
             w[mito] = 0.0
