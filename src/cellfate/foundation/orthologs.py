@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from cellfate.errors import CellfateError
 from cellfate.genes import human_gene_classes, mouse_gene_table, ortholog_source
 from cellfate.harmonise import check_counts, harmonise_cell_types, parse_gene_ids
+from cellfate.readers import read_h5ad
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,7 @@ def read_human_sample(
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """A human h5ad (raw counts in ``raw.X`` or ``X``; ENSG ids or symbols as var names, or symbols in
     ``var['feature_name']``) as a harmonised mouse sample, with its dropped genes and class table."""
-    try:
-        data = ad.read_h5ad(h5ad)
-    except FileNotFoundError:
-        raise CellfateError("no such file", h5ad) from None
-    except Exception as err:  # noqa: BLE001 - h5py/anndata fail on a broken file in many ways
-        if isinstance(err, MemoryError):
-            raise
-        raise CellfateError(f"not a readable h5ad: {err}", h5ad) from err
+    data = read_h5ad(h5ad, what="human h5ad", unique_cells=True)
     matrix, var = (data.raw.X, data.raw.var) if data.raw is not None else (data.X, data.var)
     counts = check_counts(matrix, h5ad)
     names = list(var.index.astype(str))
