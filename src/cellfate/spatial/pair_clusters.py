@@ -3,7 +3,7 @@
 Each colocalization edge (i, j) becomes one point with feature z_i + z_j (order-free, so the pair
 is described by both partners' states); a kNN graph with Leiden (resolution 0.1 by default, coarse
 on purpose) groups the pairs and UMAP draws them. The graph and Leiden are built directly
-(scikit-learn, igraph, leidenalg) and the layout is :mod:`cellfate.umap_layout` on the same
+(scipy's k-d tree, igraph, leidenalg) and the layout is :mod:`cellfate.umap_layout` on the same
 neighbours, rather than scanpy / umap-learn, whose imports and numba compilation cost more than
 the clustering itself at this size. Edges are sampled (seeded) above ``max_pairs`` so the
 cost stays bounded whatever the number of edges.
@@ -63,7 +63,3 @@ def pair_clusters(edges: pd.DataFrame, latent: pd.DataFrame, max_pairs: int = 20
     log.info("%d pairs in %d clusters", len(edges), len(set(clusters)))
     return out.assign(cluster=clusters.astype(str), umap_1=xy[:, 0], umap_2=xy[:, 1])
 
-
-def cluster_composition(clusters: pd.DataFrame) -> pd.DataFrame:
-    """Pairs per (cluster, pair type): which type pairs make up each cluster."""
-    return pd.crosstab(clusters["cluster"], clusters["pair_type"])
