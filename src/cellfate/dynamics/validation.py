@@ -125,3 +125,41 @@ def validate(adata: ad.AnnData, truth: ad.AnnData, genes: pd.DataFrame, window: 
                      "description": DESCRIPTIONS.get(metric, "")})
         log.info("%s = %.4g %s", metric, value, f"({op} {threshold}: {'pass' if passed else 'FAIL'})" if op else "")
     return pd.DataFrame(rows), ranks, cos
+
+
+def fluctuation_scores(adata: ad.AnnData) -> dict[str, np.ndarray]:
+    """Candidate per-cell fluctuation scores from VICDYF's outputs (diagnostics for the benchmark).
+
+    ``raw``: obs vicdyf_fluctuation (gene-mean SD of the decoded displacement); ``relative``: the
+    same over the cell's gene-mean expression; ``cv``: gene-mean of SD / expression; ``latent``:
+    the norm of the diffusion in latent space; ``latent_vs_drift``: that over the drift's norm.
+    """
+    expr = np.asarray(adata.layers["vicdyf_expression"])
+    fl = np.asarray(adata.layers["vicdyf_fluctuation"])
+    diffusion = np.linalg.norm(np.asarray(adata.obsm["X_vicdyf_diffusion"]), axis=1)
+    drift = np.linalg.norm(np.asarray(adata.obsm["X_vicdyf_dl"]), axis=1)
+    return {
+        "raw": adata.obs["vicdyf_fluctuation"].to_numpy(),
+        "relative": fl.mean(1) / np.maximum(expr.mean(1), 1e-12),
+        "cv": (fl / np.maximum(expr, 1e-6)).mean(1),
+        "latent": diffusion,
+        "latent_vs_drift": diffusion / np.maximum(drift, 1e-12),
+    }
+
+
+def fluctuation_localisation(adata: ad.AnnData, pseudotime: np.ndarray, branch: float, window: float = 0.15,
+                             bin_width: float = 0.05, min_cells: int = 10) -> dict[str, dict[str, float]]:
+    """Per score: ratio of its mean in [branch, branch + window] over the rest, and where its binned mean peaks."""
+    near = (pseudotime >= branch) & (pseudotime <= branch + window)
+    n_bins = int(round(1 / bin_width))
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(pseudotime, edges) - 1, 0, n_bins - 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    out = {}
+    for name, values in fluctuation_scores(adata).items():
+        frame = pd.DataFrame({"bin": which, "v": values}).groupby("bin")["v"].agg(["mean", "size"])
+        frame = frame[frame["size"] >= min_cells]
+        peak = float(centres[frame["mean"].idxmax()])
+        out[name] = {"ratio": float(values[near].mean() / values[~near].mean()), "peak": peak,
+                     "peak_in_window": bool(branch <= peak <= branch + window)}
+    return out
