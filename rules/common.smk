@@ -184,6 +184,8 @@ def dynamics_targets():
             ]
     if SIMULATED and DYNAMICS.get("fate_key") and DYNAMICS.get("fates"):
         targets.append(f"{RESULTS}/figures/bifurcation/vicdyf_validation.png")
+    if SIMULATED and DYNAMICS.get("crosscheck"):
+        targets.append(f"{RESULTS}/figures/vicdyf_crosscheck.png")
     return targets
 
 

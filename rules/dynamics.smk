@@ -7,6 +7,26 @@
 FLUCTUATION_KEYS = ("fate_key", "fates", "top_fraction", "leiden_resolution")
 
 
+def vicdyf_fit_mem_mb(wildcards, input, attempt):
+    """Memory for vicdyf_fit from its input's shape (read from the h5ad header), more per attempt.
+
+    About 100 bytes per cell x modelled gene (the count tensors, the outputs' four dense layers and
+    their per-batch pieces) plus the input read densely (two int32 layers), 1.5 GB of libraries.
+    """
+    import h5py
+
+    try:
+        with h5py.File(input[0], "r") as handle:
+            index = handle["obs"].attrs.get("_index", "_index")
+            cells = len(handle["obs"][index])
+            genes = len(handle["var"][handle["var"].attrs.get("_index", "_index")])
+    except (OSError, KeyError):
+        return 8000 * attempt
+    modelled = min(genes, int(DYNAMICS.get("n_top_genes", 2000)))
+    need = 1500 + cells * (100 * modelled + 8 * genes) / 1e6
+    return int(need * (1 + 0.5 * (attempt - 1)))
+
+
 rule vicdyf_fit:
     input:
         f"{RESULTS}/velocity/{{name}}.h5ad",
@@ -22,8 +42,15 @@ rule vicdyf_fit:
     threads: 1
     resources:
         gpu=int(str(DYNAMICS.get("device", "auto")).startswith("cuda")),
+        mem_mb=vicdyf_fit_mem_mb,
     params:
-        cfg=canonical({k: v for k, v in DYNAMICS.items() if k not in FLUCTUATION_KEYS}),
+        cfg=canonical(
+            {
+                k: v
+                for k, v in DYNAMICS.items()
+                if k not in FLUCTUATION_KEYS + ("crosscheck",)
+            }
+        ),
     script:
         "../workflow_scripts/vicdyf_fit.py"
 
@@ -156,3 +183,45 @@ rule figure_vicdyf_validation:
         "../envs/dynamics.yaml"
     script:
         "../workflow_scripts/figure_vicdyf_validation.py"
+
+
+rule vicdyf_crosscheck:
+    output:
+        f"{DYN}/crosscheck/validation.tsv",
+    log:
+        f"{LOGS}/dynamics/crosscheck.log",
+    benchmark:
+        f"{BENCH}/dynamics/crosscheck.tsv"
+    conda:
+        "../envs/dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        cfg=canonical(
+            {k: v for k, v in DYNAMICS.items() if k in ("crosscheck", "beta_init")}
+        ),
+    script:
+        "../workflow_scripts/vicdyf_crosscheck.py"
+
+
+rule figure_vicdyf_crosscheck:
+    input:
+        f"{DYN}/crosscheck/validation.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/vicdyf_crosscheck.png",
+            caption="../report/vicdyf_crosscheck.rst",
+            category="Dynamics (VICDYF)",
+            subcategory="simulators",
+        ),
+    log:
+        f"{LOGS}/figures/vicdyf_crosscheck.log",
+    benchmark:
+        f"{BENCH}/figures/vicdyf_crosscheck.tsv"
+    conda:
+        "../envs/dynamics.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../workflow_scripts/figure_vicdyf_crosscheck.py"
