@@ -1,0 +1,67 @@
+"""The two simulators VICDYF was not designed on, and VICDYF's velocity on the third-party one.
+
+Multi-seed numbers (fluctuation localisation included) are benchmarks/vicdyf_simulators_bench.py's;
+here: the truth each simulator reports is what it claims, and one fit on markovmodus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellfate.dynamics import crosscheck, pipeline
+from cellfate.errors import CellfateError
+from cellfate.simulate.cascade import CascadeSpec, simulate_cascade
+
+pytest.importorskip("markovmodus")
+from cellfate.simulate.markov import MarkovSpec, simulate_markov  # noqa: E402
+
+
+def _factor(adata, name: str) -> np.ndarray:
+    return np.asarray(adata.layers["spliced"][:, list(adata.var_names).index(name)], dtype=float)
+
+
+def test_cascade_branches_by_a_toggle_and_its_control_does_not() -> None:
+    branching = simulate_cascade(CascadeSpec(n_cells=600, n_genes=80, seed=1))
+    fates = branching.obs["fate"].value_counts(normalize=True)
+    assert fates.min() > 0.25, fates.to_dict()  # noise decides: both fates, neither dominant
+    assert 0.2 < branching.uns["simulation"]["branch_time"] < 0.8
+    late = branching.obs["pseudotime"].to_numpy() > 0.8
+    x, y = _factor(branching, "F_X")[late], _factor(branching, "F_Y")[late]
+    winner_x = (branching.obs["fate"] == "X").to_numpy()[late]
+    assert x[winner_x].mean() > 2 * x[~winner_x].mean() and y[~winner_x].mean() > 2 * y[winner_x].mean()
+    assert set(branching.var["fate_driver"]) == {"", "X", "Y"}
+    control = simulate_cascade(CascadeSpec(n_cells=600, n_genes=80, seed=1, branching=False))
+    late = control.obs["pseudotime"].to_numpy() > 0.8
+    assert np.corrcoef(_factor(control, "F_X")[late], _factor(control, "F_Y")[late])[0, 1] > -0.1  # no exclusion
+    assert (control.var["fate_driver"] == "").all()
+
+
+def test_markovmodus_truth_follows_the_state_graph() -> None:
+    adata = simulate_markov(MarkovSpec(n_cells=400, n_genes=160, seed=0))
+    obs = adata.obs
+    assert adata.uns["simulation"]["branch_time"] == 0.5
+    trunk = (obs["branch"] == "progenitor").to_numpy()
+    assert obs["pseudotime"][trunk].max() <= 0.5 <= obs["pseudotime"][~trunk].min()
+    assert {"A", "C"} <= set(obs["branch"][~trunk])
+    # cells in the first state of arm A switch A's markers on: their true ds/dt is positive there
+    first_a = (obs["state"] == 3).to_numpy()
+    drivers = (adata.var["fate_driver"] == "A").to_numpy()
+    assert first_a.sum() > 5 and drivers.sum() > 5
+    assert adata.layers["true_velocity"][np.ix_(first_a, drivers)].mean() > 0
+    assert adata.layers["true_velocity"][np.ix_(first_a, (adata.var["fate_driver"] == "C").to_numpy())].mean() <= 0
+
+
+def test_vicdyf_velocity_holds_on_markovmodus() -> None:
+    row = crosscheck.fit_and_score("markovmodus", 0, n_cells=800, n_genes=150, epochs=150)
+    assert row["velocity_cosine"] >= 0.4, row
+    for score in ("raw", "relative", "cv", "latent", "latent_vs_drift"):
+        assert 0 < row[f"{score}:peak"] < 1 and row[f"{score}:ratio"] > 0
+
+
+def test_crosscheck_refuses_unknown_settings(tmp_path) -> None:
+    with pytest.raises(CellfateError, match="unknown simulator 'dyngen'"):
+        crosscheck.simulate("dyngen", 100, 50, 0)
+    with pytest.raises(CellfateError, match="unknown dynamics.crosscheck setting"):
+        pipeline.crosscheck(tmp_path / "x.tsv", {"crosscheck": {"cells": 10}})
+    assert not (tmp_path / "x.tsv").exists()
