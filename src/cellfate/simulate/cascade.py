@@ -65,6 +65,8 @@ def _network(spec: CascadeSpec, rng: np.random.Generator) -> pd.DataFrame:
     genes["gamma"] = rng.uniform(0.15, 0.6, spec.n_genes)
     genes["alpha_max"] = spec.molecules * genes["gamma"] * rng.lognormal(0.0, 0.4, spec.n_genes)
     genes["k"] = rng.uniform(0.3, 0.6, spec.n_genes)  # Hill threshold, in units of the regulator's maximum
+    # a fair toggle: X and Y share their kinetics, so noise alone picks the fate
+    genes.loc["F_Y", ["beta", "gamma", "alpha_max"]] = genes.loc["F_X", ["beta", "gamma", "alpha_max"]].to_numpy()
     return genes
 
 
