@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--patience", type=int, default=0)
-    parser.add_argument("--beta", type=float, nargs="+", default=[0.3])
+    parser.add_argument("--beta", type=float, nargs="+", default=[0.1])
     parser.add_argument("--d-scale", type=float, nargs="+", default=[0.01])
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=str(HERE / "results"))

@@ -51,7 +51,7 @@ FATES = {"bifurcation": ["alpha", "beta"], "markovmodus": ["A", "C"], "cascade":
 
 
 def fit(kind: str, seed: int, *, n_cells: int = 1000, n_genes: int = 200, epochs: int = 150,
-        beta_init: float = 0.3, d_scale: float = 0.01, patience: int = 0):
+        beta_init: float = 0.1, d_scale: float = 0.01, patience: int = 0):
     """Simulate and fit VICDYF (1 thread); returns (truth restricted to the fitted genes, annotated AnnData, model, CPU s)."""
     import torch
 
@@ -107,7 +107,7 @@ def fit_and_score(kind: str, seed: int, *, drivers: bool = False, **fit_kwargs) 
     cos = velocity_cosine(est, np.asarray(truth.layers["true_velocity"]))
     branch = float(truth.uns["simulation"]["branch_time"])
     row: dict[str, float | str | bool] = {
-        "simulator": kind, "seed": seed, "beta_init": fit_kwargs.get("beta_init", 0.3),
+        "simulator": kind, "seed": seed, "beta_init": fit_kwargs.get("beta_init", 0.1),
         "d_scale": fit_kwargs.get("d_scale", 0.01), "cells": adata.n_obs, "genes": adata.n_vars,
         "epochs": fit_kwargs.get("epochs", 150), "cpu_s": round(cpu, 1), "velocity_cosine": float(np.nanmean(cos)),
         "branch_time": branch}

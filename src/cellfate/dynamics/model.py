@@ -114,7 +114,7 @@ class VICDYF:
 
     def __init__(self, adata: ad.AnnData, *, spliced_layer: str = "spliced", unspliced_layer: str = "unspliced",
                  n_latent: int = 10, n_hidden: int = 50, n_layers: int = 2, likelihood: str = "poisson",
-                 velocity: str = "jvp", d_scale: float = 0.01, beta_init: float | None = 0.3,
+                 velocity: str = "jvp", d_scale: float = 0.01, beta_init: float | None = 0.1,
                  seed: int = 42, source: str | None = None) -> None:
         if adata.n_obs < MIN_CELLS:
             raise CellfateError(f"only {adata.n_obs} cells; VICDYF needs at least {MIN_CELLS}", source)

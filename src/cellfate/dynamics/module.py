@@ -197,7 +197,7 @@ class VicdyfModule(nn.Module):
         but so does the penalty on diffusion everywhere, and the fluctuation flattens along the
         trajectory. The measured trade-off, on the project's simulator and on two it was not
         designed on, is in benchmarks/README.md (section "VICDYF"); :class:`~cellfate.dynamics.model.VICDYF`
-        starts at 0.3.
+        starts at 0.1, the best velocity on all three.
         """
         def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
             return x + torch.log(-torch.expm1(-x))

@@ -32,7 +32,7 @@ Config = Mapping[str, Any]
 
 DEFAULTS: dict[str, Any] = {
     "min_shared_counts": 20, "n_top_genes": 2000, "n_latent": 10, "n_hidden": 50, "likelihood": "poisson",
-    "velocity": "jvp", "beta_init": 0.3, "epochs_phase1": 500, "epochs_phase2": 500, "batch_size": 100, "lr": 1e-3,
+    "velocity": "jvp", "beta_init": 0.1, "epochs_phase1": 500, "epochs_phase2": 500, "batch_size": 100, "lr": 1e-3,
     "holdout_fraction": 0.05, "patience": 0, "seed": 42, "device": "auto", "n_samples": 10, "n_neighbors": 30,
     "fate_key": None, "fates": [], "top_fraction": 0.2, "leiden_resolution": 1.0,
     "crosscheck": {},

@@ -26,10 +26,9 @@ from cellfate.errors import CellfateError
 log = logging.getLogger(__name__)
 
 #: metric -> (comparison, threshold): what the validation tests and the report check.
-#: Achieved on the demo (workflow, 600 cells x 100 genes, 200 + 200 epochs, patience 50) and in
-#: tests/test_fluctuation.py, with the default starting beta 0.3: cosine 0.45 / 0.43, moving cells
-#: 0.79 / 0.71, branch ratio 2.44 / 2.19, peak offset 0.05 / 0.05, driver median rank fraction
-#: 0.085 / 0.085 (with beta 0.1: cosine 0.48, moving 0.80, branch ratio 1.71).
+#: Achieved in tests/test_fluctuation.py's fit (600 cells x 100 genes, 200 + 200 epochs, patience
+#: 50) with the default starting beta 0.1: cosine 0.48, moving cells 0.79, branch ratio 1.68, peak
+#: offset 0.05, driver median rank fraction 0.085.
 THRESHOLDS: dict[str, tuple[str, float]] = {
     "velocity_cosine_mean": (">=", 0.35),
     "velocity_cosine_moving_mean": (">=", 0.6),
