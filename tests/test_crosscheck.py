@@ -52,11 +52,37 @@ def test_markovmodus_truth_follows_the_state_graph() -> None:
     assert adata.layers["true_velocity"][np.ix_(first_a, (adata.var["fate_driver"] == "C").to_numpy())].mean() <= 0
 
 
-def test_vicdyf_velocity_holds_on_markovmodus() -> None:
-    row = crosscheck.fit_and_score("markovmodus", 0, n_cells=800, n_genes=150, epochs=150)
-    assert row["velocity_cosine"] >= 0.4, row
-    for score in ("raw", "relative", "cv", "latent", "latent_vs_drift"):
-        assert 0 < row[f"{score}:peak"] < 1 and row[f"{score}:ratio"] > 0
+@pytest.fixture(scope="module")
+def markov_fit():
+    return crosscheck.fit("markovmodus", 0, n_cells=800, n_genes=150, epochs=150)
+
+
+def test_vicdyf_velocity_holds_on_markovmodus(markov_fit) -> None:
+    from cellfate.dynamics.validation import velocity_cosine
+
+    truth, adata, _, _ = markov_fit
+    est = adata.layers["vicdyf_mean_velocity"] * adata.var["vicdyf_gene_scale"].to_numpy()[None, :]
+    assert np.nanmean(velocity_cosine(est, truth.layers["true_velocity"])) >= 0.4
+
+
+def test_fluctuation_on_markovmodus_is_the_decoder_gain_not_a_learnt_diffusion(markov_fit) -> None:
+    """Why the fluctuation does not peak at markovmodus' branch (benchmarks/README.md): the learnt
+    diffusion stays at its prior along the whole trajectory, and the per-cell fluctuation follows
+    the decoder's Jacobian norm. A change that makes the diffusion learn should fail this test and
+    revisit the localisation targets."""
+    import torch
+
+    from cellfate.dynamics.validation import binned_mean
+
+    truth, adata, model, _ = markov_fit
+    diffusion = np.linalg.norm(adata.obsm["X_vicdyf_diffusion"], axis=1) / model.config.d_scale
+    binned = binned_mean(diffusion, truth.obs["pseudotime"].to_numpy())
+    assert binned.max() / binned.min() < 1.1, binned.to_dict()
+    z = torch.as_tensor(adata.obsm["X_vicdyf_zl"])
+    with torch.no_grad():
+        jac = torch.func.vmap(torch.func.jacrev(model.module.decoder))(z)
+    gain = jac.norm(dim=(1, 2)).numpy()
+    assert np.corrcoef(gain, adata.obs["vicdyf_fluctuation"])[0, 1] > 0.5
 
 
 def test_crosscheck_refuses_unknown_settings(tmp_path) -> None:
