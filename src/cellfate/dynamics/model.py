@@ -164,7 +164,11 @@ class VICDYF:
                 raise TypeError(f"unknown training setting {key!r}")
             setattr(plan, key, value)
         self.plan = plan
+        if self.data.log_spliced is None:
+            self.data.log_spliced = torch.log1p(self.data.spliced)
         records = train(self.module, self.data, plan)
+        # only training reads log1p(s); released, it is one cells x genes array fewer beside the outputs
+        self.data.log_spliced = None
         self.history = pd.concat([self.history, pd.DataFrame.from_records(records)], ignore_index=True)
         return self.history
 
