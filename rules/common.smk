@@ -189,6 +189,26 @@ def dynamics_targets():
     return targets
 
 
+def vicdyf_fit_mem_mb(wildcards, input, attempt):
+    """Memory for vicdyf_fit from its input's shape (read from the h5ad header), more per attempt.
+
+    About 100 bytes per cell x modelled gene (the count tensors, the outputs' four dense layers and
+    their per-batch pieces) plus the input read densely (two int32 layers), 1.5 GB of libraries.
+    """
+    import h5py
+
+    try:
+        with h5py.File(input[0], "r") as handle:
+            index = handle["obs"].attrs.get("_index", "_index")
+            cells = len(handle["obs"][index])
+            genes = len(handle["var"][handle["var"].attrs.get("_index", "_index")])
+    except (OSError, KeyError):
+        return 8000 * attempt
+    modelled = min(genes, int(DYNAMICS.get("n_top_genes", 2000)))
+    need = 1500 + cells * (100 * modelled + 8 * genes) / 1e6
+    return int(need * (1 + 0.5 * (attempt - 1)))
+
+
 def spatial_params(*parts):
     """The shared keys and the named parts of the spatial block: a job reruns only when they change."""
     spatial = config.get("spatial") or {}

@@ -2,29 +2,9 @@
 # spliced/unspliced counts of rules/velocity.smk; then the fluctuation analysis, the validation
 # against the simulated truth (demo only) and the figures.
 
-# DYNAMICS, DYN and dynamics_targets() are defined in common.smk.
+# DYNAMICS, DYN, dynamics_targets() and vicdyf_fit_mem_mb() are defined in common.smk.
 # The fluctuation analysis' keys: changing them reruns that analysis, not the fit.
 FLUCTUATION_KEYS = ("fate_key", "fates", "top_fraction", "leiden_resolution")
-
-
-def vicdyf_fit_mem_mb(wildcards, input, attempt):
-    """Memory for vicdyf_fit from its input's shape (read from the h5ad header), more per attempt.
-
-    About 100 bytes per cell x modelled gene (the count tensors, the outputs' four dense layers and
-    their per-batch pieces) plus the input read densely (two int32 layers), 1.5 GB of libraries.
-    """
-    import h5py
-
-    try:
-        with h5py.File(input[0], "r") as handle:
-            index = handle["obs"].attrs.get("_index", "_index")
-            cells = len(handle["obs"][index])
-            genes = len(handle["var"][handle["var"].attrs.get("_index", "_index")])
-    except (OSError, KeyError):
-        return 8000 * attempt
-    modelled = min(genes, int(DYNAMICS.get("n_top_genes", 2000)))
-    need = 1500 + cells * (100 * modelled + 8 * genes) / 1e6
-    return int(need * (1 + 0.5 * (attempt - 1)))
 
 
 rule vicdyf_fit:
