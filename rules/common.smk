@@ -192,8 +192,9 @@ def dynamics_targets():
 def vicdyf_fit_mem_mb(wildcards, input, attempt):
     """Memory for vicdyf_fit from its input's shape (read from the h5ad header), more per attempt.
 
-    About 100 bytes per cell x modelled gene (the count tensors, the outputs' four dense layers and
-    their per-batch pieces) plus the input read densely (two int32 layers), 1.5 GB of libraries.
+    Measured (benchmarks/README.md, VICDYF memory): 68 MB per 1,000 cells at 2,000 genes, i.e. 34
+    bytes per cell x gene; asked: 40 per cell x modelled gene, 8 per cell x input gene (the
+    input's two int32 layers), 1 GB of libraries: 10.6 GB at 100k x 2,000 (measured 7.2).
     """
     import h5py
 
@@ -205,7 +206,7 @@ def vicdyf_fit_mem_mb(wildcards, input, attempt):
     except (OSError, KeyError):
         return 8000 * attempt
     modelled = min(genes, int(DYNAMICS.get("n_top_genes", 2000)))
-    need = 1500 + cells * (100 * modelled + 8 * genes) / 1e6
+    need = 1000 + cells * (40 * modelled + 8 * genes) / 1e6
     return int(need * (1 + 0.5 * (attempt - 1)))
 
 
