@@ -48,7 +48,7 @@ def cellrank_worker(h5ad: str, out_tsv: str) -> None:
         pt = adata.obs.loc[cells, "pseudotime"]
         late[fate] = list(pt[pt >= pt.quantile(0.9)].index)
     estimator.set_terminal_states(late)
-    estimator.compute_fate_probabilities()
+    estimator.compute_fate_probabilities(solver="direct")  # the iterative default gave negative values (markovmodus seed 1)
     drivers = estimator.compute_lineage_drivers(lineages=fates)
     drivers.to_csv(out_tsv, sep="\t")
 
