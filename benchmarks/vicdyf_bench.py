@@ -94,10 +94,11 @@ def work(kind: str, data_path: str, out_path: str, epochs: int, threads: int, se
              fluctuation=np.asarray(adata.obs["vicdyf_fluctuation"]), wall=wall, cpu=cpu, peak_mb=_peak_rss_mb())
 
 
-def simulate(n_cells: int, n_genes: int, seed: int, path: Path) -> dict[str, np.ndarray]:
-    from cellfate.simulate.bifurcation import BifurcationSpec, simulate_bifurcation
+def simulate(n_cells: int, n_genes: int, seed: int, path: Path, kind: str = "bifurcation") -> dict[str, np.ndarray]:
+    """One simulator run (cellfate.dynamics.crosscheck.simulate: bifurcation, markovmodus, cascade...) as arrays."""
+    from cellfate.dynamics.crosscheck import simulate as simulate_kind
 
-    adata = simulate_bifurcation(BifurcationSpec(n_cells=n_cells, n_genes=n_genes, seed=seed))
+    adata = simulate_kind(kind, n_cells, n_genes, seed)
     data = {"spliced": np.asarray(adata.layers["spliced"]), "unspliced": np.asarray(adata.layers["unspliced"]),
             "true_velocity": np.asarray(adata.layers["true_velocity"]), "pseudotime": adata.obs["pseudotime"].to_numpy(),
             "branch_time": np.float64(adata.uns["simulation"]["branch_time"]), "genes": np.asarray(adata.var_names)}
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=500, help="epochs per phase, for both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--simulator", default="bifurcation",
+                        help="bifurcation (the project's own), markovmodus or cascade (data it was not designed on)")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--worker", choices=["ours", "original"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -154,8 +157,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
-        data_path = out / f"bifurcation_{args.cells}x{args.genes}_seed{seed}.npz"
-        data = simulate(args.cells, args.genes, seed, data_path)
+        data_path = out / f"{args.simulator}_{args.cells}x{args.genes}_seed{seed}.npz"
+        data = simulate(args.cells, args.genes, seed, data_path, args.simulator)
         for kind, python in (("ours", sys.executable), ("original", str(ORIGINAL_PYTHON))):
             result = run_worker(python, kind, data_path, out / f"{kind}_seed{seed}.npz", args, seed)
             row = {"impl": kind, "seed": seed, "wall_s": float(result["wall"]), "cpu_s": float(result["cpu"]),
@@ -165,7 +168,7 @@ def main() -> None:
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    name = f"vicdyf_bench_{args.cells}x{args.genes}_e{args.epochs}"
+    name = f"vicdyf_bench_{args.simulator}_{args.cells}x{args.genes}_e{args.epochs}"
     table.to_csv(out / f"{name}.tsv", sep="\t", index=False)
     mean = table.groupby("impl")[["wall_s", "cpu_s", "peak_mb", "velocity_cosine", "fluctuation_branch_ratio"]].mean()
     print(f"\n{args.cells} cells x {args.genes} genes, {args.epochs} + {args.epochs} epochs, seeds {args.seeds}, "

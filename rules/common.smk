@@ -238,6 +238,8 @@ def dynamics_targets():
             ]
     if SIMULATED and DYNAMICS.get("fate_key") and DYNAMICS.get("fates"):
         targets.append(f"{RESULTS}/figures/bifurcation/vicdyf_validation.png")
+    if SIMULATED and DYNAMICS.get("crosscheck"):
+        targets.append(f"{RESULTS}/figures/vicdyf_crosscheck.png")
     return targets
 
 
@@ -249,39 +251,51 @@ def spatial_params(*parts):
 
 
 # --- memory per job from the input's size, growing with the attempt ---
-# Measured peaks (issue 19): VICDYF 9.8 GB at 50k cells; DeepCOLOR 9.1 GB at 50k cells x 10k spots
-# (p_mat and map2sp are dense cells x spots). The models below reproduce those with a 1.5 GB base;
-# a retried job (OOM-killed) gets `attempt` times as much.
+# Measured peaks: DeepCOLOR 9.1 GB at 50k cells x 10k spots (p_mat and map2sp are dense cells x
+# spots), reproduced with a 1.5 GB base; a retried job (OOM-killed) gets `attempt` times as much.
+# VICDYF: see vicdyf_fit_mem_mb.
 MEM_BASE_MB = 1500
-VICDYF_MB_PER_CELL = 0.17  # (9800 - 1500) / 50k
 DEEPCOLOR_MB_PER_CELL_SPOT = 1.6e-5  # (9100 - 1500) / (50k * 10k) = 1.52e-5, rounded up
 MEM_UNKNOWN_MB = 8000  # an input that does not exist yet (dry run) or cannot be read
 
 
-def h5ad_n_obs(path):
-    """Rows (cells or spots) of an h5ad, from its obs index without loading it; None if unreadable."""
+def h5ad_shape(path):
+    """(rows, columns) of an h5ad from its obs and var indexes, without loading it; None if unreadable."""
     import h5py
 
     try:
         with h5py.File(path, "r") as handle:
-            obs = handle["obs"]
-            index = obs.attrs.get("_index", "_index")
-            return int(obs[index].shape[0])
+            obs, var = handle["obs"], handle["var"]
+            return (
+                int(obs[obs.attrs.get("_index", "_index")].shape[0]),
+                int(var[var.attrs.get("_index", "_index")].shape[0]),
+            )
     except (OSError, KeyError, TypeError, ValueError):
         return None
 
 
-def mem_vicdyf(wildcards, input, attempt):
-    cells = h5ad_n_obs(input[0])
-    base = MEM_UNKNOWN_MB if cells is None else MEM_BASE_MB + VICDYF_MB_PER_CELL * cells
-    return int(base * attempt)
+def vicdyf_fit_mem_mb(wildcards, input, attempt):
+    """Memory for vicdyf_fit from its input's shape, 50% more per attempt.
+
+    Measured (benchmarks/README.md, VICDYF memory): 68 MB per 1,000 cells at 2,000 genes, i.e. 34
+    bytes per cell x gene; asked: 40 per cell x modelled gene, 8 per cell x input gene (the
+    input's two int32 layers), 1 GB of libraries: 10.6 GB at 100k x 2,000 (measured 7.2).
+    """
+    shape = h5ad_shape(input[0])
+    if shape is None:
+        return MEM_UNKNOWN_MB * attempt
+    cells, genes = shape
+    modelled = min(genes, int(DYNAMICS.get("n_top_genes", 2000)))
+    need = 1000 + cells * (40 * modelled + 8 * genes) / 1e6
+    return int(need * (1 + 0.5 * (attempt - 1)))
 
 
 def mem_deepcolor(wildcards, input, attempt):
-    cells, spots = h5ad_n_obs(input.reference), h5ad_n_obs(input.spots)
-    if cells is None or spots is None:
+    """Memory for the DeepCOLOR jobs from cells x spots, `attempt` times as much on a retry."""
+    reference, spots = h5ad_shape(input.reference), h5ad_shape(input.spots)
+    if reference is None or spots is None:
         return MEM_UNKNOWN_MB * attempt
-    return int((MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * cells * spots) * attempt)
+    return int((MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * reference[0] * spots[0]) * attempt)
 
 
 def env_source(wildcards):

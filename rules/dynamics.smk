@@ -2,7 +2,7 @@
 # spliced/unspliced counts of rules/velocity.smk; then the fluctuation analysis, the validation
 # against the simulated truth (demo only) and the figures.
 
-# DYNAMICS, DYN and dynamics_targets() are defined in common.smk.
+# DYNAMICS, DYN, dynamics_targets() and vicdyf_fit_mem_mb() are defined in common.smk.
 # The fluctuation analysis' keys: changing them reruns that analysis, not the fit.
 FLUCTUATION_KEYS = ("fate_key", "fates", "top_fraction", "leiden_resolution")
 
@@ -22,9 +22,15 @@ rule vicdyf_fit:
     threads: 1
     resources:
         gpu=int(str(DYNAMICS.get("device", "auto")).startswith("cuda")),
-        mem_mb=mem_vicdyf,
+        mem_mb=vicdyf_fit_mem_mb,
     params:
-        cfg=canonical({k: v for k, v in DYNAMICS.items() if k not in FLUCTUATION_KEYS}),
+        cfg=canonical(
+            {
+                k: v
+                for k, v in DYNAMICS.items()
+                if k not in FLUCTUATION_KEYS + ("crosscheck",)
+            }
+        ),
     script:
         "../workflow_scripts/vicdyf_fit.py"
 
@@ -157,3 +163,45 @@ rule figure_vicdyf_validation:
         "../envs/dynamics.yaml"
     script:
         "../workflow_scripts/figure_vicdyf_validation.py"
+
+
+rule vicdyf_crosscheck:
+    output:
+        f"{DYN}/crosscheck/validation.tsv",
+    log:
+        f"{LOGS}/dynamics/crosscheck.log",
+    benchmark:
+        f"{BENCH}/dynamics/crosscheck.tsv"
+    conda:
+        "../envs/dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        cfg=canonical(
+            {k: v for k, v in DYNAMICS.items() if k in ("crosscheck", "beta_init")}
+        ),
+    script:
+        "../workflow_scripts/vicdyf_crosscheck.py"
+
+
+rule figure_vicdyf_crosscheck:
+    input:
+        f"{DYN}/crosscheck/validation.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/vicdyf_crosscheck.png",
+            caption="../report/vicdyf_crosscheck.rst",
+            category="Dynamics (VICDYF)",
+            subcategory="simulators",
+        ),
+    log:
+        f"{LOGS}/figures/vicdyf_crosscheck.log",
+    benchmark:
+        f"{BENCH}/figures/vicdyf_crosscheck.tsv"
+    conda:
+        "../envs/dynamics.yaml"
+    resources:
+        mem_mb=1000,
+    script:
+        "../workflow_scripts/figure_vicdyf_crosscheck.py"

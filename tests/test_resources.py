@@ -1,6 +1,6 @@
 """Memory declared per job from the input's size and growing with the attempt (rules/common.smk):
-VICDYF from the velocity h5ad's cells, DeepCOLOR from cells x spots, calibrated on the measured
-peaks (9.8 GB at 50k cells; 9.1 GB at 50k cells x 10k spots)."""
+VICDYF from the velocity h5ad's cells x genes (measured 7.2 GB at 100k x 2,000), DeepCOLOR from
+cells x spots (measured 9.1 GB at 50k cells x 10k spots)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from conftest import REPO, run_snakemake
 
 
-def _obs_only(path: Path, n: int) -> Path:
+def _obs_only(path: Path, n: int, genes: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]), var=pd.DataFrame(index=["g"])).write_h5ad(path)
+    var = pd.DataFrame(index=[f"g{i}" for i in range(genes)])
+    ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]), var=var).write_h5ad(path)
     return path
 
 
@@ -25,7 +26,7 @@ def _obs_only(path: Path, n: int) -> Path:
 def memory() -> dict:
     """The memory section of rules/common.smk (plain Python), executed on its own."""
     text = (REPO / "rules" / "common.smk").read_text()
-    namespace: dict = {}
+    namespace: dict = {"DYNAMICS": {"n_top_genes": 2000}}
     exec(text[text.index("# --- memory per job"):], namespace)  # noqa: S102 - our own rule file
     return namespace
 
@@ -33,10 +34,12 @@ def memory() -> dict:
 def test_memory_follows_input_size_and_attempt(memory, tmp_path: Path) -> None:
     cells = _obs_only(tmp_path / "cells.h5ad", 50_000)
     spots = _obs_only(tmp_path / "spots.h5ad", 10_000)
-    vicdyf = [memory["mem_vicdyf"](None, [str(cells)], attempt) for attempt in (1, 2)]
-    assert 9_800 <= vicdyf[0] <= 11_000 and vicdyf[1] == 2 * vicdyf[0]  # above the 9.8 GB measured
-    small = memory["mem_vicdyf"](None, [str(_obs_only(tmp_path / "small.h5ad", 1_000))], 1)
+    velocity = _obs_only(tmp_path / "velocity.h5ad", 100_000, genes=2_000)
+    vicdyf = [memory["vicdyf_fit_mem_mb"](None, [str(velocity)], attempt) for attempt in (1, 2)]
+    assert 7_200 <= vicdyf[0] <= 11_000 and vicdyf[1] == int(1.5 * vicdyf[0])  # above the 7.2 GB measured
+    small = memory["vicdyf_fit_mem_mb"](None, [str(_obs_only(tmp_path / "small.h5ad", 1_000, genes=2_000))], 1)
     assert small < 2_000  # the demo does not ask for 8 GB
+    assert memory["vicdyf_fit_mem_mb"](None, [str(tmp_path / "none.h5ad")], 2) == 2 * memory["MEM_UNKNOWN_MB"]
     both = SimpleNamespace(reference=str(cells), spots=str(spots))
     deepcolor = [memory["mem_deepcolor"](None, both, attempt) for attempt in (1, 3)]
     assert 9_100 <= deepcolor[0] <= 10_500 and deepcolor[1] == 3 * deepcolor[0]
@@ -46,8 +49,8 @@ def test_memory_follows_input_size_and_attempt(memory, tmp_path: Path) -> None:
 
 def test_snakemake_declares_it_for_the_vicdyf_job(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    _obs_only(results / "velocity" / "bifurcation.h5ad", 50_000)
+    _obs_only(results / "velocity" / "bifurcation.h5ad", 100_000, genes=2_000)
     run = run_snakemake(str(results / "dynamics" / "bifurcation.h5ad"), "-n", "--nolock", "--config", f"results={results}")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     block = run.stdout.split("rule vicdyf_fit:")[1]
-    assert int(re.search(r"mem_mb=(\d+)", block).group(1)) == 10_000
+    assert int(re.search(r"mem_mb=(\d+)", block).group(1)) == 1000 + 100_000 * (40 * 2_000 + 8 * 2_000) // 10**6

@@ -70,6 +70,11 @@ def _dense(matrix: Any) -> np.ndarray:
     return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
 
 
+def _row_abs_mean(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Per-row mean of |x|, in row chunks: np.abs(x) of a whole output would be one more cells x genes copy."""
+    return np.concatenate([np.abs(x[i:i + chunk]).mean(1) for i in range(0, len(x), chunk)]) if len(x) else np.zeros(0)
+
+
 def count_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> np.ndarray:
     """A layer as a dense float32 array of whole, non-negative, finite counts, or a clear error."""
     if layer not in adata.layers:
@@ -109,7 +114,7 @@ class VICDYF:
 
     def __init__(self, adata: ad.AnnData, *, spliced_layer: str = "spliced", unspliced_layer: str = "unspliced",
                  n_latent: int = 10, n_hidden: int = 50, n_layers: int = 2, likelihood: str = "poisson",
-                 velocity: str = "jvp", d_scale: float = 0.01, beta_init: float | None = 0.3,
+                 velocity: str = "jvp", d_scale: float = 0.01, beta_init: float | None = 0.1,
                  seed: int = 42, source: str | None = None) -> None:
         if adata.n_obs < MIN_CELLS:
             raise CellfateError(f"only {adata.n_obs} cells; VICDYF needs at least {MIN_CELLS}", source)
@@ -159,7 +164,11 @@ class VICDYF:
                 raise TypeError(f"unknown training setting {key!r}")
             setattr(plan, key, value)
         self.plan = plan
+        if self.data.log_spliced is None:
+            self.data.log_spliced = torch.log1p(self.data.spliced)
         records = train(self.module, self.data, plan)
+        # only training reads log1p(s); released, it is one cells x genes array fewer beside the outputs
+        self.data.log_spliced = None
         self.history = pd.concat([self.history, pd.DataFrame.from_records(records)], ignore_index=True)
         return self.history
 
@@ -177,7 +186,9 @@ class VICDYF:
         module = self.module.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed)
         scale = self.config.d_scale
-        out: dict[str, list[np.ndarray]] = {}
+        # every output is written into its final array batch by batch: a list of pieces joined at
+        # the end held each cells x genes output twice at the peak (4 of them: 0.8 GB each at 100k x 2,000)
+        out: dict[str, np.ndarray] = {}
         for start in range(0, self.data.n_cells, batch_size):
             s = self.data.spliced[start:start + batch_size].to(self.device)
             z_mean, z_sd = module.encode(s)
@@ -191,8 +202,10 @@ class VICDYF:
                      "vicdyf_expression": base, "vicdyf_velocity": vel[0], "vicdyf_mean_velocity": vel.mean(0),
                      "vicdyf_fluctuation": vel.std(0), "diffusion": scale * diffusion}
             for key, value in parts.items():
-                out.setdefault(key, []).append(value.cpu().numpy())
-        return {key: np.concatenate(values) for key, values in out.items()}
+                if key not in out:
+                    out[key] = np.empty((self.data.n_cells, value.shape[1]), dtype=np.float32)
+                out[key][start:start + len(value)] = value.cpu().numpy()
+        return out
 
     @torch.no_grad()
     def velocity_along(self, z: np.ndarray, directions: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -216,8 +229,8 @@ class VICDYF:
         for key in OUTPUT_KEYS["layers"]:
             adata.layers[key] = post[key]
         adata.obs["vicdyf_fluctuation"] = post["vicdyf_fluctuation"].mean(1)
-        adata.obs["vicdyf_velocity"] = np.abs(post["vicdyf_velocity"]).mean(1)
-        adata.obs["vicdyf_mean_velocity"] = np.abs(post["vicdyf_mean_velocity"]).mean(1)
+        adata.obs["vicdyf_velocity"] = _row_abs_mean(post["vicdyf_velocity"])
+        adata.obs["vicdyf_mean_velocity"] = _row_abs_mean(post["vicdyf_mean_velocity"])
         for key in ("X_vicdyf_z", "X_vicdyf_zl", "X_vicdyf_d", "X_vicdyf_dl"):
             adata.obsm[key] = post[key]
         adata.obsm["X_vicdyf_diffusion"] = post["diffusion"]

@@ -195,11 +195,9 @@ class VicdyfModule(nn.Module):
         small too: lambda_u = ds/dt / beta + (gamma / beta) lambda_s. The smaller the starting
         beta, the harder the unspliced counts pin each cell's displacement: the velocity sharpens,
         but so does the penalty on diffusion everywhere, and the fluctuation flattens along the
-        trajectory. Measured on the simulated bifurcation (2,000 cells x 500 genes, 100 + 100
-        epochs, six seeds; benchmarks/vicdyf_bench.py): beta 0.1 -> velocity cosine 0.58,
-        fluctuation just past the branch / elsewhere 1.27; 0.2 -> 0.55, 1.54; 0.3 -> 0.53, 1.74;
-        0.5 -> 0.49, 2.09; softplus(0) = 0.69 -> 0.48, 2.42 (the original vicdyf: 0.09, 1.32).
-        :class:`~cellfate.dynamics.model.VICDYF` starts at 0.3.
+        trajectory. The measured trade-off, on the project's simulator and on two it was not
+        designed on, is in benchmarks/README.md (section "VICDYF"); :class:`~cellfate.dynamics.model.VICDYF`
+        starts at 0.1, the best velocity on all three.
         """
         def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
             return x + torch.log(-torch.expm1(-x))

@@ -4,8 +4,8 @@ Config keys (``dynamics:`` block, documented in config/schema.yaml): gene select
 (``min_shared_counts``, ``n_top_genes``), model (``n_latent``, ``n_hidden``, ``likelihood``,
 ``velocity``, ``beta_init``), training (``epochs_phase1``, ``epochs_phase2``, ``batch_size``, ``lr``,
 ``holdout_fraction``, ``patience``, ``seed``, ``device``), outputs (``n_samples``,
-``n_neighbors``) and the fluctuation analysis (``fate_key``, ``fates``, ``top_fraction``,
-``leiden_resolution``).
+``n_neighbors``), the fluctuation analysis (``fate_key``, ``fates``, ``top_fraction``,
+``leiden_resolution``) and the check on simulators VICDYF was not designed on (``crosscheck``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,15 @@ Config = Mapping[str, Any]
 
 DEFAULTS: dict[str, Any] = {
     "min_shared_counts": 20, "n_top_genes": 2000, "n_latent": 10, "n_hidden": 50, "likelihood": "poisson",
-    "velocity": "jvp", "beta_init": 0.3, "epochs_phase1": 500, "epochs_phase2": 500, "batch_size": 100, "lr": 1e-3,
+    "velocity": "jvp", "beta_init": 0.1, "epochs_phase1": 500, "epochs_phase2": 500, "batch_size": 100, "lr": 1e-3,
     "holdout_fraction": 0.05, "patience": 0, "seed": 42, "device": "auto", "n_samples": 10, "n_neighbors": 30,
     "fate_key": None, "fates": [], "top_fraction": 0.2, "leiden_resolution": 1.0,
+    "crosscheck": {},
+}
+#: The cross-simulator check's settings (``dynamics.crosscheck``), over these defaults.
+CROSSCHECK_DEFAULTS: dict[str, Any] = {
+    "simulators": ["bifurcation", "markovmodus", "cascade", "markovmodus_linear", "cascade_linear"],
+    "seeds": [0], "n_cells": 800, "n_genes": 150, "epochs": 150,
 }
 
 
@@ -94,5 +100,21 @@ def validate(dynamics_h5ad: str | os.PathLike[str], truth_h5ad: str | os.PathLik
     metrics, ranks, _ = validate_truth(adata, truth, genes, source=str(truth_h5ad))
     table = pd.concat([metrics, ranks.assign(metric=lambda f: "driver_rank:" + f["fate"] + ":" + f["symbol"],
                                              value=lambda f: f["rank"])[["metric", "value"]]], ignore_index=True)
+    write_table(table, out_tsv)
+    return table
+
+
+def crosscheck(out_tsv: str | os.PathLike[str], cfg: Config | None = None) -> pd.DataFrame:
+    """Rule ``vicdyf_crosscheck``: fit and score VICDYF on each simulator (cellfate.dynamics.crosscheck)."""
+    from cellfate.dynamics import crosscheck as cc
+
+    cfg = settings(cfg)
+    check = dict(cfg["crosscheck"] or {})
+    unknown = set(check) - set(CROSSCHECK_DEFAULTS)
+    if unknown:
+        raise CellfateError(f"unknown dynamics.crosscheck setting(s): {sorted(unknown)}")
+    check = {**CROSSCHECK_DEFAULTS, **check}
+    table = cc.run(check["simulators"], check["seeds"], n_cells=check["n_cells"], n_genes=check["n_genes"],
+                   epochs=check["epochs"], beta_init=cfg["beta_init"])
     write_table(table, out_tsv)
     return table
