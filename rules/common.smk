@@ -295,7 +295,9 @@ def mem_deepcolor(wildcards, input, attempt):
     reference, spots = h5ad_shape(input.reference), h5ad_shape(input.spots)
     if reference is None or spots is None:
         return MEM_UNKNOWN_MB * attempt
-    return int((MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * reference[0] * spots[0]) * attempt)
+    return int(
+        (MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * reference[0] * spots[0]) * attempt
+    )
 
 
 def env_source(wildcards):
