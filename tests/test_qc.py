@@ -35,7 +35,12 @@ def test_qc_catches_every_planted_defect_and_keeps_good_cells(model) -> None:
     assert not passed[truth != "ok"].any()
     assert not passed[dup].any() and (adata.obs["qc_fail"][dup] == "duplicate").all()
     assert passed[(truth == "ok") & ~dup].mean() > 0.99
-    assert set(adata.obs["qc_fail"][(truth == "damaged") & ~dup]) == {"max_pct_mito"}
+    # Damaged cells are caught by the mitochondrial check; the first failed check is named, so a
+    # damaged cell that is also small (seed 4: one cell, 190 genes) reports min_genes instead.
+    damaged = (truth == "damaged") & ~dup
+    assert (adata.obs["pct_mito"][damaged] > QCThresholds().max_pct_mito).all()
+    first = adata.obs["qc_fail"][damaged]
+    assert set(first) <= {"max_pct_mito", "min_genes", "min_counts"} and (first == "max_pct_mito").mean() > 0.9
     row = qc_table(adata).iloc[0]
     assert row["cells"] == adata.n_obs and row["cells_pass"] == passed.sum() and row["fail_duplicate"] == 50
 
