@@ -48,8 +48,9 @@ def test_report_holds_every_figure(demo: Path) -> None:
 
 
 def test_demo_screen_moves_t_cells_toward_b_cells_with_the_b_markers(demo: Path) -> None:
-    """The demo's own validation (issue 6): overexpressing the simulator's B-cell markers shifts T
-    cells toward B cells, every marker significantly after BH, and more than random genes do."""
+    """The demo's own validation (issue 6): overexpressing the simulator's B-cell markers in the
+    pretrained model shifts T cells toward B cells, every marker significantly after BH, and more
+    than random genes do."""
     from scipy import stats
 
     table = pd.read_csv(demo / "foundation" / "perturbation" / "t_cell_to_b_cell.tsv", sep="\t")
