@@ -153,10 +153,6 @@ def heldout_loss(module: VicdyfModule, holdout: CountTensors, phase: int) -> flo
     return float(parts["total"])
 
 
-class NonFiniteLoss(RuntimeError):
-    """A training loss became NaN or infinite."""
-
-
 def _snapshot(module: VicdyfModule) -> dict[str, torch.Tensor]:
     """A copy of the weights to fall back on (plain clones: cheaper than deepcopy of a state dict)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
