@@ -152,25 +152,34 @@ def save_gene_medians(table: pd.DataFrame, path: str | os.PathLike[str]) -> None
         table[["gene_id", "median", "n_cells"]].to_csv(tmp, sep="\t", index=False, float_format="%.17g")
 
 
+def _read_map_file(path: Path, what: str, read_table) -> object:
+    """A Geneformer pickle, a JSON object, or (any other suffix) a TSV turned into a dict by ``read_table``."""
+    if path.suffix in (".pkl", ".pickle"):
+        return load_pickle_safely(path)
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as err:
+            raise CellfateError(f"cannot read {what} ({err})", path) from None
+    try:
+        return read_table(path)
+    except FileNotFoundError:
+        raise CellfateError("no such file", path) from None
+
+
+def _median_table(path: Path) -> dict:
+    # round_trip: the medians were written with 17 digits; the default parser can miss the last bit
+    table = pd.read_csv(path, sep="\t", dtype={"gene_id": str}, float_precision="round_trip")
+    missing = {"gene_id", "median"} - set(table.columns)
+    if missing:
+        raise CellfateError(f"gene-median table lacks column(s) {sorted(missing)}", path)
+    return dict(zip(table["gene_id"], table["median"]))
+
+
 def load_gene_medians(path: str | os.PathLike[str]) -> dict[str, float]:
     """Gene -> median from our TSV or JSON, or a Geneformer pickle; medians must be positive."""
     path = Path(path)
-    if path.suffix in (".pkl", ".pickle"):
-        raw = load_pickle_safely(path)
-    elif path.suffix == ".json":
-        try:
-            raw = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as err:
-            raise CellfateError(f"cannot read gene medians ({err})", path) from None
-    else:
-        try:
-            table = pd.read_csv(path, sep="\t", dtype={"gene_id": str})
-        except FileNotFoundError:
-            raise CellfateError("no such file", path) from None
-        missing = {"gene_id", "median"} - set(table.columns)
-        if missing:
-            raise CellfateError(f"gene-median table lacks column(s) {sorted(missing)}", path)
-        raw = dict(zip(table["gene_id"], table["median"]))
+    raw = _read_map_file(path, "gene medians", _median_table)
     if not isinstance(raw, Mapping):
         raise CellfateError(f"gene medians must map gene ids to numbers, found {type(raw).__name__}", path)
     medians = {}
@@ -230,25 +239,18 @@ def build(
 
 
 # -- symbol -> Ensembl mapping -----------------------------------------------------------------
+def _mapping_table(path: Path) -> dict:
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    if table.shape[1] < 2:
+        raise CellfateError("a gene mapping table needs two columns: symbol, gene_id", path)
+    return dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
+
+
 def load_gene_mapping(path: str | os.PathLike[str]) -> dict[str, str]:
     """Gene symbol -> Ensembl id from a Geneformer pickle (e.g. ``..._GeneSymbol_to_EnsemblID.pkl``),
     JSON, or a two-column TSV (symbol, gene_id); every value must be a string id."""
     path = Path(path)
-    if path.suffix in (".pkl", ".pickle"):
-        raw = load_pickle_safely(path)
-    elif path.suffix == ".json":
-        try:
-            raw = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as err:
-            raise CellfateError(f"cannot read the gene mapping ({err})", path) from None
-    else:
-        try:
-            table = pd.read_csv(path, sep="\t", dtype=str)
-        except FileNotFoundError:
-            raise CellfateError("no such file", path) from None
-        if table.shape[1] < 2:
-            raise CellfateError("a gene mapping table needs two columns: symbol, gene_id", path)
-        raw = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
+    raw = _read_map_file(path, "the gene mapping", _mapping_table)
     if not isinstance(raw, Mapping) or not raw:
         raise CellfateError("a gene mapping must be a non-empty map of symbol -> Ensembl id", path)
     bad = next(((k, v) for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, str)), None)
