@@ -15,6 +15,7 @@ combination on every simulator). Results: benchmarks/results/vicdyf_simulators_*
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=0)
     parser.add_argument("--beta", type=float, nargs="+", default=[0.1])
     parser.add_argument("--d-scale", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--diffusion", nargs="+", default=["posterior"], choices=["posterior", "learnt"])
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
@@ -42,15 +44,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for kind in args.simulators:
-        for d_scale in args.d_scale:
-            for beta in args.beta:
-                for seed in args.seeds:
-                    row = crosscheck.fit_and_score(kind, seed, n_cells=args.cells, n_genes=args.genes,
-                                                   epochs=args.epochs, beta_init=beta, d_scale=d_scale,
-                                                   patience=args.patience)
-                    rows.append(row)
-                    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}),
-                          flush=True)
+        for d_scale, beta, diffusion in itertools.product(args.d_scale, args.beta, args.diffusion):
+            for seed in args.seeds:
+                row = crosscheck.fit_and_score(kind, seed, n_cells=args.cells, n_genes=args.genes,
+                                               epochs=args.epochs, beta_init=beta, d_scale=d_scale,
+                                               patience=args.patience, diffusion=diffusion)
+                rows.append(row)
+                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}),
+                      flush=True)
     table = pd.DataFrame(rows)
     name = f"vicdyf_simulators_{args.cells}x{args.genes}_e{args.epochs}{args.tag}"
     table.to_csv(out / f"{name}.tsv", sep="\t", index=False)

@@ -60,15 +60,34 @@ def test_jvp_is_exact_and_the_finite_difference_agrees() -> None:
     torch.testing.assert_close(central, 2 * module.rate_and_velocity(z, d)[1], rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("likelihood", ["poisson", "nb"])
-def test_loss_has_named_finite_parts(likelihood: str) -> None:
-    module = VicdyfModule(VicdyfConfig(n_genes=12, likelihood=likelihood))
+@pytest.mark.parametrize("likelihood,diffusion", [("poisson", "posterior"), ("nb", "posterior"), ("poisson", "learnt")])
+def test_loss_has_named_finite_parts(likelihood: str, diffusion: str) -> None:
+    module = VicdyfModule(VicdyfConfig(n_genes=12, likelihood=likelihood, diffusion=diffusion))
     data = CountTensors.from_arrays(toy().layers["spliced"], toy().layers["unspliced"])
     parts = module.loss(*data.batch(torch.arange(10)))
     assert set(parts) == {"nll_s", "nll_u", "kl_z", "kl_d", "total"}
     assert all(torch.isfinite(v) for v in parts.values())
     torch.testing.assert_close(parts["total"], parts["nll_s"] + parts["nll_u"] + parts["kl_z"] + parts["kl_d"])
     assert set(module.loss(*data.batch(torch.arange(10)), use_unspliced=False)) == {"nll_s", "kl_z", "total"}
+
+
+def test_learnt_diffusion_is_the_prior_of_a_displacement_that_reads_the_unspliced_counts() -> None:
+    """diffusion="learnt": KL(q(d~|z, u) || N(drift(z), diffusion(z)^2)), analytic and exact; the
+    displacement depends on u (the original's cannot), the dynamics net only through the KL."""
+    from cellfate.dynamics.module import kl_normal
+
+    m, s, pm, ps = (torch.randn(4, 3, dtype=torch.double) for _ in range(4))
+    s, ps = s.exp(), ps.exp()
+    reference = torch.distributions.kl_divergence(torch.distributions.Normal(m, s), torch.distributions.Normal(pm, ps))
+    torch.testing.assert_close(kl_normal(m, s, pm, ps), reference.sum(-1))
+    torch.manual_seed(0)
+    module = VicdyfModule(VicdyfConfig(n_genes=12, diffusion="learnt")).eval()
+    z, u = torch.randn(5, 10), torch.poisson(torch.full((5, 12), 3.0))
+    d1, _ = module._displacement(z, u, None, sample=False)
+    d2, _ = module._displacement(z, u + 5, None, sample=False)
+    assert not torch.allclose(d1, d2)
+    with pytest.raises(ValueError, match="diffusion must be one of"):
+        VicdyfConfig(n_genes=3, diffusion="prior")
 
 
 def test_factored_poisson_equals_the_poisson_of_the_full_mean() -> None:
@@ -104,13 +123,16 @@ def test_size_factor_matrix_has_the_mean_of_the_counts() -> None:
     assert float(n.mean()) == pytest.approx(float(data.spliced.mean()), rel=1e-5)
 
 
-def test_phase_one_leaves_dynamics_untouched() -> None:
+@pytest.mark.parametrize("diffusion", ["posterior", "learnt"])
+def test_phase_one_leaves_dynamics_untouched(diffusion: str) -> None:
     adata = toy()
-    model = VICDYF(adata)
+    model = VICDYF(adata, diffusion=diffusion)
     before = {k: v.clone() for k, v in model.module.dynamics.state_dict().items()}
+    kinetic = [p.detach().clone() for p in model.module.kinetic_parameters()]
     beta = model.module.raw_beta.detach().clone()
     model.train(TrainingPlan(**{**FAST, "epochs_phase2": 0}))
     assert all(torch.equal(before[k], v) for k, v in model.module.dynamics.state_dict().items())
+    assert all(torch.equal(a, b.detach()) for a, b in zip(kinetic, model.module.kinetic_parameters()))
     assert torch.equal(beta, model.module.raw_beta.detach())
     assert set(model.history["phase"]) == {1}
 
@@ -167,6 +189,17 @@ def test_save_and_load_round_trip(fitted, tmp_path) -> None:
     for key in ("X_vicdyf_zl", "vicdyf_mean_velocity", "vicdyf_fluctuation"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-7)
     assert loaded.config == model.config and len(loaded.history) == len(model.history)
+
+
+def test_learnt_diffusion_saves_and_loads(tmp_path) -> None:
+    adata = toy()
+    model = VICDYF(adata, diffusion="learnt")
+    model.train(TrainingPlan(**FAST))
+    model.save(tmp_path / "model")
+    loaded = VICDYF.load(tmp_path / "model", adata)
+    assert loaded.config.diffusion == "learnt"
+    a, b = model.posterior(n_samples=4, seed=3), loaded.posterior(n_samples=4, seed=3)
+    np.testing.assert_allclose(a["vicdyf_fluctuation"], b["vicdyf_fluctuation"], rtol=1e-5, atol=1e-7)
 
 
 def test_loading_onto_other_genes_is_an_error(fitted, tmp_path) -> None:

@@ -51,7 +51,7 @@ FATES = {"bifurcation": ["alpha", "beta"], "markovmodus": ["A", "C"], "cascade":
 
 
 def fit(kind: str, seed: int, *, n_cells: int = 1000, n_genes: int = 200, epochs: int = 150,
-        beta_init: float = 0.1, d_scale: float = 0.01, patience: int = 0):
+        beta_init: float = 0.1, d_scale: float = 0.01, patience: int = 0, diffusion: str = "posterior"):
     """Simulate and fit VICDYF (1 thread); returns (truth restricted to the fitted genes, annotated AnnData, model, CPU s)."""
     import torch
 
@@ -63,7 +63,7 @@ def fit(kind: str, seed: int, *, n_cells: int = 1000, n_genes: int = 200, epochs
     truth = simulate(kind, n_cells, n_genes, seed)
     adata = select_genes(truth, min_shared_counts=20)
     t0 = time.process_time()
-    model = VICDYF(adata, beta_init=beta_init, d_scale=d_scale, seed=42)
+    model = VICDYF(adata, beta_init=beta_init, d_scale=d_scale, diffusion=diffusion, seed=42)
     model.train(TrainingPlan(epochs_phase1=epochs, epochs_phase2=epochs, patience=patience, seed=seed, progress=False))
     model.annotate(adata, n_samples=10, seed=seed, embed=False)
     cpu = time.process_time() - t0
@@ -100,7 +100,7 @@ def driver_metrics(model, adata: ad.AnnData, truth: ad.AnnData, fates: list[str]
 
 def fit_and_score(kind: str, seed: int, *, drivers: bool = False, **fit_kwargs) -> dict[str, float | str | bool]:
     """Simulate, fit and score one run (see :func:`fit` for the keyword arguments)."""
-    from cellfate.dynamics.validation import fluctuation_localisation, velocity_cosine
+    from cellfate.dynamics.validation import fluctuation_localisation, localisation, true_velocity_spread, velocity_cosine
 
     truth, adata, model, cpu = fit(kind, seed, **fit_kwargs)
     est = np.asarray(adata.layers["vicdyf_mean_velocity"]) * adata.var["vicdyf_gene_scale"].to_numpy()[None, :]
@@ -108,10 +108,14 @@ def fit_and_score(kind: str, seed: int, *, drivers: bool = False, **fit_kwargs) 
     branch = float(truth.uns["simulation"]["branch_time"])
     row: dict[str, float | str | bool] = {
         "simulator": kind, "seed": seed, "beta_init": fit_kwargs.get("beta_init", 0.1),
-        "d_scale": fit_kwargs.get("d_scale", 0.01), "cells": adata.n_obs, "genes": adata.n_vars,
+        "d_scale": fit_kwargs.get("d_scale", 0.01),
+        "diffusion": fit_kwargs.get("diffusion", "posterior"), "cells": adata.n_obs, "genes": adata.n_vars,
         "epochs": fit_kwargs.get("epochs", 150), "cpu_s": round(cpu, 1), "velocity_cosine": float(np.nanmean(cos)),
         "branch_time": branch}
-    loc = fluctuation_localisation(adata, truth.obs["pseudotime"].to_numpy(), branch, window=WINDOW)
+    pseudotime = truth.obs["pseudotime"].to_numpy()
+    loc = fluctuation_localisation(adata, pseudotime, branch, window=WINDOW)
+    spread = true_velocity_spread(np.asarray(truth.layers["true_velocity"]), np.asarray(adata.obsm["X_vicdyf_zl"]))
+    loc["true_spread"] = localisation(spread, pseudotime, branch, window=WINDOW)
     for score, values in loc.items():
         row.update({f"{score}:{k}": v for k, v in values.items()})
         row[f"{score}:localised"] = bool(values["peak_in_window"] and values["ratio"] >= MIN_RATIO)
@@ -129,7 +133,7 @@ def run(simulators: Iterable[str] = SIMULATORS, seeds: Iterable[int] = (0,), **k
 
 def summary(table: pd.DataFrame, score: str = "raw") -> pd.DataFrame:
     """Per simulator (and settings): mean velocity cosine, and the seeds where ``score`` is localised."""
-    keys = [k for k in ("simulator", "beta_init", "d_scale") if k in table]
+    keys = [k for k in ("simulator", "beta_init", "d_scale", "diffusion") if k in table]
     grouped = table.groupby(keys, sort=False)
     out = grouped.agg(seeds=("seed", "size"), velocity_cosine=("velocity_cosine", "mean"),
                       velocity_cosine_min=("velocity_cosine", "min"),

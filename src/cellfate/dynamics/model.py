@@ -115,7 +115,7 @@ class VICDYF:
     def __init__(self, adata: ad.AnnData, *, spliced_layer: str = "spliced", unspliced_layer: str = "unspliced",
                  n_latent: int = 10, n_hidden: int = 50, n_layers: int = 2, likelihood: str = "poisson",
                  velocity: str = "jvp", d_scale: float = 0.01, beta_init: float | None = 0.1,
-                 seed: int = 42, source: str | None = None) -> None:
+                 diffusion: str = "posterior", seed: int = 42, source: str | None = None) -> None:
         if adata.n_obs < MIN_CELLS:
             raise CellfateError(f"only {adata.n_obs} cells; VICDYF needs at least {MIN_CELLS}", source)
         if beta_init is not None and not beta_init > 0:
@@ -138,7 +138,8 @@ class VICDYF:
                 "filter cells first", source)
         try:
             self.config = VicdyfConfig(n_genes=adata.n_vars, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers,
-                                       likelihood=likelihood, velocity=velocity, d_scale=d_scale)
+                                       likelihood=likelihood, velocity=velocity, d_scale=d_scale,
+                                       diffusion=diffusion)
         except ValueError as err:
             raise CellfateError(str(err), source) from None
         self.registry = {"spliced_layer": spliced_layer, "unspliced_layer": unspliced_layer,

@@ -36,6 +36,9 @@ from torch import nn
 
 LIKELIHOODS = ("poisson", "nb")
 VELOCITY_MODES = ("jvp", "finite_difference")
+#: "posterior": the original's q(d~|z) with a N(0, I) prior; "learnt": a per-cell posterior
+#: q(d~|z, u) under a learnt prior p(d~|z) = N(drift(z), diffusion(z)^2) (see VicdyfModule).
+DIFFUSION_MODES = ("posterior", "learnt")
 #: Sharpness of the smooth positive part applied to the unspliced rate (ds/dt can make it negative).
 POSITIVE_SHARPNESS = 100.0
 EPS = 1e-8
@@ -53,12 +56,15 @@ class VicdyfConfig:
     velocity: str = "jvp"
     d_scale: float = 0.01
     n_condition: int = 0  # width of the condition c the drift also reads (0: none)
+    diffusion: str = "posterior"
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.velocity not in VELOCITY_MODES:
             raise ValueError(f"velocity must be one of {VELOCITY_MODES}, got {self.velocity!r}")
+        if self.diffusion not in DIFFUSION_MODES:
+            raise ValueError(f"diffusion must be one of {DIFFUSION_MODES}, got {self.diffusion!r}")
         if min(self.n_genes, self.n_latent, self.n_hidden, self.n_layers) < 1 or self.d_scale <= 0 or self.n_condition < 0:
             raise ValueError(f"sizes and d_scale must be positive: {self}")
 
@@ -133,6 +139,13 @@ def kl_standard_normal(mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.pow(2) + scale.pow(2) - 1.0 - 2.0 * torch.log(scale)).sum(-1)
 
 
+def kl_normal(mean: torch.Tensor, scale: torch.Tensor, prior_mean: torch.Tensor,
+              prior_scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, scale^2) || N(prior_mean, prior_scale^2)) summed over the last axis."""
+    ratio = scale / prior_scale
+    return 0.5 * (ratio.pow(2) + ((mean - prior_mean) / prior_scale).pow(2) - 1.0 - 2.0 * torch.log(ratio)).sum(-1)
+
+
 def poisson_nll(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     """-log Poisson(x | mu) summed over genes, without the log(x!) constant (added by the caller)."""
     return (mu - x * torch.log(mu + EPS)).sum(-1)
@@ -181,6 +194,9 @@ class VicdyfModule(nn.Module):
         self.encoder = GaussianHead(c.n_genes, c.n_latent, c.n_hidden, c.n_layers)
         self.dynamics = GaussianHead(c.n_latent + c.n_condition, c.n_latent, c.n_hidden, c.n_layers)
         self.decoder = Decoder(c.n_latent, c.n_genes, c.n_hidden, c.n_layers)
+        if c.diffusion == "learnt":  # q(d~|z, c, u): reads the cell's own unspliced counts
+            self.displacement_encoder = GaussianHead(c.n_latent + c.n_condition + c.n_genes, c.n_latent,
+                                                     c.n_hidden, c.n_layers)
         self.raw_beta = nn.Parameter(torch.zeros(c.n_genes))
         self.raw_gamma = nn.Parameter(torch.zeros(c.n_genes))
         if c.likelihood == "nb":
@@ -218,6 +234,8 @@ class VicdyfModule(nn.Module):
     def kinetic_parameters(self) -> list[nn.Parameter]:
         """Parameters used only by the unspliced term (frozen with the dynamics net in phase 1)."""
         extra = [self.log_theta_u] if self.config.likelihood == "nb" else []
+        if self.config.diffusion == "learnt":
+            extra += list(self.displacement_encoder.parameters())
         return [self.raw_beta, self.raw_gamma, *extra]
 
     def encode(self, s: torch.Tensor, log_s: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,6 +273,28 @@ class VicdyfModule(nn.Module):
         beta = self.beta
         return smooth_positive(torch.addcmul((self.gamma / beta) * s_rate, ds_dt, beta.reciprocal()))
 
+    def _displacement(self, z: torch.Tensor, u: torch.Tensor, condition: torch.Tensor | None,
+                      sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A displacement d~ for each cell and its KL term (batch mean).
+
+        ``diffusion="posterior"`` (the original): d~ ~ q(d~|z) = N(drift(z), diffusion(z)^2), KL to
+        N(0, I). The diffusion is then a posterior uncertainty; as q cannot see u, it is fitted to
+        all cells of a state at once and its variance follows the likelihood's curvature, not how
+        much those cells' futures disagree (with d = 0.01 d~ it stays at the prior).
+        ``diffusion="learnt"``: each cell's own d~ ~ q(d~|z, u), and the dynamics net is the
+        prior p(d~|z) = N(drift(z), diffusion(z)^2): maximising E_q log p(d~|z) makes the drift the
+        mean and the diffusion the spread of the displacements of cells in the same state, the
+        fluctuation the paper reads (high where cells of one state head to different fates).
+        """
+        drift, diffusion = self.dynamics_posterior(z, condition)
+        if self.config.diffusion == "posterior":
+            d_tilde = drift + diffusion * torch.randn_like(diffusion) if sample else drift
+            return d_tilde, kl_standard_normal(drift, diffusion).mean()
+        inputs = z if condition is None or not self.config.n_condition else torch.cat([z, condition], dim=-1)
+        q_mean, q_scale = self.displacement_encoder(torch.cat([inputs, torch.log1p(u)], dim=-1))
+        d_tilde = q_mean + q_scale * torch.randn_like(q_scale) if sample else q_mean
+        return d_tilde, kl_normal(q_mean, q_scale, drift, diffusion).mean()
+
     def _nll(self, x: torch.Tensor, rate: torch.Tensor, cell_factor: torch.Tensor, gene_factor: torch.Tensor,
              which: str) -> torch.Tensor:
         """-log p(x | mean N * rate) per cell, N_ij = cell_factor_i * gene_factor_j."""
@@ -291,12 +331,10 @@ class VicdyfModule(nn.Module):
             s_rate = self.decoder(z)
             parts["nll_s"] = self._nll(s, s_rate, cell_factor, gene_factor, "s").mean()
         else:
-            drift, diffusion = self.dynamics_posterior(z, condition)
-            d_tilde = drift + diffusion * torch.randn_like(diffusion) if sample else drift
+            d_tilde, parts["kl_d"] = self._displacement(z, u, condition, sample)
             s_rate, ds_dt = self.rate_and_velocity(z, self.config.d_scale * d_tilde)
             u_rate = self.unspliced_rate(s_rate, ds_dt)
             parts["nll_s"] = self._nll(s, s_rate, cell_factor, gene_factor, "s").mean()
             parts["nll_u"] = self._nll(u, u_rate, cell_factor, gene_factor, "u").mean()
-            parts["kl_d"] = kl_standard_normal(drift, diffusion).mean()
         parts["total"] = sum(parts.values())
         return parts

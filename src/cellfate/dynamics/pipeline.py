@@ -2,7 +2,7 @@
 
 Config keys (``dynamics:`` block, documented in config/schema.yaml): gene selection
 (``min_shared_counts``, ``n_top_genes``), model (``n_latent``, ``n_hidden``, ``likelihood``,
-``velocity``, ``beta_init``), training (``epochs_phase1``, ``epochs_phase2``, ``batch_size``, ``lr``,
+``velocity``, ``beta_init``, ``diffusion``), training (``epochs_phase1``, ``epochs_phase2``, ``batch_size``, ``lr``,
 ``holdout_fraction``, ``patience``, ``seed``, ``device``), outputs (``n_samples``,
 ``n_neighbors``), the fluctuation analysis (``fate_key``, ``fates``, ``top_fraction``,
 ``leiden_resolution``) and the check on simulators VICDYF was not designed on (``crosscheck``).
@@ -33,7 +33,7 @@ Config = Mapping[str, Any]
 
 DEFAULTS: dict[str, Any] = {
     "min_shared_counts": 20, "n_top_genes": 2000, "n_latent": 10, "n_hidden": 50, "likelihood": "poisson",
-    "velocity": "jvp", "beta_init": 0.1, "epochs_phase1": 500, "epochs_phase2": 500, "batch_size": 100, "lr": 1e-3,
+    "velocity": "jvp", "beta_init": 0.1, "diffusion": "posterior", "epochs_phase1": 500, "epochs_phase2": 500, "batch_size": 100, "lr": 1e-3,
     "holdout_fraction": 0.05, "patience": 0, "seed": 42, "device": "auto", "n_samples": 10, "n_neighbors": 30,
     "fate_key": None, "fates": [], "top_fraction": 0.2, "leiden_resolution": 1.0,
     "crosscheck": {},
@@ -68,7 +68,8 @@ def fit(velocity_h5ad: str | os.PathLike[str], model_dir: str | os.PathLike[str]
     adata = select_genes(adata, min_shared_counts=cfg["min_shared_counts"], n_top_genes=cfg["n_top_genes"],
                          source=str(velocity_h5ad))
     model = VICDYF(adata, n_latent=cfg["n_latent"], n_hidden=cfg["n_hidden"], likelihood=cfg["likelihood"],
-                   velocity=cfg["velocity"], beta_init=cfg["beta_init"], seed=cfg["seed"], source=str(velocity_h5ad))
+                   velocity=cfg["velocity"], beta_init=cfg["beta_init"], diffusion=cfg["diffusion"], seed=cfg["seed"],
+                   source=str(velocity_h5ad))
     model.train(training_plan(cfg))
     model.annotate(adata, n_samples=cfg["n_samples"], seed=cfg["seed"], n_neighbors=cfg["n_neighbors"])
     model.save(model_dir, overwrite=True)
@@ -115,6 +116,6 @@ def crosscheck(out_tsv: str | os.PathLike[str], cfg: Config | None = None) -> pd
         raise CellfateError(f"unknown dynamics.crosscheck setting(s): {sorted(unknown)}")
     check = {**CROSSCHECK_DEFAULTS, **check}
     table = cc.run(check["simulators"], check["seeds"], n_cells=check["n_cells"], n_genes=check["n_genes"],
-                   epochs=check["epochs"], beta_init=cfg["beta_init"])
+                   epochs=check["epochs"], beta_init=cfg["beta_init"], diffusion=cfg["diffusion"])
     write_table(table, out_tsv)
     return table

@@ -146,19 +146,37 @@ def fluctuation_scores(adata: ad.AnnData) -> dict[str, np.ndarray]:
     }
 
 
-def fluctuation_localisation(adata: ad.AnnData, pseudotime: np.ndarray, branch: float, window: float = 0.15,
-                             bin_width: float = 0.05, min_cells: int = 10) -> dict[str, dict[str, float]]:
-    """Per score: ratio of its mean in [branch, branch + window] over the rest, and where its binned mean peaks."""
+def true_velocity_spread(true_velocity: np.ndarray, latent: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
+    """Per cell: the RMS spread of the true ds/dt over its ``n_neighbors`` nearest cells in ``latent``.
+
+    The quantity a learnt diffusion can at best recover: how much the futures of cells in the same
+    state disagree. It is the benchmark's ceiling for the fluctuation's localisation at a branch (if
+    the simulator's own disagreement is not raised there, no estimate of it can be).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=n_neighbors).fit(latent).kneighbors(return_distance=False)
+    v = np.asarray(true_velocity, dtype=np.float64)[idx]
+    return np.sqrt(((v - v.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+
+
+def localisation(values: np.ndarray, pseudotime: np.ndarray, branch: float, window: float = 0.15,
+                 bin_width: float = 0.05, min_cells: int = 10) -> dict[str, float]:
+    """Ratio of the mean of ``values`` in [branch, branch + window] over the rest, and where its binned mean peaks."""
     near = (pseudotime >= branch) & (pseudotime <= branch + window)
     n_bins = int(round(1 / bin_width))
     edges = np.linspace(0, 1, n_bins + 1)
     which = np.clip(np.digitize(pseudotime, edges) - 1, 0, n_bins - 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    out = {}
-    for name, values in fluctuation_scores(adata).items():
-        frame = pd.DataFrame({"bin": which, "v": values}).groupby("bin")["v"].agg(["mean", "size"])
-        frame = frame[frame["size"] >= min_cells]
-        peak = float(centres[frame["mean"].idxmax()])
-        out[name] = {"ratio": float(values[near].mean() / values[~near].mean()), "peak": peak,
-                     "peak_in_window": bool(branch <= peak <= branch + window)}
-    return out
+    frame = pd.DataFrame({"bin": which, "v": values}).groupby("bin")["v"].agg(["mean", "size"])
+    frame = frame[frame["size"] >= min_cells]
+    peak = float(centres[frame["mean"].idxmax()])
+    return {"ratio": float(values[near].mean() / values[~near].mean()), "peak": peak,
+            "peak_in_window": bool(branch <= peak <= branch + window)}
+
+
+def fluctuation_localisation(adata: ad.AnnData, pseudotime: np.ndarray, branch: float, window: float = 0.15,
+                             bin_width: float = 0.05, min_cells: int = 10) -> dict[str, dict[str, float]]:
+    """:func:`localisation` of every score of :func:`fluctuation_scores`."""
+    return {name: localisation(values, pseudotime, branch, window, bin_width, min_cells)
+            for name, values in fluctuation_scores(adata).items()}
