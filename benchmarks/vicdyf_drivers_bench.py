@@ -29,6 +29,31 @@ HERE = Path(__file__).resolve().parent
 CELLRANK_PYTHON = HERE / ".venv-cellrank" / "bin" / "python"
 
 
+def absorption_probabilities(transition, terminal: dict[str, np.ndarray]) -> np.ndarray:
+    """P(absorbed in each terminal set) from every cell: (I - Q) X = R by a sparse direct solve.
+
+    The fallback when CellRank's own solve refuses. Asked for ``solver="direct"``, CellRank 2.0.7
+    printed "Defaulting to 'gmres' solver" here and its result failed its own checks ("24 values
+    are negative" on the bifurcation, seed 0; "246 value(s) do not sum to 1" with our learnt
+    diffusion's velocity). A sparse direct solve of the same system gives every value >= 0 (the
+    smallest 6e-28: reaching one branch from deep inside the other) and rows summing to 1 within
+    2e-10; tiny negatives would be clipped.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    t = sp.csr_matrix(transition)
+    term = np.concatenate(list(terminal.values()))
+    trans = np.setdiff1d(np.arange(t.shape[0]), term)
+    q = t[trans][:, trans]
+    r = np.column_stack([np.asarray(t[trans][:, cells].sum(1)).ravel() for cells in terminal.values()])
+    probs = np.zeros((t.shape[0], len(terminal)))
+    probs[trans] = np.asarray(spsolve((sp.eye(len(trans)) - q).tocsc(), r)).reshape(len(trans), -1)
+    for col, cells in enumerate(terminal.values()):
+        probs[cells, col] = 1.0
+    return np.clip(probs, 0.0, None)
+
+
 def cellrank_worker(h5ad: str, out_tsv: str) -> None:
     """Runs in the CellRank venv: fate probabilities from our velocity, lineage drivers per fate."""
     import anndata as ad
@@ -40,21 +65,28 @@ def cellrank_worker(h5ad: str, out_tsv: str) -> None:
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
     sc.pp.neighbors(adata, use_rep="X_vicdyf_zl", n_neighbors=30)
-    velocity_kernel = cr.kernels.VelocityKernel(adata, xkey="Ms", vkey="velocity").compute_transition_matrix()
-    # CellRank's own recommendation: mix in the (undirected) connectivity kernel. The velocity kernel
-    # alone left cells that reach no terminal cell on the bifurcation, and the absorption solve
-    # then returned negative "probabilities" ("24 values are negative", both solvers)
-    connectivity_kernel = cr.kernels.ConnectivityKernel(adata).compute_transition_matrix()
-    estimator = cr.estimators.GPCCA(0.8 * velocity_kernel + 0.2 * connectivity_kernel)
+    kernel = cr.kernels.VelocityKernel(adata, xkey="Ms", vkey="velocity").compute_transition_matrix()
+    estimator = cr.estimators.GPCCA(kernel)
     late = {}
     for fate in fates:
         cells = adata.obs_names[(adata.obs["branch"] == fate).to_numpy()]
         pt = adata.obs.loc[cells, "pseudotime"]
         late[fate] = list(pt[pt >= pt.quantile(0.9)].index)
     estimator.set_terminal_states(late)
-    estimator.compute_fate_probabilities(solver="direct")  # the iterative default gave negative values (markovmodus seed 1)
-    drivers = estimator.compute_lineage_drivers(lineages=fates)
-    drivers.to_csv(out_tsv, sep="\t")
+    try:
+        estimator.compute_fate_probabilities(solver="direct")
+        drivers = estimator.compute_lineage_drivers(lineages=fates)
+        solver = "cellrank"
+    except ValueError as err:  # round-off below zero: same chain, scipy's solve, CellRank's correlation test
+        from cellrank._utils._lineage import Lineage
+        from cellrank._utils._utils import _correlation_test
+
+        print(f"CellRank's fate probabilities refused ({err}); solving the same chain with scipy", file=sys.stderr)
+        index = {f: adata.obs_names.get_indexer(cells) for f, cells in late.items()}
+        probs = absorption_probabilities(kernel.transition_matrix, index)
+        drivers = _correlation_test(adata.X, Lineage(probs, names=fates), gene_names=adata.var_names)
+        solver = "scipy"
+    drivers.assign(solver=solver).to_csv(out_tsv, sep="\t")
 
 
 def run_cellrank(adata, truth, workdir: Path) -> dict[str, np.ndarray]:
@@ -76,7 +108,8 @@ def run_cellrank(adata, truth, workdir: Path) -> dict[str, np.ndarray]:
     if done.returncode != 0:
         raise SystemExit(f"CellRank failed:\n{done.stderr[-3000:]}")
     table = pd.read_csv(result, sep="\t", index_col=0).loc[adata.var_names]
-    return {c[: -len("_corr")]: table[c].to_numpy() for c in table.columns if c.endswith("_corr")}
+    scores = {c[: -len("_corr")]: table[c].to_numpy() for c in table.columns if c.endswith("_corr")}
+    return scores, str(table["solver"].iloc[0])
 
 
 def main() -> None:
@@ -108,11 +141,11 @@ def main() -> None:
             truth, adata, model, _ = cc.fit(kind, seed, n_cells=args.cells, n_genes=args.genes, epochs=args.epochs,
                                               diffusion=args.diffusion)
             ours = cc.driver_metrics(model, adata, truth, cc.FATES[kind], seed)
-            theirs = run_cellrank(adata, truth, out)
+            theirs, solver = run_cellrank(adata, truth, out)
             for fate in cc.FATES[kind]:
                 is_driver = (truth.var["fate_driver"].astype(str) == fate).to_numpy()
                 row = {"simulator": kind, "seed": seed, "fate": fate, "n_drivers": int(is_driver.sum()),
-                       "genes": adata.n_vars, "vicdyf_auroc": ours[f"drivers:{fate}:auroc"],
+                       "genes": adata.n_vars, "cellrank_solver": solver, "vicdyf_auroc": ours[f"drivers:{fate}:auroc"],
                        "cellrank_auroc": cc.driver_auroc(theirs[fate], is_driver),
                        "vicdyf_top10_share": ours[f"drivers:{fate}:top10_share"],
                        "cellrank_top10_share": float((pd.Series(theirs[fate]).rank(ascending=False).to_numpy()

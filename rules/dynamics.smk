@@ -179,7 +179,11 @@ rule vicdyf_crosscheck:
         mem_mb=2000,
     params:
         cfg=canonical(
-            {k: v for k, v in DYNAMICS.items() if k in ("crosscheck", "beta_init", "diffusion")}
+            {
+                k: v
+                for k, v in DYNAMICS.items()
+                if k in ("crosscheck", "beta_init", "diffusion")
+            }
         ),
     script:
         "../workflow_scripts/vicdyf_crosscheck.py"
