@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -101,13 +102,14 @@ def run_cellrank(adata, truth, workdir: Path) -> dict[str, np.ndarray]:
     out.layers["velocity"] = np.asarray(adata.layers["vicdyf_mean_velocity"]) * scale
     out.layers["Ms"] = np.asarray(adata.layers["vicdyf_expression"]) * scale
     out.obsm["X_vicdyf_zl"] = np.asarray(adata.obsm["X_vicdyf_zl"])
-    path, result = workdir / "cellrank_in.h5ad", workdir / "cellrank_drivers.tsv"
-    out.write_h5ad(path)
-    done = subprocess.run([str(CELLRANK_PYTHON), __file__, "--worker", str(path), str(result)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"CellRank failed:\n{done.stderr[-3000:]}")
-    table = pd.read_csv(result, sep="\t", index_col=0).loc[adata.var_names]
+    with tempfile.TemporaryDirectory(dir=workdir) as private:  # two runs side by side must not share files
+        path, result = Path(private) / "cellrank_in.h5ad", Path(private) / "cellrank_drivers.tsv"
+        out.write_h5ad(path)
+        done = subprocess.run([str(CELLRANK_PYTHON), __file__, "--worker", str(path), str(result)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"CellRank failed:\n{done.stderr[-3000:]}")
+        table = pd.read_csv(result, sep="\t", index_col=0).loc[adata.var_names]
     scores = {c[: -len("_corr")]: table[c].to_numpy() for c in table.columns if c.endswith("_corr")}
     return scores, str(table["solver"].iloc[0])
 

@@ -1,7 +1,8 @@
 """The two simulators VICDYF was not designed on, and VICDYF's velocity on the third-party one.
 
 Multi-seed numbers (fluctuation localisation included) are benchmarks/vicdyf_simulators_bench.py's;
-here: the truth each simulator reports is what it claims, and one fit on markovmodus.
+here: the truth each simulator reports is what it claims, one fit on markovmodus with the
+original's diffusion, and one with the learnt diffusion (with and without a branch).
 """
 
 from __future__ import annotations
