@@ -48,8 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
-                    "clusters_per_type": 3, "n_neighbors": 15, "holdout": 0.2, "n_permutations": 200, "alpha": 0.05,
-                    "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
+                    "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
+                    "min_counts": 10, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
 
@@ -302,58 +302,64 @@ def _per10k(x: Any) -> Any:
     return sparse.diags(scale) @ x if sparse.issparse(x) else x * scale[:, None]
 
 
+def _lineage(cells: ad.AnnData, e: dict[str, Any], cfg: Config, path: PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Cell type labels, the mask of the modelled cells and the partner types, checked."""
+    labels = _labels(cells, cfg["cell_type_key"], path).to_numpy()
+    lineage = np.isin(labels, e["cells"])
+    if lineage.sum() < 20:
+        raise CellfateError(f"only {lineage.sum()} cells of the types {e['cells']} (spatial.environment.cells)", path)
+    if lineage.sum() < 2 * int(e["folds"]):
+        raise CellfateError(f"{lineage.sum()} modelled cells for {e['folds']} folds (spatial.environment.folds)", path)
+    for layer in ("spliced", "unspliced"):
+        if layer not in cells.layers:
+            raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", path)
+    return labels, lineage, list(e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]])
+
+
 def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
                 genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None, threads: int = 1) -> pd.DataFrame:
-    """Rule ``environment_dynamics``: conditioned dynamics of the modelled cells, Jacobian modes,
-    per-gene velocity change of mode 1 and the ligands that would cause it."""
+    """Rule ``environment_dynamics``: cross-fitted conditioned dynamics of the modelled cells,
+    Jacobian modes, per-gene velocity change of mode 1 and the ligands that would cause it. On the
+    simulated tissue the same analysis also runs with the true partner densities as c: that
+    control tells a failure of the analysis from a condition that carries no environment."""
     cfg = settings(cfg)
     e = cfg["environment"]
     torch.set_num_threads(max(1, int(threads)))
     cells = ad.read_h5ad(cells_h5ad)
-    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
-    lineage = np.isin(labels, e["cells"])
-    if lineage.sum() < 20:
-        raise CellfateError(f"only {lineage.sum()} cells of the types {e['cells']} (spatial.environment.cells)", cells_h5ad)
-    for layer in ("spliced", "unspliced"):
-        if layer not in cells.layers:
-            raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", cells_h5ad)
-    partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
-    c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
-    c = env.standardise(c)
+    labels, lineage, partners = _lineage(cells, e, cfg, cells_h5ad)
+    c, names, column_types = _condition(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"])
     sub = cells[lineage]
-    spliced = _dense(sub.layers["spliced"])
-    unspliced = _dense(sub.layers["unspliced"])
-    hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
-    train = np.setdiff1d(np.arange(len(c)), hold)
-    keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
+    spliced, unspliced = _dense(sub.layers["spliced"]), _dense(sub.layers["unspliced"])
+    folds = env.crossfit_folds(len(c), int(e["folds"]), cfg["seed"])
+    # VICDYF needs spliced counts in every gene of every fold's training cells
+    keep = np.all([np.delete(spliced, f, 0).sum(0) >= max(1, e["min_counts"]) for f in folds], axis=0)
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
-    log.info("environment dynamics: %d cells (%d held out), %d genes, conditions %s", lineage.sum(), len(hold),
-             keep.sum(), names)
+    log.info("environment dynamics: %d cells in %d folds, %d genes, conditions %s", len(c), len(folds), keep.sum(), names)
     s, u = spliced[:, keep], unspliced[:, keep]
-    modes, fits = _analyse(s, u, c, names, column_types, e["condition"], (train, hold), mcfg, e, cfg["seed"])
+    modes, fits = _analyse(s, u, env.standardise(c), names, column_types, e["condition"], folds, mcfg, e, cfg["seed"])
     truth = cells.uns.get("environment_truth")
     tables = [modes]
     if truth is not None:
         modes["is_true_driver"] = modes["partner_type"] == str(truth["driver"])
         if e["condition"] != "truth" and "true_partner_density" in cells.obsm:
-            # The control on the simulated tissue: the same analysis with the true partner densities
-            # as c, which tells a failure of the analysis from a condition that carries no environment.
-            c_true, _, _ = _condition(cells, lineage, labels, list(partners), {**e, "condition": "truth"}, p_mat,
-                                      cells_h5ad)
-            control, _ = _analyse(s, u, env.standardise(c_true), list(partners), list(partners), "truth",
-                                  (train, hold), mcfg, e, cfg["seed"])
-            control["is_true_driver"] = control["partner"] == str(truth["driver"])
-            tables.append(control)
+            c_true, _, _ = _condition(cells, lineage, labels, partners, {**e, "condition": "truth"}, p_mat, cells_h5ad)
+            control, _ = _analyse(s, u, env.standardise(c_true), partners, partners, "truth", folds, mcfg, e, cfg["seed"])
+            tables.append(control.assign(is_true_driver=control["partner"] == str(truth["driver"])))
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
+    _write_mode_one(cells, labels, sub.var_names[keep], modes, fits, ligand_target, genes_tsv, ligands_tsv, truth)
+    return modes
 
+
+def _write_mode_one(cells: ad.AnnData, labels: np.ndarray, gene_ids: pd.Index, modes: pd.DataFrame, fits: list,
+                    ligand_target: PathLike, genes_tsv: PathLike, ligands_tsv: PathLike, truth: Any) -> None:
+    """Mode 1's per-gene velocity change (mean over the fits) and the ligands that would cause it,
+    weighted by the expression of mode 1's leading partner."""
     first = modes[modes["mode"] == 1]
-    change = np.mean([env.velocity_change(m, z, j, first["weight"].to_numpy()) for m, z, j in fits], axis=0)
-    gene_ids = sub.var_names[keep]
-    symbols = sub.var.loc[gene_ids, "symbol"].astype(str).to_numpy() if "symbol" in sub.var else np.asarray(gene_ids)
+    change = np.mean([env.velocity_change(f.module, f.z_train, f.jacobian, first["weight"].to_numpy()) for f in fits], axis=0)
+    symbols = cells.var.loc[gene_ids, "symbol"].astype(str).to_numpy() if "symbol" in cells.var else np.asarray(gene_ids)
     genes = pd.DataFrame({"gene_id": gene_ids, "gene": symbols, "velocity_change": change, "abs_velocity_change": np.abs(change)})
     write_table(genes.sort_values("abs_velocity_change", ascending=False), genes_tsv)
-
     top_partner = first.sort_values("abs_weight", ascending=False)["partner_type"].iloc[0]
     partner_expr = _type_expression(cells, labels, top_partner) if top_partner in labels else None
     series = pd.Series(change, index=symbols)
@@ -362,51 +368,62 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     if truth is not None:
         scores["is_true_ligand"] = scores["ligand"] == str(truth["driver_ligand"])
     write_table(scores, ligands_tsv)
-    return modes
+
+
+@dataclasses.dataclass(frozen=True)
+class _FoldFit:
+    """The conditioned dynamics fitted without one fold's cells."""
+
+    module: Any
+    hold: np.ndarray
+    z_train: torch.Tensor
+    jacobian: np.ndarray  # at the training cells
 
 
 def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], types: list[str], condition: str,
-             split: tuple[np.ndarray, np.ndarray], mcfg: env.EnvironmentConfig, e: dict[str, Any],
-             seed: int) -> tuple[pd.DataFrame, list]:
-    """Fits on the training cells, modes, how much of c the state explains, and the conditional
-    permutation test on the held-out cells (per partner column and per mode). A partner is
-    ``named`` when mode 1 (the mode the analysis reads) passes ``alpha`` and the partner's own
-    column passes ``alpha`` / number of columns (Bonferroni): with three partners and three modes
-    tested per run, an uncorrected 0.05 named a partner in the negative control (seed 0, mode 2)."""
-    train, hold = split
-    modes, fits = _environment_fits(s[train], u[train], c[train], names, mcfg, e)
+             folds: list[np.ndarray], mcfg: env.EnvironmentConfig, e: dict[str, Any],
+             seed: int) -> tuple[pd.DataFrame, list[_FoldFit]]:
+    """One fit per fold (each without the fold's cells), modes of their stacked Jacobians, how much
+    of c the state explains, and the cross-fitted conditional permutation test per partner column
+    and per mode. A partner is ``significant`` when mode 1 (the mode the analysis reads) passes
+    ``alpha`` and its own column passes ``alpha`` / number of columns (Bonferroni: an uncorrected
+    0.05 over three partners named a partner in the negative control; Holm's step-down, tried with
+    cross-fitting, named one too). It is ``named`` when it also carries more than an equal share of mode 1
+    (weight^2 > 1 / columns): a column tests whether a partner adds to the others, and a mapped
+    colocalization is a noisy proxy of the density at the cell's home of which every partner's
+    column holds a part, so with all cells held out every column can add something; the mode says
+    through which partner the drift responds."""
+    fits = [_fold_fit(s, u, c, hold, dataclasses.replace(mcfg, seed=mcfg.seed + k)) for k, hold in enumerate(folds)]
+    modes = env.environment_modes(np.concatenate([f.jacobian for f in fits]), names, e["n_modes"])
     modes.insert(0, "condition", condition)
     modes["partner_type"] = modes["partner"].map(dict(zip(names, types)))
-    r2 = env.state_explains_condition(fits[0][1].cpu().numpy(), c[train], seed=seed)
+    r2 = env.state_explains_condition(env.latent_mean(fits[0].module, s).cpu().numpy(), c, seed=seed)
     modes["state_r2"] = modes["partner"].map(dict(zip(names, r2)))
-    directions = {name: np.eye(len(names))[k] for k, name in enumerate(names)}
+    for name in np.asarray(names)[r2 > 0.9]:
+        log.warning("condition %s (%s) is a function of the cells' own state (R^2 %.2f from z): its effect on "
+                    "the dynamics cannot be told from the state's, and the test has no power to name it",
+                    name, condition, r2[names.index(name)])
+    directions = {name: [np.eye(len(names))[k]] * len(fits) for k, name in enumerate(names)}
+    own = [env.environment_modes(f.jacobian, names, e["n_modes"]) for f in fits]  # each fold tests its own modes
     for k in modes["mode"].unique():
-        directions[f"mode {k}"] = modes.loc[modes["mode"] == k, "weight"].to_numpy()
-    module = fits[0][0]
-    z_hold = env.latent_mean(module, s[hold]).cpu().numpy()
-    test = env.conditional_permutation_test(module, s[hold], u[hold], c[hold], z_hold, directions,
-                                            int(e["n_permutations"]), seed).set_index("direction")
+        directions[f"mode {k}"] = [m.loc[m["mode"] == k, "weight"].to_numpy() for m in own]
+    held = [env.HeldOut.of(f.module, s[f.hold], u[f.hold], c[f.hold]) for f in fits]
+    test = env.conditional_permutation_test(held, directions, int(e["n_permutations"]), seed).set_index("direction")
     modes["partner_p_value"] = modes["partner"].map(test["p_value"])
     modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
     modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
-    modes["named"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < e["alpha"])
-                      & (modes["partner_p_value"] < e["alpha"] / len(names)))
+    modes["significant"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < e["alpha"])
+                            & (modes["partner_p_value"] < e["alpha"] / len(names)))
+    modes["named"] = modes["significant"] & (modes["weight"] ** 2 > 1.0 / len(names))
     return modes, fits
 
 
-def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray, names: list[str],
-                      mcfg: env.EnvironmentConfig, e: dict[str, Any]) -> tuple[pd.DataFrame, list]:
-    """``n_fits`` seeded fits of the conditioned dynamics, their Jacobians stacked into one SVD.
-
-    Several fits: one fit's drift may lean on whichever partner happens to correlate with z; what
-    all fits share is the environment's effect. Returns the modes and (module, z, Jacobian) per fit.
-    """
-    fits = []
-    for k in range(max(1, int(e["n_fits"]))):
-        module = env.fit_conditioned_dynamics(spliced, unspliced, c, dataclasses.replace(mcfg, seed=mcfg.seed + k))
-        z = env.latent_mean(module, spliced)
-        fits.append((module, z, env.condition_jacobian(module, z, torch.as_tensor(c, dtype=torch.float32))))
-    return env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"]), fits
+def _fold_fit(s: np.ndarray, u: np.ndarray, c: np.ndarray, hold: np.ndarray, mcfg: env.EnvironmentConfig) -> _FoldFit:
+    """Fit on every cell but ``hold``; the drift's Jacobian in c at the training cells."""
+    train = np.setdiff1d(np.arange(len(c)), hold)
+    module = env.fit_conditioned_dynamics(s[train], u[train], c[train], mcfg)
+    z = env.latent_mean(module, s[train])
+    return _FoldFit(module, hold, z, env.condition_jacobian(module, z, torch.as_tensor(c[train], dtype=torch.float32)))
 
 
 def _dense(x: Any) -> np.ndarray:
