@@ -102,3 +102,22 @@ def test_crossfitted_permutation_test_finds_the_column_that_explains_the_counts(
                                             seed=0).set_index("direction")
     assert test.loc["driver", "p_value"] == 1 / 51 and test.loc["driver", "nll_gain"] > 0
     assert test.loc["other", "p_value"] > 0.05
+
+
+def test_a_partner_is_named_only_when_it_carries_mode_one() -> None:
+    """Every column significant (as a noisy colocalization gives with all cells held out): only
+    the partner carrying more than an equal share of mode 1 is named."""
+    import pandas as pd
+
+    from cellfate.spatial.pipeline import name_partners
+
+    modes = pd.DataFrame({"mode": [1, 1, 1, 2, 2, 2], "partner": ["mac", "fib", "T"] * 2,
+                          "weight": [-0.20, 0.97, 0.16, 0.9, 0.1, 0.4], "partner_p_value": [0.005, 0.005, 0.005] * 2,
+                          "mode_p_value": [0.005] * 3 + [0.5] * 3})
+    out = name_partners(modes, 0.05)
+    assert out["significant"].tolist() == [True, True, True, False, False, False]
+    assert out.loc[out["named"], "partner"].tolist() == ["fib"]
+    modes["mode_p_value"] = 0.2  # mode 1 not significant: nothing named
+    assert not name_partners(modes, 0.05)["named"].any()
+    modes["mode_p_value"], modes["partner_p_value"] = 0.005, 0.02  # 0.02 > 0.05 / 3
+    assert not name_partners(modes, 0.05)["significant"].any()

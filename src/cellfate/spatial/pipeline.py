@@ -412,10 +412,17 @@ def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], type
     modes["partner_p_value"] = modes["partner"].map(test["p_value"])
     modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
     modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
-    modes["significant"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < e["alpha"])
-                            & (modes["partner_p_value"] < e["alpha"] / len(names)))
-    modes["named"] = modes["significant"] & (modes["weight"] ** 2 > 1.0 / len(names))
-    return modes, fits
+    return name_partners(modes, e["alpha"]), fits
+
+
+def name_partners(modes: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """``significant``: mode 1 passes alpha and the partner's column alpha / columns (Bonferroni);
+    ``named``: significant and carrying more than an equal share of mode 1 (weight^2 > 1 / columns)."""
+    n_columns = modes["partner"].nunique()
+    modes["significant"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < alpha)
+                            & (modes["partner_p_value"] < alpha / n_columns))
+    modes["named"] = modes["significant"] & (modes["weight"] ** 2 > 1.0 / n_columns)
+    return modes
 
 
 def _fold_fit(s: np.ndarray, u: np.ndarray, c: np.ndarray, hold: np.ndarray, mcfg: env.EnvironmentConfig) -> _FoldFit:
