@@ -202,7 +202,7 @@ def velocity_names():
 
 
 def velocity_sample(name):
-    """BAM, GTF, barcodes, optional repeat mask and QC'd cells of one sample."""
+    """BAM + GTF (or a loom, or an h5ad), barcodes, optional repeat mask and QC'd cells of one sample."""
     if SIMULATED and name == "bifurcation":
         folder = f"{SIM}/bifurcation"
         return {
@@ -212,6 +212,20 @@ def velocity_sample(name):
             "cells": f"{folder}/truth.h5ad",
         }
     return dict(config["velocity"]["samples"][name])
+
+
+def velocity_counts_kind(name):
+    """How a sample's spliced/unspliced counts come: loom, h5ad, or velocyto on its BAM."""
+    sample = velocity_sample(name)
+    return next((key for key in ("loom", "h5ad") if sample.get(key)), "velocyto")
+
+
+def velocity_counts_input(wildcards):
+    """The sample's loom or layered h5ad as given, else velocyto's output folder."""
+    kind = velocity_counts_kind(wildcards.name)
+    if kind == "velocyto":
+        return f"{RESULTS}/velocity/{wildcards.name}/velocyto"
+    return velocity_sample(wildcards.name)[kind]
 
 
 def velocyto_inputs(wildcards):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import re
 from importlib import resources
 from pathlib import Path
@@ -25,25 +26,45 @@ from cellfate.genes import mouse_gene_table
 
 MOUSE_ID = re.compile(r"(ENSMUSG\d{11})(?:\.\d+)?$")
 HUMAN_ID = re.compile(r"(ENSG\d{11})(?:\.\d+)?$")
+log = logging.getLogger(__name__)
 
 
-def check_counts(matrix: sp.spmatrix, path: str | Path) -> sp.csr_matrix:
-    """Return the matrix as CSR int32 after checking it holds raw counts (non-negative integers)."""
-    matrix = sp.csr_matrix(matrix)
+#: Largest distance from the nearest integer still read as float noise in a raw count: some
+#: writers store counts as float64 with errors near 1e-11 (celltypist's sample). Normalized or
+#: log-transformed data sits far further from integers than this, so the two stay apart.
+INTEGER_TOLERANCE = 1e-6
+
+
+def check_counts(matrix: sp.spmatrix, path: str | Path, what: str = "count matrix") -> sp.csr_matrix:
+    """Return the matrix as CSR int32 after checking it holds raw counts (non-negative integers).
+
+    Values within :data:`INTEGER_TOLERANCE` of an integer are rounded (float noise, logged with
+    how many entries moved); anything further is refused as normalized data.
+    """
+    matrix = sp.csr_matrix(matrix, copy=True)
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise CellfateError(f"empty sample: {matrix.shape[0]} cells x {matrix.shape[1]} genes", path)
     data = matrix.data
     if data.size and not np.all(np.isfinite(data)):
-        raise CellfateError("the count matrix holds NaN or infinite values", path)
-    if data.size and data.min() < 0:
-        raise CellfateError(f"the count matrix holds negative values (min {data.min():g}); raw counts are needed", path)
-    if data.size and not np.array_equal(data, np.round(data)):
-        frac = float(np.mean(data != np.round(data)))
-        raise CellfateError(
-            f"the count matrix holds non-integer values ({frac:.1%} of entries): normalized data, not raw counts", path
-        )
-    if data.size and data.max() > np.iinfo(np.int32).max:
-        raise CellfateError("counts overflow int32", path)
+        raise CellfateError(f"the {what} holds NaN or infinite values", path)
+    if data.size and data.min() < -INTEGER_TOLERANCE:
+        raise CellfateError(f"the {what} holds negative values (min {data.min():g}); raw counts are needed", path)
+    if data.size and data.dtype.kind == "f":
+        off = np.abs(data - np.rint(data))
+        if off.max() > INTEGER_TOLERANCE:
+            frac = float(np.mean(off > INTEGER_TOLERANCE))
+            raise CellfateError(
+                f"the {what} holds non-integer values ({frac:.1%} of entries, e.g. {data[off.argmax()]:g}): "
+                "normalized data, not raw counts", path
+            )
+        if off.max() > 0:
+            log.warning("%s: %d of %d entries of the %s lay within %g of an integer (float noise, largest %.1e) "
+                        "and were rounded", path, int(np.count_nonzero(off)), data.size, what, INTEGER_TOLERANCE,
+                        float(off.max()))
+        matrix.data = np.rint(data)
+        matrix.eliminate_zeros()
+    if matrix.data.size and matrix.data.max() > np.iinfo(np.int32).max:
+        raise CellfateError(f"the {what}'s counts overflow int32", path)
     return sp.csr_matrix(matrix, dtype=np.int32)
 
 
