@@ -80,6 +80,25 @@ def test_real_sample_joined_to_qc_cells_and_fitted(kind, pancreas, loom, tmp_pat
     pipeline.fit(tmp_path / "velocity.h5ad", tmp_path / "model", tmp_path / "dyn.h5ad", FAST)
     out = ad.read_h5ad(tmp_path / "dyn.h5ad")
     assert out.n_obs == 40 and np.isfinite(out.layers["vicdyf_mean_velocity"]).all()
+    if kind == "h5ad":
+        _check_scverse_keys(out)
+
+
+def _check_scverse_keys(out: ad.AnnData) -> None:
+    """scVelo's velocity_embedding reads obsm X_<basis> and velocity_<basis>; scanpy plots the basis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    basis = "vicdyf_umap"
+    assert out.obsm[f"X_{basis}"].shape == out.obsm[f"velocity_{basis}"].shape == (out.n_obs, 2)
+    np.testing.assert_array_equal(out.obsm[f"velocity_{basis}"], out.obsm["X_vicdyf_mdumap"])
+    assert np.abs(out.obsm[f"velocity_{basis}"]).sum() > 0
+    assert out.uns[basis]["params"]["n_neighbors"] == FAST["n_neighbors"]
+    assert list(out.uns["velocity_params"]["embeddings"]) == [basis]
+    axes = sc.pl.embedding(out, basis=basis, color="vicdyf_fluctuation", show=False)
+    assert len(axes.collections) > 0
 
 
 def _layered(tmp_path: Path, spliced, unspliced, names=None) -> Path:

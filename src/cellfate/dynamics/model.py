@@ -51,6 +51,7 @@ OUTPUT_KEYS: dict[str, dict[str, str]] = {
         "X_vicdyf_umap": "2-D UMAP of X_vicdyf_zl",
         "X_vicdyf_sdumap": "X_vicdyf_d as arrows on X_vicdyf_umap (kNN transition, no N x N matrix)",
         "X_vicdyf_mdumap": "X_vicdyf_dl as arrows on X_vicdyf_umap (kNN transition, no N x N matrix)",
+        "velocity_vicdyf_umap": "X_vicdyf_mdumap under scVelo's key velocity_<basis> (basis vicdyf_umap)",
     },
     "var": {
         "vicdyf_used": "the gene was modelled (True for every gene of this AnnData)",
@@ -58,7 +59,9 @@ OUTPUT_KEYS: dict[str, dict[str, str]] = {
         "vicdyf_gamma": "degradation rate gamma",
         "vicdyf_gene_scale": "gene factor of N: multiply a layer by it (and a cell's library) for counts",
     },
-    "uns": {"vicdyf": "model and training settings, and the output key registry"},
+    "uns": {"vicdyf": "model and training settings, and the output key registry",
+            "vicdyf_umap": "the UMAP's settings under params, where scanpy keeps its own",
+            "velocity_params": "scVelo's record of the embeddings that carry arrows"},
 }
 
 CONFIG_FILE = "config.json"
@@ -221,7 +224,7 @@ class VICDYF:
     def annotate(self, adata: ad.AnnData | None = None, *, n_samples: int = 10, seed: int = 0,
                  embed: bool = True, n_neighbors: int = 30, min_dist: float = 0.1, sigma: float = 0.05) -> ad.AnnData:
         """Write VICDYF's outputs into ``adata`` (default: the training AnnData) and return it."""
-        from cellfate.dynamics.embedding import knn_indices, project_velocity, umap_embedding
+        from cellfate.dynamics.embedding import add_scverse_keys, knn_indices, project_velocity, umap_embedding
 
         adata = self.adata if adata is None else adata
         self._check_genes(adata)
@@ -246,6 +249,7 @@ class VICDYF:
             neighbors = knn_indices(zl, n_neighbors)  # one graph for both kinds of arrow
             for key, d in (("X_vicdyf_sdumap", post["X_vicdyf_d"]), ("X_vicdyf_mdumap", post["X_vicdyf_dl"])):
                 adata.obsm[key] = project_velocity(zl, d, umap, n_neighbors, sigma, neighbors=neighbors)
+            add_scverse_keys(adata.obsm, adata.uns, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
         adata.uns["vicdyf"] = {
             "config": self.config.to_dict(),
             "training": self.plan.to_dict() if self.plan else {},
