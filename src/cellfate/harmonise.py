@@ -4,7 +4,7 @@ Sources name genes differently (PanglaoDB ``SYMBOL_ENSMUSG...`` row names, Atlas
 CELLxGENE Ensembl var index; some rows give symbols only). All are reduced to ENSMUSG ids: a
 version suffix is dropped, a bare symbol is looked up in the mouse gene table, and counts of ids
 that occur twice are summed, so no count is lost. What cannot be resolved is reported with its
-counts rather than silently dropped. A sample whose ids are human (ENSG) is refused by name:
+counts rather than silently dropped. A sample whose genes are human (ENSG ids or human symbols) is refused by name:
 mixing species would poison the gene medians of the whole corpus.
 """
 
@@ -88,6 +88,58 @@ def parse_gene_ids(names: list[str]) -> tuple[list[str | None], list[str | None]
     return ids, symbols
 
 
+@functools.cache
+def _species_symbols() -> tuple[frozenset[str], frozenset[str]]:
+    """Symbols only one species uses (exact case): mouse ``Cd3e``, ``mt-Co1``; human ``CD3E``, ``MT-CO1``."""
+    from cellfate.genes import human_to_mouse_table
+
+    mouse = set(mouse_gene_table()["symbol"].dropna())
+    human = set(human_to_mouse_table()["human_symbol"].dropna())
+    return frozenset(mouse - human), frozenset(human - mouse)
+
+
+#: Ensembl gene id prefix of each species.
+ID_PREFIX = {"mouse": "ENSMUSG", "human": "ENSG"}
+
+
+def species_counts(ids: list[str | None], symbols: list[str | None]) -> dict[tuple[str, str], int]:
+    """Genes that tell the species, by Ensembl id prefix or (for names without an id) by symbol:
+    counts keyed by (species, "ids" or "symbols")."""
+    mouse_only, human_only = _species_symbols()
+    counts = {(species, kind): 0 for species in ("mouse", "human") for kind in ("ids", "symbols")}
+    for gene_id, symbol in zip(ids, symbols):
+        if gene_id:
+            species = "mouse" if gene_id.startswith("ENSMUSG") else "human" if gene_id.startswith("ENSG") else None
+        else:
+            species = "mouse" if symbol in mouse_only else "human" if symbol in human_only else None
+        if species:
+            counts[species, "ids" if gene_id else "symbols"] += 1
+    return counts
+
+
+def check_species(ids: list[str | None], symbols: list[str | None], expected: str, path: str | Path | None) -> None:
+    """Refuse a sample whose genes are mostly of the other species, naming it, in one line.
+
+    Gene ids tell the species by prefix; symbols too, since the two species write them
+    differently (``Actb`` / ``ACTB``). A human sample of symbols alone would otherwise keep the
+    handful of names both species share and fail QC later with no word of species.
+    """
+    counts = species_counts(ids, symbols)
+    other = "human" if expected == "mouse" else "mouse"
+
+    def total(species: str) -> int:
+        return counts[species, "ids"] + counts[species, "symbols"]
+
+    if total(other) > total(expected):
+        advice = ("list it under foundation.cross_species.samples to convert it through orthologs"
+                  if expected == "mouse" else "give it to the mouse sources instead")
+        raise CellfateError(
+            f"looks like a {other} sample ({counts[other, 'ids']} {ID_PREFIX[other]} ids, "
+            f"{counts[other, 'symbols']} {other} symbols; {total(expected)} {expected} genes): "
+            f"this is a {expected} input; {advice}", path
+        )
+
+
 def _symbol_lookup() -> dict[str, str]:
     table = mouse_gene_table().reset_index().dropna(subset=["symbol"]).drop_duplicates("symbol")
     return dict(zip(table["symbol"], table["gene_id"]))
@@ -102,13 +154,7 @@ def harmonise_genes(
     ``symbol`` and ``in_gene_table``, and a table of the names that could not be resolved with
     their total counts.
     """
-    n_human = sum(1 for i in ids if i and i.startswith("ENSG"))
-    n_mouse = sum(1 for i in ids if i and i.startswith("ENSMUSG"))
-    if n_human > n_mouse:
-        raise CellfateError(
-            f"looks like a human sample ({n_human} ENSG ids, {n_mouse} ENSMUSG ids): this is a mouse run; "
-            "convert it through orthologs first", path
-        )
+    check_species(ids, symbols, "mouse", path)
     lookup = _symbol_lookup()
     resolved = [i if (i and i.startswith("ENSMUSG")) else lookup.get(s or "") for i, s in zip(ids, symbols)]
     keep = np.array([r is not None for r in resolved])
@@ -141,13 +187,19 @@ def cell_type_synonyms() -> dict[str, str]:
     return {k.lower(): v for k, v in zip(frame["source_label"], frame["cell_type"])}
 
 
-def harmonise_cell_types(labels: pd.Series) -> pd.Series:
+def harmonise_cell_types(labels: pd.Series, path: str | Path | None = None, why: str = "") -> pd.Series:
     """Map source labels (PanglaoDB's 'T cells', Atlas authors' labels...) to one label set.
 
     Unknown labels are kept as they are (lower-cased) so nothing is lost; missing ones become
-    ``unknown``.
+    ``unknown``. When every cell ends ``unknown`` a warning names the file and the likely cause
+    (``why``): a label join that matched no barcode or a missing label column would otherwise
+    pass in silence and leave the classifier nothing to learn from.
     """
     table = cell_type_synonyms()
     clean = labels.fillna("").astype(str).str.strip()
     mapped = clean.str.lower().map(table)
-    return mapped.fillna(clean.str.lower()).replace("", "unknown")
+    out = mapped.fillna(clean.str.lower()).replace("", "unknown")
+    if len(out) and out.eq("unknown").all():
+        log.warning("%s: every one of the %d cells has cell type 'unknown'%s", path or "sample", len(out),
+                    f" ({why})" if why else "")
+    return out

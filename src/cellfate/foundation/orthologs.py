@@ -12,6 +12,7 @@ genes, 17,122 one-to-one pairs. Its name, version and sha256 are recorded in eve
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -22,12 +23,14 @@ import scipy.sparse as sp
 
 from cellfate.errors import CellfateError
 from cellfate.genes import human_gene_classes, mouse_gene_table, ortholog_source
-from cellfate.harmonise import check_counts, harmonise_cell_types, parse_gene_ids
+from cellfate.harmonise import check_counts, check_species, harmonise_cell_types, parse_gene_ids
 from cellfate.readers import read_h5ad
 
 log = logging.getLogger(__name__)
 
-CLASSES = ("one2one", "one2many", "many2many", "no_ortholog", "not_in_table")
+#: ``ambiguous_symbol``: a symbol the table gives to several human genes, none singled out as one-to-one;
+#: reported as such rather than guessed (and not as ``not_in_table``: the table has it).
+CLASSES = ("one2one", "one2many", "many2many", "no_ortholog", "ambiguous_symbol", "not_in_table")
 
 
 def _symbol_lookup() -> dict[str, str]:
@@ -41,6 +44,14 @@ def _symbol_lookup() -> dict[str, str]:
     )
 
 
+@functools.cache
+def _ambiguous_symbols() -> frozenset[str]:
+    """Human symbols in the table that :func:`_symbol_lookup` cannot resolve to one gene id."""
+    genes = human_gene_classes().dropna(subset=["human_symbol"])
+    shared = set(genes.loc[genes["human_symbol"].duplicated(keep=False), "human_symbol"])
+    return frozenset(shared - set(_symbol_lookup()))
+
+
 def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None) -> list[str | None]:
     """ENSG ids of var names given as ids (version suffixes dropped) or as human symbols; None if unknown."""
     ids, symbols = parse_gene_ids(names)
@@ -49,6 +60,7 @@ def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None)
         raise CellfateError(
             f"{n_mouse} of {len(names)} genes are mouse ENSMUSG ids: this sample is already mouse", path
         )
+    check_species(ids, symbols, "human", path)
     lookup = _symbol_lookup() if any(i is None for i in ids) else {}
     return [i if i and i.startswith("ENSG") else lookup.get((s or "").strip()) for i, s in zip(ids, symbols)]
 
@@ -66,7 +78,10 @@ def convert_to_mouse(
     counts = sp.csr_matrix(counts)
     human = human_gene_ids(names, path)
     classes = human_gene_classes()
-    kind = np.array([classes["homology"].get(h, "not_in_table") if h else "not_in_table" for h in human], dtype=object)
+    ambiguous = _ambiguous_symbols()
+    kind = np.array([classes["homology"].get(h, "not_in_table") if h else
+                     "ambiguous_symbol" if str(n).strip() in ambiguous else "not_in_table"
+                     for h, n in zip(human, names)], dtype=object)
     mouse = np.array(
         [classes["mouse_gene_id"].get(h) if k == "one2one" else None for h, k in zip(human, kind)], dtype=object
     )
@@ -108,6 +123,21 @@ def convert_to_mouse(
     return merged, var, dropped, by_class
 
 
+def human_pct_mito(counts: sp.csr_matrix, names: list[str]) -> np.ndarray:
+    """Percent of each cell's counts on human mitochondrial genes (``MT-`` symbols), before conversion.
+
+    Measured on the human genes because conversion keeps only one-to-one orthologs: the
+    mitochondrial rRNA and tRNA genes have none, so a damaged cell's share would shrink and it
+    would pass ``max_pct_mito``. QC reads this column when present (``pct_mito_source``).
+    """
+    symbols = human_gene_classes()["human_symbol"]
+    ids = human_gene_ids(names)
+    named = [str(symbols.get(i, "")) if i else str(n) for i, n in zip(ids, names)]
+    mito = np.flatnonzero([s.upper().startswith("MT-") for s in named])
+    total = np.asarray(counts.sum(axis=1), dtype=float).ravel()
+    return 100 * np.asarray(counts[:, mito].sum(axis=1), dtype=float).ravel() / np.maximum(total, 1)
+
+
 def read_human_sample(
     h5ad: str | os.PathLike[str], *, sample: str, tissue: str | None = None, cell_type_column: str = "cell_type"
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
@@ -119,6 +149,7 @@ def read_human_sample(
     names = list(var.index.astype(str))
     if "feature_name" in var and not any(n.startswith("ENSG") for n in names[:100]):
         names = list(var["feature_name"].astype(str))
+    source_pct_mito = human_pct_mito(counts, names)
     mouse_counts, mouse_var, dropped, by_class = convert_to_mouse(counts, names, h5ad)
     obs_in = data.obs
     label = (
@@ -134,9 +165,12 @@ def read_human_sample(
             if tissue
             else (obs_in["tissue"].astype(str).to_numpy() if "tissue" in obs_in else "unknown"),
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(
+                label, h5ad, "" if cell_type_column in obs_in else f"no obs column {cell_type_column!r}"
+            ).to_numpy(),
             "is_primary_data": primary,
             "organism": "Homo sapiens",
+            "pct_mito_source": source_pct_mito,
         },
         index=pd.Index([f"{sample}:{c}" for c in obs_in.index], name="cell_id"),
     )

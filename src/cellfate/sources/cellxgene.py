@@ -66,7 +66,7 @@ def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | N
             "sample": dataset_id,
             "tissue": tissue if tissue else tissue_col,
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(label, h5ad, "" if "cell_type" in obs_in else "no obs column 'cell_type'").to_numpy(),
             "is_primary_data": primary,
         },
         index=pd.Index([f"{dataset_id}:{c}" for c in obs_in.index], name="cell_id"),

@@ -73,7 +73,10 @@ def read_atlas_experiment(archive: str | Path, design: str | Path, *, accession:
             "sample": accession,
             "tissue": tissue if tissue else (part.fillna("unknown").to_numpy() if part is not None else "unknown"),
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(
+                label, design, f"label column {label_column}" if label_column else
+                f"no cell-type column ({', '.join(CELL_TYPE_COLUMNS)}) in the design, or no cell id matches its Assay column",
+            ).to_numpy(),
             "is_primary_data": True,
         },
         index=pd.Index([f"{accession}:{c}" for c in cols], name="cell_id"),

@@ -63,7 +63,11 @@ def read_panglaodb_sample(
     counts = check_counts(matrix.T, rdata)
     ids, symbols = parse_gene_ids(rows)
     counts, var, unresolved = harmonise_genes(counts, ids, symbols, rdata)
-    cluster = read_clusters(clusters).reindex(cols)
+    cluster_table = read_clusters(clusters)
+    cluster = cluster_table.reindex(cols)
+    why = (f"none of the {len(cluster_table)} barcodes of the clusters file is a cell of the counts "
+           f"(clusters e.g. {list(cluster_table.index[:1])}, counts e.g. {list(cols[:1])}: a '-1' suffix on one side?)"
+           if len(cluster_table) and cluster.isna().all() else "no cluster has a cell-type annotation")
     names = read_annotations(annotations, sra, srs)
     label = cluster.map(lambda c: names.get(int(c), "Unknown") if pd.notna(c) else "Unknown")
     obs = pd.DataFrame(
@@ -73,7 +77,7 @@ def read_panglaodb_sample(
             "sample": f"{sra}_{srs}",
             "tissue": tissue,
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(label, clusters, why).to_numpy(),
             "is_primary_data": True,
         },
         index=pd.Index([f"{sra}_{srs}:{b}" for b in cols], name="cell_id"),
