@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from cellfate.errors import CellfateError
 from cellfate.genes import mouse_gene_table
+from cellfate.synonyms import SynonymTable, resolve_symbols
 
 MOUSE_ID = re.compile(r"(ENSMUSG\d{11})(?:\.\d+)?$")
 HUMAN_ID = re.compile(r"(ENSG\d{11})(?:\.\d+)?$")
@@ -146,21 +147,25 @@ def _symbol_lookup() -> dict[str, str]:
 
 
 def harmonise_genes(
-    counts: sp.csr_matrix, ids: list[str | None], symbols: list[str | None], path: str | Path
+    counts: sp.csr_matrix, ids: list[str | None], symbols: list[str | None], path: str | Path,
+    synonyms: SynonymTable | None = None,
 ) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame]:
     """Map genes to ENSMUSG ids and sum duplicates.
 
     Returns ``(counts, var, unresolved)``: the cells x ids matrix (ids sorted), ``var`` with
     ``symbol`` and ``in_gene_table``, and a table of the names that could not be resolved with
-    their total counts.
+    their total counts and a ``note`` (an ambiguous old symbol names its candidates). With
+    ``synonyms`` (MGI's table), old and alias symbols are renamed to current ones first.
     """
     check_species(ids, symbols, "mouse", path)
     lookup = _symbol_lookup()
-    resolved = [i if (i and i.startswith("ENSMUSG")) else lookup.get(s or "") for i, s in zip(ids, symbols)]
+    current, notes = resolve_symbols(symbols, synonyms, lookup.keys())
+    resolved = [i if (i and i.startswith("ENSMUSG")) else lookup.get(s or "") for i, s in zip(ids, current)]
     keep = np.array([r is not None for r in resolved])
     gene_totals = np.asarray(counts.sum(axis=0)).ravel()
+    names = [s or i for s, i, k in zip(symbols, ids, keep) if not k]
     unresolved = pd.DataFrame(
-        {"name": [s or i for s, i, k in zip(symbols, ids, keep) if not k], "total_counts": gene_totals[~keep]}
+        {"name": names, "total_counts": gene_totals[~keep], "note": [notes.get(n or "", "") for n in names]}
     ).sort_values("total_counts", ascending=False)
     if not keep.any():
         raise CellfateError("no gene name resolves to a mouse Ensembl id", path)

@@ -25,6 +25,7 @@ from cellfate.errors import CellfateError
 from cellfate.genes import human_gene_classes, mouse_gene_table, ortholog_source
 from cellfate.harmonise import check_counts, check_species, harmonise_cell_types, parse_gene_ids
 from cellfate.readers import read_h5ad
+from cellfate.synonyms import SynonymTable, load_synonyms, resolve_symbols
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,12 @@ def _ambiguous_symbols() -> frozenset[str]:
     return frozenset(shared - set(_symbol_lookup()))
 
 
-def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None) -> list[str | None]:
-    """ENSG ids of var names given as ids (version suffixes dropped) or as human symbols; None if unknown."""
+def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None,
+                   synonyms: SynonymTable | None = None) -> list[str | None]:
+    """ENSG ids of var names given as ids (version suffixes dropped) or as human symbols; None if unknown.
+
+    With ``synonyms`` (HGNC's table) previous and alias symbols are renamed to current ones first.
+    """
     ids, symbols = parse_gene_ids(names)
     n_mouse = sum(1 for i in ids if i and i.startswith("ENSMUSG"))
     if n_mouse > len(names) / 2:
@@ -62,11 +67,14 @@ def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None)
         )
     check_species(ids, symbols, "human", path)
     lookup = _symbol_lookup() if any(i is None for i in ids) else {}
+    if lookup and synonyms is not None:
+        symbols, _ = resolve_symbols([(s or "").strip() for s in symbols], synonyms, lookup.keys() | _ambiguous_symbols())
     return [i if i and i.startswith("ENSG") else lookup.get((s or "").strip()) for i, s in zip(ids, symbols)]
 
 
 def convert_to_mouse(
-    counts: sp.csr_matrix, names: list[str], path: str | os.PathLike[str] | None = None
+    counts: sp.csr_matrix, names: list[str], path: str | os.PathLike[str] | None = None,
+    synonyms: SynonymTable | None = None,
 ) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Human counts (cells x genes) -> mouse counts over the one-to-one orthologs.
 
@@ -76,9 +84,9 @@ def convert_to_mouse(
     per ortholog class (the fractions kept are the ``one2one`` row's).
     """
     counts = sp.csr_matrix(counts)
-    human = human_gene_ids(names, path)
+    human = human_gene_ids(names, path, synonyms)
     classes = human_gene_classes()
-    ambiguous = _ambiguous_symbols()
+    ambiguous = _ambiguous_symbols() | (frozenset(synonyms.ambiguous) if synonyms else frozenset())
     kind = np.array([classes["homology"].get(h, "not_in_table") if h else
                      "ambiguous_symbol" if str(n).strip() in ambiguous else "not_in_table"
                      for h, n in zip(human, names)], dtype=object)
@@ -139,7 +147,8 @@ def human_pct_mito(counts: sp.csr_matrix, names: list[str]) -> np.ndarray:
 
 
 def read_human_sample(
-    h5ad: str | os.PathLike[str], *, sample: str, tissue: str | None = None, cell_type_column: str = "cell_type"
+    h5ad: str | os.PathLike[str], *, sample: str, tissue: str | None = None, cell_type_column: str = "cell_type",
+    synonyms: SynonymTable | None = None,
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """A human h5ad (raw counts in ``raw.X`` or ``X``; ENSG ids or symbols as var names, or symbols in
     ``var['feature_name']``) as a harmonised mouse sample, with its dropped genes and class table."""
@@ -150,7 +159,7 @@ def read_human_sample(
     if "feature_name" in var and not any(n.startswith("ENSG") for n in names[:100]):
         names = list(var["feature_name"].astype(str))
     source_pct_mito = human_pct_mito(counts, names)
-    mouse_counts, mouse_var, dropped, by_class = convert_to_mouse(counts, names, h5ad)
+    mouse_counts, mouse_var, dropped, by_class = convert_to_mouse(counts, names, h5ad, synonyms)
     obs_in = data.obs
     label = (
         obs_in[cell_type_column].astype(str) if cell_type_column in obs_in else pd.Series("unknown", index=obs_in.index)
@@ -204,13 +213,15 @@ def convert_sample(
     out_h5ad: str,
     out_genes: str,
     out_orthologs: str,
+    synonyms: str | None = None,
 ) -> None:
     """Rule read_cross_species: human h5ad -> ``harmonised/cross_species/{sample}.h5ad`` (+ dropped genes,
     class table), in the same form as the mouse sources' harmonised samples so that QC takes it."""
     from cellfate.corpus.intake import _write  # the harmonised samples' one writer
     from cellfate.io import write_table
 
-    adata, dropped, by_class = read_human_sample(h5ad, sample=sample, tissue=tissue, cell_type_column=cell_type_column)
+    adata, dropped, by_class = read_human_sample(h5ad, sample=sample, tissue=tissue, cell_type_column=cell_type_column,
+                                                 synonyms=load_synonyms(synonyms))
     write_table(by_class.assign(sample=sample, source=ortholog_source()), out_orthologs)
     _write(adata, dropped, out_h5ad, out_genes)
 
