@@ -160,6 +160,13 @@ def local_source(key, source=None, sample=None):
     return [url.removeprefix("file://")] if url.startswith(f"file://{SIM}/") else []
 
 
+def synonyms_input(species):
+    """The species' downloaded gene synonym table, or nothing when download.urls has no URL for it."""
+    if config["download"]["urls"].get(f"gene_synonyms_{species}"):
+        return f"{RESULTS}/downloads/genes/{species}_synonyms.tsv"
+    return []
+
+
 def download_params():
     """Retry and manifest settings shared by every download rule."""
     cfg = config["download"]

@@ -78,3 +78,26 @@ def test_bad_or_missing_table_is_one_line(tmp_path) -> None:
     with pytest.raises(CellfateError, match="does not exist"):
         read_synonyms(tmp_path / "none.tsv")
     assert load_synonyms([]) is None and load_synonyms(None) is None
+
+
+def test_workflow_fetches_the_table_and_every_reader_takes_it(tmp_path) -> None:
+    """A configured URL is downloaded like any source (manifest with sha256); the read rules wait for it."""
+    import yaml
+
+    from conftest import run_snakemake
+
+    config = {"download": {"urls": {"gene_synonyms_mouse": f"file://{MGI}", "gene_synonyms_human": f"file://{HGNC}"}}}
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump(config))
+    common = ("--nolock", "--configfile", str(tmp_path / "extra.yaml"), "--config", f"results={tmp_path}/results")
+    table = f"{tmp_path}/results/downloads/genes/mouse_synonyms.tsv"
+    result = run_snakemake(table, "--cores", "1", *common)
+    assert result.returncode == 0, result.stderr
+    assert Path(table).read_bytes() == MGI.read_bytes()
+    manifest = list((tmp_path / "results" / "manifests").rglob("*"))
+    assert any(p.is_file() for p in manifest)
+    result = run_snakemake("-n", *common)
+    assert result.returncode == 0, result.stderr
+    jobs = result.stdout.split("Job stats:")[1]
+    assert "download_gene_synonyms" in jobs  # the human table (the mouse one is already there)
+    for rule in ("read_panglaodb", "read_expression_atlas", "read_cellxgene", "read_cross_species"):
+        assert rule in jobs
