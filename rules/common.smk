@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 
 import pandas as pd
@@ -165,6 +166,38 @@ def synonyms_input(species):
     if config["download"]["urls"].get(f"gene_synonyms_{species}"):
         return f"{RESULTS}/downloads/genes/{species}_synonyms.tsv"
     return []
+
+
+def is_unpacked_archive(path, url):
+    """A download.files entry whose .tar.gz is unpacked as the folder `path`."""
+    return url.endswith((".tar.gz", ".tgz")) and not path.endswith((".tar.gz", ".tgz"))
+
+
+# Any other input the config names (a velocity h5ad, a Space Ranger folder...) can be listed
+# under download.files as path: URL; a .tar.gz URL for a path that is not one is unpacked there.
+DOWNLOAD_FILES = config["download"].get("files") or {}
+
+
+def listed_paths(archives):
+    """A wildcard pattern matching exactly the listed paths of one kind (never anything else)."""
+    paths = [
+        path
+        for path, url in DOWNLOAD_FILES.items()
+        if is_unpacked_archive(path, url) == archives
+    ]
+    return "|".join(re.escape(path) for path in paths) or "(?!)"
+
+
+def spatial_input_files(wildcards):
+    """Rule spatial_input (SPATIAL_GIVEN: rules/spatial.smk): the given sections; a Space Ranger folder not yet there as the files download.files makes."""
+    given = SPATIAL_GIVEN[wildcards.what]
+    files = []
+    for path in given.values() if isinstance(given, dict) else [given]:
+        if str(path).endswith(".h5ad") or os.path.isdir(path):
+            files.append(path)
+        else:
+            files += [f"{path}/filtered_feature_bc_matrix.h5", f"{path}/spatial"]
+    return files
 
 
 def download_params():

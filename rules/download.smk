@@ -10,6 +10,8 @@ localrules:
     download_cellxgene_listing,
     download_cellxgene_dataset,
     download_gene_synonyms,
+    download_file,
+    download_archive,
 
 
 rule download_panglaodb_counts:
@@ -175,3 +177,49 @@ rule download_gene_synonyms:
         label=lambda wildcards: f"{wildcards.species} gene synonyms",
     script:
         "../workflow_scripts/download.py"
+
+
+rule download_file:
+    output:
+        "{path}",
+    log:
+        f"{LOGS}/download/files/{{path}}.log",
+    benchmark:
+        f"{BENCH}/download/files/{{path}}.tsv"
+    wildcard_constraints:
+        path=listed_paths(False),
+    retries: config["download"]["job_retries"]
+    conda:
+        "../envs/download.yaml"
+    resources:
+        downloads=1,
+    params:
+        **download_params(),
+        urls=lambda wildcards: {"file": DOWNLOAD_FILES[wildcards.path]},
+        source=lambda wildcards: f"files/{os.path.dirname(wildcards.path)}",
+        label=lambda wildcards: wildcards.path,
+    script:
+        "../workflow_scripts/download.py"
+
+
+rule download_archive:
+    output:
+        directory("{path}"),
+    log:
+        f"{LOGS}/download/files/{{path}}.log",
+    benchmark:
+        f"{BENCH}/download/files/{{path}}.tsv"
+    wildcard_constraints:
+        path=listed_paths(True),
+    retries: config["download"]["job_retries"]
+    conda:
+        "../envs/download.yaml"
+    resources:
+        downloads=1,
+    params:
+        **download_params(),
+        url=lambda wildcards: DOWNLOAD_FILES[wildcards.path],
+        source=lambda wildcards: f"files/{os.path.dirname(wildcards.path)}",
+        label=lambda wildcards: wildcards.path,
+    script:
+        "../workflow_scripts/download_archive.py"

@@ -14,7 +14,11 @@ SPATIAL_GIVEN = {
     what: SPATIAL.get(what)
     for what in ("reference", "spots")
     if isinstance(SPATIAL.get(what), dict)
-    or (what == "spots" and SPATIAL.get(what) and not str(SPATIAL[what]).endswith(".h5ad"))
+    or (
+        what == "spots"
+        and SPATIAL.get(what)
+        and not str(SPATIAL[what]).endswith(".h5ad")
+    )
 }
 SPATIAL_REFERENCE = (
     f"{SP}/inputs/reference.h5ad"
@@ -83,11 +87,7 @@ SPATIAL_TARGETS = (
 
 rule spatial_input:
     input:
-        lambda wildcards: (
-            list(SPATIAL_GIVEN[wildcards.what].values())
-            if isinstance(SPATIAL_GIVEN[wildcards.what], dict)
-            else SPATIAL_GIVEN[wildcards.what]
-        ),
+        spatial_input_files,
     output:
         f"{SP}/inputs/{{what}}.h5ad",
     log:

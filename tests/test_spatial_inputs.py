@@ -157,3 +157,22 @@ def test_workflow_takes_folders_and_sections(tmp_path) -> None:
     assert result.returncode == 0, out
     jobs = out.split("Job stats:")[1]
     assert "spatial_input" in jobs and "deepcolor" in jobs
+
+
+def test_spatial_tarball_is_fetched_and_unpacked(counts, tmp_path) -> None:
+    """10x publishes spatial/ as <sample>_spatial.tar.gz: fetched with a manifest, unpacked as the folder."""
+    import tarfile
+
+    from cellfate.sources.fetch import fetch_archive
+
+    src = write_spaceranger(counts, tmp_path / "published")
+    with tarfile.open(tmp_path / "S1_spatial.tar.gz", "w:gz") as tar:
+        tar.add(src / "spatial", arcname="spatial")
+    outs = tmp_path / "run" / "outs"
+    outs.mkdir(parents=True)
+    (outs / "filtered_feature_bc_matrix.h5").write_bytes((src / "filtered_feature_bc_matrix.h5").read_bytes())
+    fetch_archive(f"file://{tmp_path / 'S1_spatial.tar.gz'}", str(outs / "spatial"), manifest_dir=str(tmp_path / "m"),
+                  source="files", label="spatial")
+    assert sorted(p.name for p in (outs / "spatial").iterdir()) == sorted(p.name for p in (src / "spatial").iterdir())
+    assert list((tmp_path / "m").rglob("*.json"))  # the tarball's size and sha256 are recorded
+    assert read_section(outs, "s1").n_obs == counts.n_obs
