@@ -255,13 +255,15 @@ def velocity_sample(name):
 
 
 def velocity_counts_kind(name):
-    """How a sample's spliced/unspliced counts come: loom, h5ad, or velocyto on its BAM."""
+    """How a sample's spliced/unspliced counts come: loom, h5ad, STARsolo folder, or velocyto on its BAM."""
     sample = velocity_sample(name)
-    return next((key for key in ("loom", "h5ad") if sample.get(key)), "velocyto")
+    return next(
+        (key for key in ("loom", "h5ad", "starsolo") if sample.get(key)), "velocyto"
+    )
 
 
 def velocity_counts_input(wildcards):
-    """The sample's loom or layered h5ad as given, else velocyto's output folder."""
+    """The sample's loom, layered h5ad or STARsolo folder as given, else velocyto's output folder."""
     kind = velocity_counts_kind(wildcards.name)
     if kind == "velocyto":
         return f"{RESULTS}/velocity/{wildcards.name}/velocyto"

@@ -18,7 +18,7 @@ import yaml
 
 from cellfate.dynamics import pipeline
 from cellfate.errors import CellfateError
-from cellfate.velocity.loom import counts_to_h5ad, read_layers_h5ad, read_loom
+from cellfate.velocity.loom import counts_to_h5ad, read_layers_h5ad, read_loom, read_starsolo
 from conftest import REPO, run_snakemake
 
 DATA = Path(__file__).parent / "data" / "scvelo" / "pancreas_50obs_top2000.h5ad"
@@ -99,6 +99,34 @@ def _check_scverse_keys(out: ad.AnnData) -> None:
     assert list(out.uns["velocity_params"]["embeddings"]) == [basis]
     axes = sc.pl.embedding(out, basis=basis, color="vicdyf_fluctuation", show=False)
     assert len(axes.collections) > 0
+
+
+def write_starsolo(adata: ad.AnnData, folder: Path) -> Path:
+    """STARsolo's Velocyto/filtered layout: genes x cells Matrix Market per layer, features and barcodes TSVs."""
+    import gzip
+
+    import scipy.io
+
+    folder.mkdir(parents=True)
+    for layer in ("spliced", "unspliced"):
+        scipy.io.mmwrite(folder / f"{layer}.mtx", sp.csr_matrix(adata.layers[layer]).T.astype(np.int64))
+    scipy.io.mmwrite(folder / "ambiguous.mtx", sp.csr_matrix((adata.n_vars, adata.n_obs), dtype=np.int64))
+    pd.DataFrame({"id": [f"ACC_{g}" for g in adata.var_names], "name": adata.var_names, "type": "Gene Expression"}
+                 ).to_csv(folder / "features.tsv", sep="\t", header=False, index=False)
+    with gzip.open(folder / "barcodes.tsv.gz", "wt") as handle:
+        handle.write("".join(f"{b}-1\n" for b in adata.obs_names))
+    return folder
+
+
+def test_starsolo_velocyto_folder_reads_the_same(pancreas, tmp_path) -> None:
+    folder = write_starsolo(pancreas, tmp_path / "Solo.out" / "Velocyto" / "filtered")
+    data = read_starsolo(folder)
+    assert list(data.obs_names) == list(pancreas.obs_names) and list(data.var["symbol"]) == list(pancreas.var_names)
+    for layer in ("spliced", "unspliced"):
+        np.testing.assert_array_equal(data.layers[layer].toarray(), pancreas.layers[layer].toarray())
+    (folder / "unspliced.mtx").unlink()
+    with pytest.raises(CellfateError, match="not a STARsolo Velocyto folder: no unspliced.mtx"):
+        read_starsolo(folder)
 
 
 def _layered(tmp_path: Path, spliced, unspliced, names=None) -> Path:

@@ -1,7 +1,7 @@
-"""Spliced/unspliced counts as AnnData on the sample's QC'd cells: a velocyto loom or a layered h5ad.
+"""Spliced/unspliced counts as AnnData on the sample's QC'd cells: a loom, an h5ad, a STARsolo folder.
 
-Users bring the files their tools wrote: velocyto's loom (also STARsolo Velocyto via velocyto's
-layout) or an h5ad with ``spliced``/``unspliced`` layers (scVelo's datasets, kb-python). Both
+Users bring the files their tools wrote: velocyto's loom, an h5ad with ``spliced``/``unspliced``
+layers (scVelo's datasets, kb-python) or STARsolo's Velocyto folder. All
 pass the same guards (:func:`velocity_counts`), so VICDYF sees one shape of input whatever made it.
 The loom is read with anndata's maintained loom reader.
 
@@ -98,6 +98,50 @@ def read_layers_h5ad(path: str | os.PathLike[str]) -> ad.AnnData:
     return velocity_counts(data, path, "h5ad")
 
 
+#: STARsolo's Velocyto output (``--soloFeatures Velocyto``): one Matrix Market file per layer.
+STARSOLO_FILES = ("barcodes.tsv", "features.tsv", "spliced.mtx", "unspliced.mtx")
+
+
+def _starsolo_table(folder: str | os.PathLike[str], name: str) -> pd.DataFrame:
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
+        path += ".gz"
+    try:
+        return pd.read_csv(path, sep="\t", header=None, dtype=str)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise CellfateError(f"not a readable STARsolo {name} ({err})", folder) from None
+
+
+def read_starsolo(folder: str | os.PathLike[str]) -> ad.AnnData:
+    """STARsolo's ``Solo.out/Velocyto/filtered`` (or ``raw``) folder: genes x cells Matrix Market
+    files ``spliced``/``unspliced``/``ambiguous`` with ``features.tsv`` (id, symbol) and
+    ``barcodes.tsv``; guarded like the other kinds (:func:`velocity_counts`)."""
+    import scipy.io
+
+    missing = [f for f in STARSOLO_FILES if not any(os.path.isfile(os.path.join(folder, f + z)) for z in ("", ".gz"))]
+    if missing:
+        raise CellfateError(f"not a STARsolo Velocyto folder: no {', '.join(missing)}", folder)
+    features, barcodes = _starsolo_table(folder, "features.tsv"), _starsolo_table(folder, "barcodes.tsv")
+    layers = {}
+    for name in LAYERS:
+        path = next((os.path.join(folder, f"{name}.mtx{z}") for z in ("", ".gz")
+                     if os.path.isfile(os.path.join(folder, f"{name}.mtx{z}"))), None)
+        if path is None:
+            continue
+        try:
+            matrix = sp.csr_matrix(scipy.io.mmread(path).T)
+        except (OSError, ValueError) as err:
+            raise CellfateError(f"not a readable Matrix Market file {name}.mtx ({err})", folder) from None
+        if matrix.shape != (len(barcodes), len(features)):
+            raise CellfateError(f"{name}.mtx is {matrix.shape[::-1]} (genes x cells) but features.tsv and barcodes.tsv "
+                                f"list {len(features)} x {len(barcodes)}", folder)
+        layers[name] = matrix
+    var = pd.DataFrame({"symbol": features[1] if features.shape[1] > 1 else features[0]}, dtype=str)
+    var.index = pd.Index(features[0].to_numpy(), name="gene_id")
+    obs = pd.DataFrame({"loom_cell_id": barcodes[0].to_numpy()}, index=barcodes[0].to_numpy())
+    return velocity_counts(ad.AnnData(obs=obs, var=var, layers=layers), folder, "STARsolo folder")
+
+
 def velocity_counts(data: ad.AnnData, path: str | os.PathLike[str], what: str) -> ad.AnnData:
     """The same guards for every source of counts: integer layers of one shape, unique names.
 
@@ -159,7 +203,7 @@ def join_cells(counts: ad.AnnData, cells: ad.AnnData, barcode_key: str | None = 
 
 
 #: The readers of each kind of spliced/unspliced file a velocity sample may give.
-READERS = {"loom": read_loom, "h5ad": read_layers_h5ad}
+READERS = {"loom": read_loom, "h5ad": read_layers_h5ad, "starsolo": read_starsolo}
 
 
 def counts_to_anndata(path: str | os.PathLike[str], kind: str = "loom", cells: ad.AnnData | None = None,
@@ -197,7 +241,7 @@ def counts_to_h5ad(path: str | os.PathLike[str], kind: str, sample_id: str, out_
     from cellfate.io import write_h5ad
 
     if kind not in READERS:
-        raise CellfateError(f"unknown kind of spliced/unspliced file {kind!r} (loom or h5ad)", path)
+        raise CellfateError(f"unknown kind of spliced/unspliced file {kind!r} (loom, h5ad or starsolo)", path)
     adata = counts_to_anndata(path, kind, _qc_cells(cells_h5ad), barcode_key)
     adata.uns["velocyto"]["sample_id"] = sample_id
     write_h5ad(adata, out_h5ad)
