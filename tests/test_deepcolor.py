@@ -15,7 +15,8 @@ from cellfate.spatial import validation
 from cellfate.spatial.colocalization import type_colocalization
 from cellfate.spatial.model import (DeepColor, DeepColorConfig, match_inputs, p_mat_from_map2sp, type_distributions,
                                     type_shares, type_shares_from_p)
-from cellfate.spatial.module import DeepColorModule, ModuleConfig, nb_log_prob
+from cellfate.nn.likelihoods import nb_log_prob
+from cellfate.spatial.module import DeepColorModule, ModuleConfig
 from cellfate.spatial.train import TrainConfig
 
 FAST = DeepColorConfig(train=TrainConfig(epochs_sc=60, epochs_map=60, batch_size=128, lr=3e-3, patience=15))

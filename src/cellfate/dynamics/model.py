@@ -21,9 +21,10 @@ import scipy.sparse as sp
 import torch
 
 from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
-from cellfate.dynamics.train import CountTensors, TrainingPlan, resolve_device, train
+from cellfate.dynamics.train import CountTensors, TrainingPlan, train
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
+from cellfate.nn.device import resolve_device
 
 log = logging.getLogger(__name__)
 
