@@ -92,10 +92,9 @@ def _write_npy(array: np.ndarray, path: PathLike) -> None:
 
 
 def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
-              mapped_spots: PathLike, cfg: Config | None = None, threads: int = 1) -> DeepColor:
+              mapped_spots: PathLike, cfg: Config | None = None) -> DeepColor:
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
     cfg = settings(cfg)
-    torch.set_num_threads(max(1, int(threads)))
     cells = read_h5ad(reference, what="reference h5ad")
     spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
     labels = _labels(cells, cfg["cell_type_key"], reference)
@@ -303,12 +302,11 @@ def _per10k(x: Any) -> Any:
 
 
 def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
-                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None, threads: int = 1) -> pd.DataFrame:
+                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None) -> pd.DataFrame:
     """Rule ``environment_dynamics``: conditioned dynamics of the modelled cells, Jacobian modes,
     per-gene velocity change of mode 1 and the ligands that would cause it."""
     cfg = settings(cfg)
     e = cfg["environment"]
-    torch.set_num_threads(max(1, int(threads)))
     cells = ad.read_h5ad(cells_h5ad)
     labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
     lineage = np.isin(labels, e["cells"])
