@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cellfate.counts import check_count_values
 from cellfate.errors import CellfateError
 from cellfate.genes import mouse_gene_table
 
@@ -33,15 +34,7 @@ def check_counts(matrix: sp.spmatrix, path: str | Path) -> sp.csr_matrix:
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise CellfateError(f"empty sample: {matrix.shape[0]} cells x {matrix.shape[1]} genes", path)
     data = matrix.data
-    if data.size and not np.all(np.isfinite(data)):
-        raise CellfateError("the count matrix holds NaN or infinite values", path)
-    if data.size and data.min() < 0:
-        raise CellfateError(f"the count matrix holds negative values (min {data.min():g}); raw counts are needed", path)
-    if data.size and not np.array_equal(data, np.round(data)):
-        frac = float(np.mean(data != np.round(data)))
-        raise CellfateError(
-            f"the count matrix holds non-integer values ({frac:.1%} of entries): normalized data, not raw counts", path
-        )
+    check_count_values(data, "the count matrix", path)
     if data.size and data.max() > np.iinfo(np.int32).max:
         raise CellfateError("counts overflow int32", path)
     return sp.csr_matrix(matrix, dtype=np.int32)

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from cellfate.counts import check_count_values
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
 from cellfate.nn.device import resolve_device
@@ -62,15 +63,7 @@ def counts_matrix(adata: ad.AnnData, path: PathLike | None, what: str) -> sp.csr
     """The raw counts (``layers['counts']`` if present, else ``X``) as CSR, checked to be counts."""
     x = adata.layers["counts"] if "counts" in adata.layers else adata.X
     x = sp.csr_matrix(x)
-    data = x.data
-    if data.size and not np.isfinite(data).all():
-        raise CellfateError(f"{what} counts contain NaN or infinite values; DeepCOLOR needs raw integer counts", path)
-    if data.size and (data < 0).any():
-        raise CellfateError(f"{what} counts contain negative values; DeepCOLOR needs raw integer counts", path)
-    if data.size and not np.array_equal(data, np.round(data)):
-        frac = data[data != np.round(data)][:1]
-        raise CellfateError(f"{what} counts are not integers (e.g. {float(frac[0]):g}): DeepCOLOR needs raw counts, "
-                            "not normalised or log-transformed values", path)
+    check_count_values(x.data, f"{what} counts", path)
     return x
 
 

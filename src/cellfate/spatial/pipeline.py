@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sparse
 import torch
 
+from cellfate.counts import dense
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path, write_h5ad, write_table
 from cellfate.readers import read_h5ad
@@ -319,8 +320,8 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
     c = env.standardise(c)
     sub = cells[lineage]
-    spliced = _dense(sub.layers["spliced"])
-    unspliced = _dense(sub.layers["unspliced"])
+    spliced = dense(sub.layers["spliced"])  # the modelled cells are few (one lineage): dense is fine
+    unspliced = dense(sub.layers["unspliced"])
     hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
     train = np.setdiff1d(np.arange(len(c)), hold)
     keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
@@ -407,6 +408,3 @@ def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray,
     return env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"]), fits
 
 
-def _dense(x: Any) -> np.ndarray:
-    """A count layer as a dense float array (the modelled cells are few: one lineage)."""
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
