@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from cellfate.counts import dense
 from cellfate.nn.adam import Adam
 from cellfate.nn.training import Phase, Stopping, fit_batches, run_phase
 from cellfate.spatial.module import DeepColorModule
@@ -60,8 +61,7 @@ class Rows:
         if sp.issparse(x) and x.shape[0] * x.shape[1] > dense_limit:
             self.csr, self.dense = sp.csr_matrix(x, dtype=np.float32), None
         else:
-            arr = x.toarray() if sp.issparse(x) else np.asarray(x)
-            self.csr, self.dense = None, torch.as_tensor(arr, dtype=torch.float32, device=device)
+            self.csr, self.dense = None, torch.as_tensor(dense(x), device=device)
 
     def __getitem__(self, idx: np.ndarray) -> torch.Tensor:
         if self.dense is not None:
