@@ -81,7 +81,7 @@ def count_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> np.
             "unspliced counts, e.g. from velocyto", source)
     matrix = adata.layers[layer]
     check_count_values(matrix.data if sp.issparse(matrix) else np.asarray(matrix), f"layer {layer!r}", source)
-    return dense(matrix)
+    return dense(matrix, dtype=None).astype(np.float32)  # a copy: the model does not share the AnnData's memory
 
 
 class VICDYF:

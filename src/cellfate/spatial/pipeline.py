@@ -320,8 +320,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
     c = env.standardise(c)
     sub = cells[lineage]
-    spliced = dense(sub.layers["spliced"])  # the modelled cells are few (one lineage): dense is fine
-    unspliced = dense(sub.layers["unspliced"])
+    spliced, unspliced = (dense(sub.layers[k]) for k in ("spliced", "unspliced"))  # one lineage: few cells
     hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
     train = np.setdiff1d(np.arange(len(c)), hold)
     keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
