@@ -9,7 +9,7 @@ keeps its traceback because it is a bug.
 from __future__ import annotations
 
 import importlib.abc
-import importlib.util
+import importlib.machinery
 import logging
 import sys
 from collections.abc import Callable
@@ -29,7 +29,7 @@ def configure_logging(log_file: str | None = None, level: int = logging.INFO) ->
 
 
 class _SetThreadsOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when ``torch`` is first imported, sets its threads right after."""
+    """Finds ``torch`` where the path finder would and sets its threads once it has loaded; nothing else."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
@@ -37,10 +37,10 @@ class _SetThreadsOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name != "torch":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("torch")
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)  # where torch is installed
         if spec is None or spec.loader is None:
-            return spec
+            return None  # let the other finders try
+        sys.meta_path.remove(self)  # once
         exec_module, threads = spec.loader.exec_module, self.threads
 
         def exec_and_limit(module: Any) -> None:
