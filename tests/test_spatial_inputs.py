@@ -133,7 +133,7 @@ def test_non_integer_or_no_coordinates_are_refused(counts, tmp_path) -> None:
     cells = _cell_section(counts, 1)
     cells.X = np.log1p(cells.X.toarray())
     cells.write_h5ad(tmp_path / "log.h5ad")
-    with pytest.raises(CellfateError, match="normalized data"):
+    with pytest.raises(CellfateError, match="not normalised or log-transformed"):
         read_section(tmp_path / "log.h5ad", "a")
     del cells.obsm["spatial"]
     cells.write_h5ad(tmp_path / "noxy.h5ad")

@@ -139,7 +139,7 @@ def _layered(tmp_path: Path, spliced, unspliced, names=None) -> Path:
 
 def test_guards_on_layered_h5ad(tmp_path) -> None:
     counts = np.arange(12, dtype=np.float64).reshape(4, 3)
-    with pytest.raises(CellfateError, match="unspliced layer holds non-integer values.*normalized"):
+    with pytest.raises(CellfateError, match="unspliced layer has non-integer values.*not normalised"):
         read_layers_h5ad(_layered(tmp_path, counts, np.log1p(counts)))
     noisy = read_layers_h5ad(_layered(tmp_path, counts + 1e-11, counts))  # float noise is rounded, not refused
     np.testing.assert_array_equal(noisy.layers["spliced"].toarray(), counts)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cellfate.counts import check_count_values
 from cellfate.errors import CellfateError
 from cellfate.genes import mouse_gene_table
 from cellfate.synonyms import SynonymTable, resolve_symbols
@@ -36,34 +37,32 @@ log = logging.getLogger(__name__)
 INTEGER_TOLERANCE = 1e-6
 
 
+def _round_float_noise(matrix: sp.csr_matrix, path: str | Path, what: str) -> None:
+    """Round stored values in place when every one lies within :data:`INTEGER_TOLERANCE` of an
+    integer, saying so in the log; otherwise leave them for :func:`check_count_values` to refuse."""
+    data = matrix.data
+    if not data.size or data.dtype.kind != "f" or not np.isfinite(data).all():
+        return
+    off = np.abs(data - np.rint(data))
+    if 0 < off.max() <= INTEGER_TOLERANCE:
+        log.warning("%s: %d of %d entries of the %s lay within %g of an integer (float noise, largest %.1e) "
+                    "and were rounded", path, int(np.count_nonzero(off)), data.size, what, INTEGER_TOLERANCE,
+                    float(off.max()))
+        matrix.data = np.rint(data)
+        matrix.eliminate_zeros()
+
+
 def check_counts(matrix: sp.spmatrix, path: str | Path, what: str = "count matrix") -> sp.csr_matrix:
     """Return the matrix as CSR int32 after checking it holds raw counts (non-negative integers).
 
     Values within :data:`INTEGER_TOLERANCE` of an integer are rounded (float noise, logged with
-    how many entries moved); anything further is refused as normalized data.
+    how many entries moved); anything further is refused as not raw counts (normalised or log-transformed).
     """
     matrix = sp.csr_matrix(matrix, copy=True)
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise CellfateError(f"empty sample: {matrix.shape[0]} cells x {matrix.shape[1]} genes", path)
-    data = matrix.data
-    if data.size and not np.all(np.isfinite(data)):
-        raise CellfateError(f"the {what} holds NaN or infinite values", path)
-    if data.size and data.min() < -INTEGER_TOLERANCE:
-        raise CellfateError(f"the {what} holds negative values (min {data.min():g}); raw counts are needed", path)
-    if data.size and data.dtype.kind == "f":
-        off = np.abs(data - np.rint(data))
-        if off.max() > INTEGER_TOLERANCE:
-            frac = float(np.mean(off > INTEGER_TOLERANCE))
-            raise CellfateError(
-                f"the {what} holds non-integer values ({frac:.1%} of entries, e.g. {data[off.argmax()]:g}): "
-                "normalized data, not raw counts", path
-            )
-        if off.max() > 0:
-            log.warning("%s: %d of %d entries of the %s lay within %g of an integer (float noise, largest %.1e) "
-                        "and were rounded", path, int(np.count_nonzero(off)), data.size, what, INTEGER_TOLERANCE,
-                        float(off.max()))
-        matrix.data = np.rint(data)
-        matrix.eliminate_zeros()
+    _round_float_noise(matrix, path, what)
+    check_count_values(matrix.data, f"the {what}", path)
     if matrix.data.size and matrix.data.max() > np.iinfo(np.int32).max:
         raise CellfateError(f"the {what}'s counts overflow int32", path)
     return sp.csr_matrix(matrix, dtype=np.int32)

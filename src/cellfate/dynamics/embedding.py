@@ -16,14 +16,14 @@ import logging
 
 import numpy as np
 
-from cellfate.umap_layout import nearest_neighbours
+from cellfate.neighbours import nearest_neighbours
 
 log = logging.getLogger(__name__)
 
 
 def knn_indices(x: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Indices (cells x k) of each cell's k nearest other cells (Euclidean; a scipy k-d tree, see
-    :func:`cellfate.umap_layout.nearest_neighbours`)."""
+    :func:`cellfate.neighbours.nearest_neighbours`)."""
     if min(n_neighbors, len(x) - 1) < 1:
         raise ValueError("need at least two cells for a neighbour graph")
     return nearest_neighbours(np.asarray(x), n_neighbors)[1]

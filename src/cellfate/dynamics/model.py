@@ -20,10 +20,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from cellfate.counts import check_count_values, dense
 from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
-from cellfate.dynamics.train import CountTensors, TrainingPlan, resolve_device, train
+from cellfate.dynamics.train import CountTensors, TrainingPlan, train
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
+from cellfate.nn.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,6 @@ WEIGHTS_FILE = "model.pt"
 HISTORY_FILE = "history.tsv"
 
 
-def _dense(matrix: Any) -> np.ndarray:
-    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
-
-
 def _row_abs_mean(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Per-row mean of |x|, in row chunks: np.abs(x) of a whole output would be one more cells x genes copy."""
     return np.concatenate([np.abs(x[i:i + chunk]).mean(1) for i in range(0, len(x), chunk)]) if len(x) else np.zeros(0)
@@ -85,21 +83,8 @@ def count_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> np.
             f"the AnnData has no layer {layer!r} (layers: {sorted(adata.layers)}); VICDYF needs raw spliced and "
             "unspliced counts, e.g. from velocyto", source)
     matrix = adata.layers[layer]
-    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
-    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
-        raise CellfateError(f"layer {layer!r} has dtype {values.dtype}, not counts", source)
-    if values.size:
-        if np.issubdtype(values.dtype, np.floating):
-            if not np.all(np.isfinite(values)):
-                raise CellfateError(f"layer {layer!r} has NaN or infinite values", source)
-            frac = values[values != np.round(values)]
-            if frac.size:
-                raise CellfateError(
-                    f"layer {layer!r} holds non-integer values (e.g. {frac[0]:.4g}); VICDYF models raw counts, "
-                    "not normalised or log-transformed data", source)
-        if values.min() < 0:
-            raise CellfateError(f"layer {layer!r} has negative values (minimum {values.min()})", source)
-    return _dense(matrix).astype(np.float32)
+    check_count_values(matrix.data if sp.issparse(matrix) else np.asarray(matrix), f"layer {layer!r}", source)
+    return dense(matrix, dtype=None).astype(np.float32)  # a copy: the model does not share the AnnData's memory
 
 
 class VICDYF:
