@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sparse
 import torch
 
+from cellfate.counts import dense
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path, write_h5ad, write_table
 from cellfate.readers import read_h5ad
@@ -92,10 +93,9 @@ def _write_npy(array: np.ndarray, path: PathLike) -> None:
 
 
 def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
-              mapped_spots: PathLike, cfg: Config | None = None, threads: int = 1) -> DeepColor:
+              mapped_spots: PathLike, cfg: Config | None = None) -> DeepColor:
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
     cfg = settings(cfg)
-    torch.set_num_threads(max(1, int(threads)))
     cells = read_h5ad(reference, what="reference h5ad")
     spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
     labels = _labels(cells, cfg["cell_type_key"], reference)
@@ -317,19 +317,18 @@ def _lineage(cells: ad.AnnData, e: dict[str, Any], cfg: Config, path: PathLike) 
 
 
 def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
-                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None, threads: int = 1) -> pd.DataFrame:
+                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None) -> pd.DataFrame:
     """Rule ``environment_dynamics``: cross-fitted conditioned dynamics of the modelled cells,
     Jacobian modes, per-gene velocity change of mode 1 and the ligands that would cause it. On the
     simulated tissue the same analysis also runs with the true partner densities as c: that
     control tells a failure of the analysis from a condition that carries no environment."""
     cfg = settings(cfg)
     e = cfg["environment"]
-    torch.set_num_threads(max(1, int(threads)))
     cells = ad.read_h5ad(cells_h5ad)
     labels, lineage, partners = _lineage(cells, e, cfg, cells_h5ad)
     c, names, column_types = _condition(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"])
     sub = cells[lineage]
-    spliced, unspliced = _dense(sub.layers["spliced"]), _dense(sub.layers["unspliced"])
+    spliced, unspliced = (dense(sub.layers[k]) for k in ("spliced", "unspliced"))  # one lineage: few cells
     folds = env.crossfit_folds(len(c), int(e["folds"]), cfg["seed"])
     # VICDYF needs spliced counts in every gene of every fold's training cells
     keep = np.all([np.delete(spliced, f, 0).sum(0) >= max(1, e["min_counts"]) for f in folds], axis=0)
@@ -431,8 +430,3 @@ def _fold_fit(s: np.ndarray, u: np.ndarray, c: np.ndarray, hold: np.ndarray, mcf
     module = env.fit_conditioned_dynamics(s[train], u[train], c[train], mcfg)
     z = env.latent_mean(module, s[train])
     return _FoldFit(module, hold, z, env.condition_jacobian(module, z, torch.as_tensor(c[train], dtype=torch.float32)))
-
-
-def _dense(x: Any) -> np.ndarray:
-    """A count layer as a dense float array (the modelled cells are few: one lineage)."""
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
