@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cellfate.optim import Adam
+from cellfate.spatial.count_table import CountTable
 from cellfate.spatial.module import DeepColorModule
 
 log = logging.getLogger(__name__)
@@ -176,13 +177,15 @@ def train_sc(module: DeepColorModule, cells: Rows, cfg: TrainConfig, rng: np.ran
     last = {"loss": math.inf}
     module.init_rate_scale(cells[train[: min(len(train), 20_000)]])
     const = log_factorials(cells)
+    table = CountTable(cells.dense, keep_codes=True) if cells.dense is not None else None
 
     def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
         parts, sizes = [], []
         kl_weight = min(1.0, (epoch + 1) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
         for idx in batches(len(train), cfg.batch_size, rng):
-            out = module.sc_loss(cells[train[idx]], kl_weight=kl_weight)
+            rows = torch.as_tensor(train[idx], device=const.device)
+            out = module.sc_loss(cells[train[idx]], kl_weight=kl_weight, table=table.rows(rows) if table else None)
             optimizer.zero_grad()
             out["loss"].backward()
             optimizer.step()
@@ -273,6 +276,7 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
         p.requires_grad_(False)
     last = {"loss": math.inf}
     const = float(torch.lgamma(spots + 1.0).sum(-1).mean())
+    table = CountTable(spots) if module.config.spatial_likelihood == "nb" else None
 
     def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
@@ -287,7 +291,7 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
                     rate = module.decode(z) if decoded else module.map_rate(cells[idx], z)
             else:
                 rate = rate_mean[t] if decoded else module.map_rate(cells[idx], z_mean[t])
-            out = module.spatial_loss(feat, rate, spots, spot_size)
+            out = module.spatial_loss(feat, rate, spots, spot_size, table)
             optimizer.zero_grad()
             out["loss"].backward()
             optimizer.step()
