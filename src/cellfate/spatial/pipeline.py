@@ -31,8 +31,8 @@ from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
 from cellfate.spatial import validation
 from cellfate.spatial.cell_level import cell_level_metrics
-from cellfate.spatial.model import (DeepColor, DeepColorConfig, type_distributions, type_shares,
-                                   type_shares_from_p)
+from cellfate.spatial.map_outputs import write_p_mat
+from cellfate.spatial.model import DeepColor, DeepColorConfig, type_shares_from_p
 from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
 
 log = logging.getLogger(__name__)
@@ -75,22 +75,6 @@ def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
-def _entropy(p: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per row of p, -sum p log p, a block of rows at a time (temporaries stay block-sized)."""
-    out = np.empty(len(p))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(0, len(p), chunk):
-            block = np.asarray(p[i:i + chunk])
-            out[i:i + chunk] = -np.nansum(np.where(block > 0, block * np.log(block), 0.0), axis=1)
-    return out
-
-
-def _write_npy(array: np.ndarray, path: PathLike) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-
 def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
               mapped_spots: PathLike, cfg: Config | None = None, threads: int = 1) -> DeepColor:
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
@@ -103,21 +87,17 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
-    # one dense cells x spots array: map2sp, read for the spot-level outputs, then turned into
-    # p_mat in place (map2sp = p_mat * map_total is recovered from the two files)
-    map2sp = model.map2sp(model.map_inputs(*_mapping_view(cells, model, zl)))
-    total = map2sp.sum(1)
+    # p_mat is written a block of cells at a time; no cells x spots array is held (map_outputs)
+    features = model.map_inputs(*_mapping_view(cells, model, zl))
+    summary = write_p_mat(model, features, zl, labels, p_mat)
     mapped = spot_data[:, model.genes].copy()
-    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
-    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
-    p = map2sp
-    np.divide(p, np.maximum(total, 1e-30)[:, None], out=p)
-    _write_npy(p, p_mat)
-    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
+    mapped.obsm["deepcolor_type_share"] = summary.type_share.set_index(mapped.obs_names)
+    mapped.layers["deepcolor_imputed"] = summary.imputed
+    mapped.obsm["deepcolor_type_distribution"] = summary.type_distribution.set_index(mapped.obs_names)
 
     cells.obsm["X_zl"] = zl
-    cells.obs["map_total"] = total
-    cells.obs["map_entropy"] = _entropy(p)
+    cells.obs["map_total"] = summary.map_total
+    cells.obs["map_entropy"] = summary.entropy
     cells.var["deepcolor_used"] = cells.var_names.isin(model.genes)
     cells.uns["deepcolor"] = {"n_genes": len(model.genes), "n_spots": len(model.spot_names),
                               "cell_type_key": cfg["cell_type_key"], "p_mat": os.path.basename(str(p_mat))}
