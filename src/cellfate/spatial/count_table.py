@@ -24,22 +24,27 @@ class CountTable:
     zero count), so the table of any subset of rows (a mini-batch) is one ``bincount`` away.
     """
 
-    def __init__(self, x: torch.Tensor, keep_codes: bool = False) -> None:
+    def __init__(self, x: torch.Tensor, keep_codes: bool = False, chunk: int = 4096) -> None:
         counts = x.detach().cpu().numpy()
-        rows, genes = np.nonzero(counts)
-        values = counts[rows, genes].astype(np.int64)
-        base = int(values.max(initial=0)) + 1
-        unique, inverse, mult = np.unique(genes.astype(np.int64) * base + values, return_inverse=True,
-                                          return_counts=True)
+        base = int(counts.max(initial=0)) + 1
+        # two passes over blocks of rows: temporaries stay block-sized (a whole-matrix np.nonzero
+        # took 0.8 GB at 50k cells x 765 genes)
+        unique = np.unique(np.concatenate([np.unique(_keys(counts[i:i + chunk], base)[1])
+                                           for i in range(0, len(counts), chunk)] or [np.zeros(0, np.int64)]))
+        mult = np.zeros(len(unique), dtype=np.int64)
+        self.codes = torch.zeros(counts.shape, dtype=torch.int32, device=x.device) if keep_codes else None
+        for i in range(0, len(counts), chunk):
+            (rows, genes), key = _keys(counts[i:i + chunk], base)
+            code = np.searchsorted(unique, key)
+            mult += np.bincount(code, minlength=len(unique))
+            if keep_codes:
+                block = np.zeros((len(counts[i:i + chunk]), counts.shape[1]), dtype=np.int32)
+                block[rows, genes] = code + 1
+                self.codes[i:i + chunk] = torch.as_tensor(block, device=x.device)
         self.n_rows = counts.shape[0]
         self.gene = torch.as_tensor(unique // base, device=x.device)
         self.value = torch.as_tensor(unique % base, dtype=x.dtype, device=x.device)
         self.mult = torch.as_tensor(mult, dtype=x.dtype, device=x.device)
-        self.codes = None
-        if keep_codes:
-            codes = np.zeros(counts.shape, dtype=np.int32)
-            codes[rows, genes] = inverse.ravel() + 1
-            self.codes = torch.as_tensor(codes, device=x.device)
 
     def rows(self, idx: torch.Tensor) -> CountTable:
         """The table of the rows ``idx`` only (needs ``keep_codes``)."""
@@ -52,6 +57,12 @@ class CountTable:
         """Sum over every entry of ``lgamma(x + theta_gene) - lgamma(theta_gene)`` (a scalar)."""
         t = theta[self.gene]
         return (self.mult * (torch.lgamma(self.value + t) - torch.lgamma(t))).sum()
+
+
+def _keys(counts: np.ndarray, base: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The (row, gene) positions of the non-zero counts and their keys gene * base + value."""
+    rows, genes = np.nonzero(counts)
+    return (rows, genes), genes.astype(np.int64) * base + counts[rows, genes].astype(np.int64)
 
 
 def nb_nll_fixed(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, table: CountTable,
