@@ -172,8 +172,12 @@ def compare(args: argparse.Namespace) -> None:
 
 def run_rule(folder: Path, epochs: tuple[int, int]) -> None:
     """In its own process: the whole ``deepcolor`` rule function on the h5ad inputs."""
+    import torch
+
     from cellfate.spatial import pipeline
     from cellfate.spatial.model import DeepColor
+
+    torch.set_num_threads(1)  # the workflow's adaptor does this for a rule; here we call its function
 
     cfg = {"deepcolor": {"epochs_sc": epochs[0], "epochs_map": epochs[1], "early_stopping": False,
                          "batch_size": 1000, "map_batch_size": 1000}}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 def worker(n_cells: int, n_genes: int, workdir: str) -> None:
     import numpy as np
+    import torch
 
     from cellfate.dynamics import pipeline
     from cellfate.simulate.cascade import CascadeSpec, simulate_cascade
@@ -40,7 +41,8 @@ def worker(n_cells: int, n_genes: int, workdir: str) -> None:
     del adata, base
     cfg = {"epochs_phase1": 1, "epochs_phase2": 1, "n_top_genes": n_genes, "min_shared_counts": 0}
     t0 = time.process_time()
-    pipeline.fit(path, Path(workdir) / "model", Path(workdir) / "out.h5ad", cfg, threads=1)
+    torch.set_num_threads(1)
+    pipeline.fit(path, Path(workdir) / "model", Path(workdir) / "out.h5ad", cfg)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RESULT cells={n_cells} genes={n_genes} peak_mb={peak:.0f} cpu_s={time.process_time() - t0:.1f}", flush=True)
 

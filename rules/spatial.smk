@@ -7,12 +7,29 @@ SPATIAL = config.get("spatial") or {}
 SP = f"{RESULTS}/spatial"
 
 
-# User-given inputs, else the simulated tissue (demo), else none (the stage is skipped).
-SPATIAL_REFERENCE = SPATIAL.get("reference") or (
-    f"{SIM}/tissue/reference.h5ad" if SIMULATED else None
+# User-given inputs, else the simulated tissue (demo), else none (the stage is skipped). Spots
+# given as a Space Ranger folder or as several sections, and a reference given as several
+# single-cell spatial sections, are first made into one h5ad by rule spatial_input.
+SPATIAL_GIVEN = {
+    what: SPATIAL.get(what)
+    for what in ("reference", "spots")
+    if isinstance(SPATIAL.get(what), dict)
+    or (
+        what == "spots"
+        and SPATIAL.get(what)
+        and not str(SPATIAL[what]).endswith(".h5ad")
+    )
+}
+SPATIAL_REFERENCE = (
+    f"{SP}/inputs/reference.h5ad"
+    if "reference" in SPATIAL_GIVEN
+    else SPATIAL.get("reference")
+    or (f"{SIM}/tissue/reference.h5ad" if SIMULATED else None)
 )
-SPATIAL_SPOTS = SPATIAL.get("spots") or (
-    f"{SIM}/tissue/spots.h5ad" if SIMULATED else None
+SPATIAL_SPOTS = (
+    f"{SP}/inputs/spots.h5ad"
+    if "spots" in SPATIAL_GIVEN
+    else SPATIAL.get("spots") or (f"{SIM}/tissue/spots.h5ad" if SIMULATED else None)
 )
 SPATIAL_LIGANDS = SPATIAL.get("ligand_target")
 
@@ -66,6 +83,27 @@ SPATIAL_TARGETS = (
         else []
     )
 )
+
+
+rule spatial_input:
+    input:
+        spatial_input_files,
+    output:
+        f"{SP}/inputs/{{what}}.h5ad",
+    log:
+        f"{LOGS}/spatial/input_{{what}}.log",
+    benchmark:
+        f"{BENCH}/spatial/input_{{what}}.tsv"
+    wildcard_constraints:
+        what="reference|spots",
+    conda:
+        "../envs/spatial.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+    params:
+        paths=lambda wildcards: SPATIAL_GIVEN[wildcards.what],
+    script:
+        "../workflow_scripts/spatial_input.py"
 
 
 rule deepcolor:

@@ -33,8 +33,8 @@ def _classifier(classifier_dir: str, device: str):
 
     from transformers import BertForSequenceClassification
 
-    from cellfate.foundation.embed import resolve_device
     from cellfate.foundation.vocab import load_token_dictionary
+    from cellfate.nn.device import resolve_device
 
     if not (Path(classifier_dir) / "config.json").is_file():
         raise CellfateError("not a saved classifier (no config.json)", classifier_dir)

@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from cellfate.errors import CellfateError
 from cellfate.foundation.cells import TokenizedCells
-from cellfate.foundation.embed import autocast, resolve_device
+from cellfate.foundation.embed import autocast
+from cellfate.nn.device import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ HOMOLOGY_COLOURS = {
     "one2many": PALETTE[1],
     "many2many": PALETTE[3],
     "no_ortholog": PALETTE[7],
+    "ambiguous_symbol": PALETTE[4],
     "not_in_table": PALETTE[5],
 }
 

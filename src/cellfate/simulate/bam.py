@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from cellfate.counts import check_count_values, dense
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
 
@@ -166,18 +167,10 @@ def write_velocyto_inputs(
 
 
 def _check_counts(counts, label: str) -> np.ndarray:
-    if hasattr(counts, "toarray"):  # scipy sparse
-        counts = counts.toarray()
-    array = np.asarray(counts)
+    array = dense(counts, dtype=None)
     if array.ndim != 2:
         raise CellfateError(f"{label} must be a cells x genes matrix, got {array.ndim} dimension(s)")
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise CellfateError(f"{label} must hold integer counts, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise CellfateError(f"{label} must hold whole numbers; it has non-integer or non-finite values")
-    if array.size and array.min() < 0:
-        raise CellfateError(f"{label} has negative counts (minimum {array.min()})")
+    check_count_values(array, label)
     return array.astype(np.int64)
 
 

@@ -21,8 +21,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from cellfate.counts import check_count_values
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
+from cellfate.nn.device import resolve_device
 from cellfate.spatial import train as training
 from cellfate.spatial.module import DeepColorModule, ModuleConfig
 
@@ -62,15 +64,7 @@ def counts_matrix(adata: ad.AnnData, path: PathLike | None, what: str) -> sp.csr
     """The raw counts (``layers['counts']`` if present, else ``X``) as CSR, checked to be counts."""
     x = adata.layers["counts"] if "counts" in adata.layers else adata.X
     x = sp.csr_matrix(x)
-    data = x.data
-    if data.size and not np.isfinite(data).all():
-        raise CellfateError(f"{what} counts contain NaN or infinite values; DeepCOLOR needs raw integer counts", path)
-    if data.size and (data < 0).any():
-        raise CellfateError(f"{what} counts contain negative values; DeepCOLOR needs raw integer counts", path)
-    if data.size and not np.array_equal(data, np.round(data)):
-        frac = data[data != np.round(data)][:1]
-        raise CellfateError(f"{what} counts are not integers (e.g. {float(frac[0]):g}): DeepCOLOR needs raw counts, "
-                            "not normalised or log-transformed values", path)
+    check_count_values(x.data, f"{what} counts", path)
     return x
 
 
@@ -150,8 +144,8 @@ class DeepColor:
         data = match_inputs(cells, spots, config.min_gene_counts, cells_path, spots_path)
         torch.manual_seed(config.train.seed)
         model = cls(config, data.genes, data.spot_names)
-        model.module.to(device)
-        model.device = torch.device(device)
+        model.device = resolve_device(device)
+        model.module.to(model.device)
         rows = training.Rows(data.cells, model.device)
         spot_x = torch.as_tensor(data.spots.toarray(), dtype=torch.float32, device=model.device)
         log.info("fitting DeepCOLOR: %d cells, %d spots, %d genes", data.cells.shape[0], spot_x.shape[0], len(data.genes))
@@ -233,8 +227,9 @@ class DeepColor:
         meta = json.loads((path / "config.json").read_text())
         config = DeepColorConfig.from_dict(meta["deepcolor"])
         module = DeepColorModule(ModuleConfig(**meta["module"]))
-        module.load_state_dict(torch.load(path / "module.pt", map_location=device, weights_only=True))
-        module.to(device).eval()
+        where = resolve_device(device)
+        module.load_state_dict(torch.load(path / "module.pt", map_location=where, weights_only=True))
+        module.to(where).eval()
         genes = pd.Index((path / "genes.txt").read_text().split("\n")[:-1])
         spots = pd.Index((path / "spots.txt").read_text().split("\n")[:-1])
         history_file = path / "history.tsv"

@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sparse
 import torch
 
+from cellfate.counts import dense
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path, write_h5ad, write_table
 from cellfate.readers import read_h5ad
@@ -76,10 +77,9 @@ def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
 
 
 def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
-              mapped_spots: PathLike, cfg: Config | None = None, threads: int = 1) -> DeepColor:
+              mapped_spots: PathLike, cfg: Config | None = None) -> DeepColor:
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
     cfg = settings(cfg)
-    torch.set_num_threads(max(1, int(threads)))
     cells = read_h5ad(reference, what="reference h5ad")
     spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
     labels = _labels(cells, cfg["cell_type_key"], reference)
@@ -283,12 +283,11 @@ def _per10k(x: Any) -> Any:
 
 
 def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
-                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None, threads: int = 1) -> pd.DataFrame:
+                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None) -> pd.DataFrame:
     """Rule ``environment_dynamics``: conditioned dynamics of the modelled cells, Jacobian modes,
     per-gene velocity change of mode 1 and the ligands that would cause it."""
     cfg = settings(cfg)
     e = cfg["environment"]
-    torch.set_num_threads(max(1, int(threads)))
     cells = ad.read_h5ad(cells_h5ad)
     labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
     lineage = np.isin(labels, e["cells"])
@@ -301,8 +300,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
     c = env.standardise(c)
     sub = cells[lineage]
-    spliced = _dense(sub.layers["spliced"])
-    unspliced = _dense(sub.layers["unspliced"])
+    spliced, unspliced = (dense(sub.layers[k]) for k in ("spliced", "unspliced"))  # one lineage: few cells
     hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
     train = np.setdiff1d(np.arange(len(c)), hold)
     keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
@@ -389,6 +387,3 @@ def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray,
     return env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"]), fits
 
 
-def _dense(x: Any) -> np.ndarray:
-    """A count layer as a dense float array (the modelled cells are few: one lineage)."""
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
