@@ -46,8 +46,7 @@ def test_the_rate_check_can_fail() -> None:
 @pytest.mark.parametrize("bench", BENCHES)
 def test_help_runs(bench: str) -> None:
     env = os.environ | {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / bench), "--help"], capture_output=True, text=True, env=env, timeout=300
-    )
+    command = [sys.executable, str(REPO / "benchmarks" / bench), "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
