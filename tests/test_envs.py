@@ -130,7 +130,11 @@ def _imports(path: Path, package: str) -> frozenset[str]:
 
 @functools.cache
 def third_party_imports(script: Path) -> frozenset[str]:
-    """PyPI names of what a script needs, following its cellfate imports through src/."""
+    """PyPI names of what a script needs, following its cellfate imports through src/.
+
+    Imports inside functions count: an env holds what any function of a module it loads may import
+    (a superset; e.g. the foundation envs get igraph because ``umap_layout`` loads ``neighbours``).
+    """
     seen: set[str] = set()
     needed: set[str] = set()
     todo = [(script, "")]
