@@ -80,8 +80,9 @@ def main() -> None:
                 raise SystemExit(f"{kind} worker for {n} cells failed:\n{done.stderr[-2000:]}")
             print(f"{kind:>8} {line[0]}", flush=True)
             peaks[kind] = float(line[0].split("peak_mb=")[1].split()[0])
+        ratio, added = peaks["fit"] / peaks["baseline"], peaks["fit"] - peaks["baseline"]
         print(f"{n:,} cells: fit peak / baseline peak (same process set-up, input read, no fit) "
-              f"{peaks['fit'] / peaks['baseline']:.2f}x, fit adds {peaks['fit'] - peaks['baseline']:.0f} MB", flush=True)
+              f"{ratio:.2f}x, fit adds {added:.0f} MB", flush=True)
         results.append((n, peaks["fit"]))
     if len(results) >= 2:
         (n0, m0), (n1, m1) = results[0], results[-1]
