@@ -30,9 +30,9 @@ CONDA_TO_PIP = {
 MODULE_TO_PIP = {"sklearn": "scikit-learn", "yaml": "pyyaml", "cellxgene_schema": "cellxgene-schema"}
 NOT_PINNED = {"python", "pip", "samtools"}  # the interpreter, pip, and a command-line tool
 # Pinned but not imported by cellfate: the workflow engine and its plugin, test and lint tools,
-# scanpy (benchmarks/corpus_calibration.py's data set), velocyto (run as a command) and the Cython
-# it is built with.
-NOT_IMPORTED = {"snakemake", "snakemake-executor-plugin-slurm", "pytest", "snakefmt", "scanpy", "velocyto", "cython"}
+# velocyto (run as a command) and the Cython it is built with, loompy (anndata's read_loom imports
+# it inside the call).
+NOT_IMPORTED = {"snakemake", "snakemake-executor-plugin-slurm", "pytest", "snakefmt", "velocyto", "cython", "loompy"}
 ENVS = sorted(p.name for p in (REPO / "envs").glob("*.yaml"))
 
 
