@@ -34,6 +34,7 @@ from cellfate.foundation.cells import (
     read_attributes,
 )
 from cellfate.foundation.embed import Embedder, load_pretrained
+from cellfate.foundation.gene_names import model_gene_mapping, symbol_lookup
 from cellfate.foundation.perturb import (
     GeneMatrix,
     GeneShiftAccumulator,
@@ -134,10 +135,14 @@ class RunSettings:
     max_tokens: int | None = None  # cells cut to their top genes (None: as tokenized)
 
 
-def resolve_genes(requested: Sequence[str], token_to_id: Mapping[str, int]) -> tuple[dict[str, int], pd.DataFrame]:
-    """Requested names -> {gene id: token}; the rest in a table with why (``unknown_gene``, ``not_in_vocabulary``)."""
+def resolve_genes(
+    requested: Sequence[str], token_to_id: Mapping[str, int], gene_mapping: Mapping[str, str] | None = None
+) -> tuple[dict[str, int], pd.DataFrame]:
+    """Requested names -> {gene id: token}; the rest in a table with why (``unknown_gene``, ``not_in_vocabulary``).
+
+    Symbols resolve through the model's own map first (``gene_mapping``), then the gene table."""
     table = mouse_gene_table()
-    by_symbol = {s: g for g, s in table["symbol"].dropna().items()}
+    by_symbol = symbol_lookup(gene_mapping)
     by_lower = {s.lower(): g for s, g in by_symbol.items()}
     found, skipped = {}, []
     for name in requested:
@@ -226,7 +231,7 @@ def run_screen(
         group = dict.fromkeys(tokens.tolist(), "expressed")
         expressed_only = True
     else:
-        found, skipped = resolve_genes(experiment.genes, pretrained.vocab.token_to_id)
+        found, skipped = resolve_genes(experiment.genes, pretrained.vocab.token_to_id, model_gene_mapping(model_dir))
         group = dict.fromkeys(found.values(), "requested")
         group |= dict.fromkeys(
             control_genes(pretrained.vocab.token_to_id, experiment.control_genes, set(group), experiment.seed).values(),
