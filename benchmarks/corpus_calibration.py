@@ -12,7 +12,8 @@ well the classification baseline (PCA of log-normalised counts + logistic regres
 tells the two apart in each; for the simulated corpus also the demo's cross-source task (train on
 PanglaoDB + Expression Atlas samples, test on the CELLxGENE spleen; all types).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/corpus_calibration.py [--seed 0] [--siblings --seeds 0 1 2]
+    PYTHONPATH=src .venv/bin/python benchmarks/corpus_calibration.py [--seed 0] \
+        [--siblings --seeds 0 1 2 [--activity 0.3 0.6 1.0]]
 """
 
 from __future__ import annotations
@@ -114,12 +115,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--siblings", action="store_true", help="the close-subtype calibration instead")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--activity", type=float, nargs="+", default=None,
+                        help="subtype program activities Beta(a, 1) to try (default: the simulator's)")
     args = parser.parse_args()
     pd.set_option("display.width", 200)
     if args.siblings:
+        from cellfate.simulate import expression
+
         real_siblings()
-        for seed in args.seeds:
-            simulated_siblings(seed)
+        for activity in args.activity or [expression.SUBTYPE_ACTIVITY]:
+            expression.SUBTYPE_ACTIVITY = activity
+            print(f"#### subtype program activity Beta({activity}, 1)")
+            for seed in args.seeds:
+                simulated_siblings(seed)
         return
     for name, table in (("real (pbmc68k_reduced)", real()), (f"simulated (seed {args.seed})", simulated(args.seed))):
         print(f"== {name}")
