@@ -34,6 +34,7 @@ from cellfate.foundation.cells import (
     read_attributes,
 )
 from cellfate.foundation.embed import Embedder, Pretrained, load_pretrained
+from cellfate.foundation.gene_names import model_gene_mapping, symbol_lookup
 from cellfate.foundation.perturb import (
     GeneMatrix,
     GeneShiftAccumulator,
@@ -135,10 +136,14 @@ class RunSettings:
     max_tokens: int | None = None  # cells cut to their top genes (None: as tokenized)
 
 
-def resolve_genes(requested: Sequence[str], token_to_id: Mapping[str, int]) -> tuple[dict[str, int], pd.DataFrame]:
-    """Requested names -> {gene id: token}; the rest in a table with why (``unknown_gene``, ``not_in_vocabulary``)."""
+def resolve_genes(
+    requested: Sequence[str], token_to_id: Mapping[str, int], gene_mapping: Mapping[str, str] | None = None
+) -> tuple[dict[str, int], pd.DataFrame]:
+    """Requested names -> {gene id: token}; the rest in a table with why (``unknown_gene``, ``not_in_vocabulary``).
+
+    Symbols resolve through the model's own map first (``gene_mapping``), then the gene table."""
     table = mouse_gene_table()
-    by_symbol = {s: g for g, s in table["symbol"].dropna().items()}
+    by_symbol = symbol_lookup(gene_mapping)
     by_lower = {s.lower(): g for s, g in by_symbol.items()}
     found, skipped = {}, []
     for name in requested:
@@ -201,9 +206,14 @@ def _embedder(pretrained: Pretrained, settings: RunSettings) -> Embedder:
 
 
 def _genes_to_perturb(
-    matrix: GeneMatrix, token_to_id: Mapping[str, int], experiment: Experiment
+    matrix: GeneMatrix,
+    token_to_id: Mapping[str, int],
+    experiment: Experiment,
+    gene_mapping: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, dict[int, str], bool, pd.DataFrame]:
-    """(tokens, token -> group, perturb only cells expressing the gene?, skipped requests)."""
+    """(tokens, token -> group, perturb only cells expressing the gene?, skipped requests).
+
+    Requested symbols resolve through the checkpoint's own symbol map (``gene_mapping``) first."""
     skipped = pd.DataFrame(columns=["gene_id", "symbol", "status"])
     if experiment.genes == "all":
         tokens, counts = np.unique(
@@ -213,7 +223,7 @@ def _genes_to_perturb(
         group = dict.fromkeys(tokens.tolist(), "expressed")
         expressed_only = True
     else:
-        found, skipped = resolve_genes(experiment.genes, token_to_id)
+        found, skipped = resolve_genes(experiment.genes, token_to_id, gene_mapping)
         group = dict.fromkeys(found.values(), "requested")
         group |= dict.fromkeys(
             control_genes(token_to_id, experiment.control_genes, set(group), experiment.seed).values(), "control"
@@ -343,7 +353,9 @@ def run_screen(
     max_length = min(pretrained.config.max_position_embeddings, settings.max_tokens or 10**9)
     matrix = GeneMatrix.from_rows([rows[i] for i in start], token_to_id, max_length)
     id_of = {t: g for g, t in token_to_id.items()}
-    tokens, group, expressed_only, skipped = _genes_to_perturb(matrix, token_to_id, experiment)
+    tokens, group, expressed_only, skipped = _genes_to_perturb(
+        matrix, token_to_id, experiment, model_gene_mapping(model_dir)
+    )
     jobs, shifts, accumulator = _shifts(embedder, matrix, tokens, states, experiment, expressed_only, settings)
     per_gene = {int(t): np.flatnonzero(jobs.token == t) for t in tokens}
     tested = {t: idx for t, idx in per_gene.items() if len(idx) >= experiment.min_cells}
