@@ -391,6 +391,16 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec(), intervention
     return spots, reference, table
 
 
+def spec_from_config(sim: dict) -> EnvironmentSpec:
+    """The :class:`EnvironmentSpec` of the config's ``simulate`` block (its ``seed`` and optional
+    ``environment`` mapping of spec fields)."""
+    cfg = dict(sim.get("environment") or {})
+    for key in ("grid", "partners"):
+        if key in cfg:
+            cfg[key] = tuple(cfg[key])
+    return EnvironmentSpec(seed=sim["seed"], **cfg)
+
+
 def write_environment(sim: dict, spots: str, reference: str, ligand_target_tsv: str) -> None:
     """Rule ``simulate_environment``: the tissue, its reference and its ligand-target matrix.
 
@@ -399,11 +409,7 @@ def write_environment(sim: dict, spots: str, reference: str, ligand_target_tsv: 
     """
     from cellfate.io import write_h5ad, write_table
 
-    cfg = dict(sim.get("environment") or {})
-    for key in ("grid", "partners"):
-        if key in cfg:
-            cfg[key] = tuple(cfg[key])
-    spot_data, ref, table = simulate_environment(EnvironmentSpec(seed=sim["seed"], **cfg))
+    spot_data, ref, table = simulate_environment(spec_from_config(sim))
     write_h5ad(spot_data, spots)
     write_h5ad(ref, reference)
     write_table(table, ligand_target_tsv, index=True)
