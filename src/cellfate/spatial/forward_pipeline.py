@@ -31,7 +31,7 @@ PathLike = str | os.PathLike[str]
 DEFAULTS: dict[str, Any] = {
     "condition": None, "progenitors": ["progenitor"], "fates": ["alpha", "beta"], "n_fits": 3, "n_paths": 50,
     "step": 0.5, "horizon": 2.0, "max_steps": 400, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000, "level": 0.95,
-    "sender_share": 0.5, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
+    "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
 }
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
 NULL_TOLERANCE = 1e-9  # a true shift this small is no effect (a partner that does not act)
@@ -109,7 +109,8 @@ def run_fit(module: Any, s: np.ndarray, labels: np.ndarray, cond: fw.Condition, 
     random numbers: one seed for all). Returns the runs and the fit's latent means."""
     z = env.latent_mean(module, s).cpu().numpy()
     terminals = fw.terminal_states(z, labels, f["progenitors"], f["fates"], int(f["cells_per_cluster"]),
-                                   float(f["min_share"]), seed=seed)
+                                   float(f["min_share"]), seed=seed,
+                                   subspace=float(f["subspace"]))
     cfg = fw.ForwardConfig(n_paths=int(f["n_paths"]), step=float(f["step"]), horizon=float(f["horizon"]),
                            max_steps=int(f["max_steps"]), seed=seed)
     z0 = z[progenitors]
