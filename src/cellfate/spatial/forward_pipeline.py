@@ -30,7 +30,7 @@ PathLike = str | os.PathLike[str]
 
 DEFAULTS: dict[str, Any] = {
     "condition": None, "progenitors": ["progenitor"], "fates": ["alpha", "beta"], "n_fits": 3, "n_paths": 50,
-    "step": 0.5, "horizon": 2.0, "max_steps": 400, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000, "level": 0.95,
+    "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000, "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
 }
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
