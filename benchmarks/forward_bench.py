@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from cellfate.simulate.environment import simulate_environment, spec_from_config
 from cellfate.spatial import forward_pipeline as fp
@@ -31,18 +32,24 @@ INTERVENTIONS = [
 ]
 
 
-def one_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[pd.DataFrame, float]:
-    sim = {"seed": seed, "environment": {}}
+def one_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[pd.DataFrame, float, float]:
+    """(alpha rows of the shift table, per-progenitor Spearman of p_alpha with the truth, AUROC of
+    the environmental share for niche choosers against random choosers, nan without them)."""
+    sim = {"seed": seed, "environment": {"insensitive_share": args.insensitive} if args.insensitive else {}}
     _, ref, _ = simulate_environment(spec_from_config(sim))
     path = work / f"reference_{seed}.h5ad"
     ref.write_h5ad(path)
     cfg = {"seed": 42, "environment": {"epochs_vae": args.epochs, "epochs_dynamics": args.epochs},
            "forward": {"condition": args.condition, "interventions": INTERVENTIONS, "n_fits": args.fits,
-                       "n_paths": args.paths, "n_conditions": 0}}
+                       "n_paths": args.paths, "n_conditions": args.conditions, "decomposition_paths": 20}}
     table = fp.forward_analysis(path, None, work / f"table_{seed}.tsv", work / f"cells_{seed}.tsv", cfg, sim)
     cells = pd.read_csv(work / f"cells_{seed}.tsv", sep="\t")
     cells = cells[cells["is_progenitor"]]
-    return table.assign(seed=seed), float(spearmanr(cells["p_alpha"], cells["true_p_alpha"])[0])
+    auroc = np.nan
+    if "environmental_share" in cells and cells["niche_chooser"].nunique() == 2:
+        auroc = roc_auc_score(cells["niche_chooser"].astype(bool), cells["environmental_share"])
+    rho = float(spearmanr(cells["p_alpha"], cells["true_p_alpha"])[0])
+    return table[table["fate"] == "alpha"].assign(seed=seed), rho, float(auroc)
 
 
 def main() -> None:
@@ -52,16 +59,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--fits", type=int, default=3)
     parser.add_argument("--paths", type=int, default=30)
+    parser.add_argument("--insensitive", type=float, default=0.0,
+                        help="share of lineage cells that choose at random (the decomposition's validation)")
+    parser.add_argument("--conditions", type=int, default=0, help="environments per progenitor (0: no decomposition)")
     args = parser.parse_args()
-    rows, rhos = [], []
+    rows, rhos, aurocs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             start = time.perf_counter()
-            table, rho = one_seed(seed, args, Path(tmp))
-            rows.append(table[table["fate"] == "alpha"])
+            table, rho, auroc = one_seed(seed, args, Path(tmp))
+            rows.append(table)
             rhos.append(rho)
-            print(f"seed {seed}: {time.perf_counter() - start:.0f} s, per-progenitor Spearman(p_alpha, true) {rho:.2f}",
-                  flush=True)
+            aurocs.append(auroc)
+            print(f"seed {seed}: {time.perf_counter() - start:.0f} s, per-progenitor Spearman(p_alpha, true) {rho:.2f}, "
+                  f"decomposition AUROC {auroc:.2f}", flush=True)
     out = pd.concat(rows, ignore_index=True)
     cols = ["seed", "intervention", "predicted_share", "shift", "low", "high", "true_shift", "sign_ok", "within_2x",
             "covers_zero", "absorbed"]
@@ -74,6 +85,9 @@ def main() -> None:
         print(f"{name} (no effect): interval covers 0 {int(group['covers_zero'].sum())}/{len(group)} (target >= 9/10)")
     print(f"per-progenitor Spearman of p_alpha with the true p_alpha: median {np.median(rhos):.2f}, "
           f"range {min(rhos):.2f} to {max(rhos):.2f}")
+    if not np.isnan(aurocs).all():
+        print(f"environmental share, niche vs random choosers: AUROC >= 0.8 in {sum(a >= 0.8 for a in aurocs)}"
+              f"/{len(aurocs)} (median {np.nanmedian(aurocs):.2f})")
 
 
 if __name__ == "__main__":

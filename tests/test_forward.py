@@ -170,3 +170,19 @@ def test_rule_end_to_end(tmp_path) -> None:
         fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t2.tsv", tmp_path / "c2.tsv",
                             {**cfg, "forward": {**cfg["forward"], "fates": ["alpha", "delta"]}}, sim)
     assert not (tmp_path / "t2.tsv").exists()
+
+
+def test_simulator_random_choosers_lack_the_receptor_and_ignore_the_niche() -> None:
+    spec = EnvironmentSpec(seed=2, insensitive_share=0.5, **SMALL)
+    _, ref, _ = simulate_environment(spec)
+    lin = ref[ref.obs["is_lineage"].to_numpy()]
+    chooser = lin.obs["niche_chooser"].to_numpy(bool)
+    assert 0.35 < chooser.mean() < 0.65
+    assert np.allclose(lin.obs.loc[~chooser, "true_p_alpha"], 0.5) and np.allclose(lin.obs.loc[~chooser, "speed"], 1.0)
+    assert lin.obs.loc[chooser, "true_p_alpha"].std() > 0.2
+    spliced = lin.layers["spliced"].toarray()
+    expressed = spliced[chooser].mean(0) > 0.5
+    ratio = spliced[~chooser][:, expressed].mean(0) / spliced[chooser][:, expressed].mean(0)
+    assert (ratio < 0.3).sum() == spec.n_receptor_genes  # the receptor genes, and no other gene, fall
+    base = true_fate_share(EnvironmentSpec(seed=2, **SMALL))["alpha"]
+    assert true_fate_share(spec)["alpha"] == pytest.approx(0.5 * base + 0.25)

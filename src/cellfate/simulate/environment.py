@@ -23,6 +23,13 @@ reference with ``obs['cell_type']``), plus for the reference's lineage cells ``l
 and true partner densities, and a simulated ligand-target matrix in which the driver's ligand (its
 first marker) targets the alpha-fate genes. Spots and reference draw their lineage cells
 independently from the same gene programme.
+
+For the forward analysis the same tissue can be simulated under an :class:`Intervention` (a
+partner removed or strengthened, or its ligand blocked, before any cell chooses), and the tissue's
+true fate proportions are recorded (``uns['environment_truth']['fate_share']``;
+:func:`true_fate_share` computes them without drawing cells). With ``insensitive_share`` > 0, that
+share of the lineage cells ignores the niche (random fate, base pace) and lacks a receptor
+programme, so the environment's part of a progenitor's fate uncertainty can be validated.
 """
 
 from __future__ import annotations
@@ -67,6 +74,11 @@ class EnvironmentSpec:
     niche_genes: int = 6
     niche_level: float = 3.0  # mean count of a niche gene at the partner's median density
     niche_fold: float = 1.0  # log fold change per standard deviation of the partner's log density
+    # Lineage cells that ignore the niche: they choose their fate at random, keep the base pace
+    # and lack the 'receptor' (the first ``n_receptor_genes`` constant genes of the programme at a
+    # tenth), so their state tells them apart. 0 (the default) draws nothing: the tissue is as before.
+    insensitive_share: float = 0.0
+    n_receptor_genes: int = 5
     seed: int = 0
 
 
@@ -120,14 +132,27 @@ def niche_counts(spec: EnvironmentSpec, log_density_z: np.ndarray, niche_cols: l
     return out
 
 
-def lineage_cells(programme: Programme, fate: np.ndarray, speed: np.ndarray, rng: np.random.Generator) -> dict:
+def insensitive_cells(spec: EnvironmentSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``n`` lineage cells ignore the niche (no draw at all when none may)."""
+    if spec.insensitive_share <= 0:
+        return np.zeros(n, dtype=bool)
+    return rng.random(n) < spec.insensitive_share
+
+
+def lineage_cells(programme: Programme, fate: np.ndarray, speed: np.ndarray, rng: np.random.Generator,
+                  silenced: np.ndarray | None = None, n_receptor_genes: int = 0) -> dict:
     """Counts of lineage cells with these fates and paces: pseudotimes drawn as the bifurcation
     simulator draws them, a library factor each; integer ``spliced``/``unspliced``, the expected
-    ``velocity`` (ds/dt), ``pseudotime`` and ``branch`` (progenitor before the branch point)."""
+    ``velocity`` (ds/dt), ``pseudotime`` and ``branch`` (progenitor before the branch point).
+    ``silenced`` cells have the receptor genes (the first constant ones) at a tenth."""
     n = len(fate)
     pseudotime = rng.permutation(sample_pseudotime(programme.spec, n, rng))
     library = rng.lognormal(0.0, 0.25, n)[:, None]
     mean_u, mean_s, velocity = expected_counts(programme, fate, pseudotime, speed)
+    if silenced is not None and silenced.any() and n_receptor_genes > 0:
+        receptor = np.flatnonzero(programme.genes["role"].to_numpy() == "constant")[:n_receptor_genes]
+        for array in (mean_u, mean_s, velocity):
+            array[np.ix_(silenced, receptor)] *= 0.1
     branch = np.where(pseudotime < programme.spec.branch_time, "progenitor", fate)
     return {"unspliced": rng.poisson(mean_u * library).astype(np.int32),
             "spliced": rng.poisson(mean_s * library).astype(np.int32),
@@ -230,7 +255,7 @@ def true_fate_share(spec: EnvironmentSpec, intervention: Intervention | None = N
     """The tissue's expected fate proportions (lineage cells are spread evenly over the spots),
     exactly what :func:`simulate_environment` records, without drawing the cells."""
     layout = tissue_layout(spec, sample_rng(spec.seed, "environment"), intervention)
-    share = float(layout.p_alpha.mean())
+    share = (1.0 - spec.insensitive_share) * float(layout.p_alpha.mean()) + spec.insensitive_share * 0.5
     return {"alpha": share, "beta": 1.0 - share}
 
 
@@ -282,8 +307,11 @@ def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
     library = rng.lognormal(np.log(2500.0), 0.4, size=len(cell_type_idx))
     np.add.at(counts, (spot_of_cell[:, None], space.part_cols[None, :]), space.model.sample(cell_type_idx, library, rng))
     spot_of_lineage = np.repeat(np.arange(n_spots), comp[:, -1])
-    fates = np.where(rng.random(len(spot_of_lineage)) < layout.p_alpha[spot_of_lineage], "alpha", "beta")
-    cells = lineage_cells(space.programme, fates, pace(spec, driver_z[spot_of_lineage]), rng)
+    insensitive = insensitive_cells(spec, len(spot_of_lineage), rng)
+    p_alpha = np.where(insensitive, 0.5, layout.p_alpha[spot_of_lineage])
+    fates = np.where(rng.random(len(spot_of_lineage)) < p_alpha, "alpha", "beta")
+    speed = np.where(insensitive, 1.0, pace(spec, driver_z[spot_of_lineage]))
+    cells = lineage_cells(space.programme, fates, speed, rng, insensitive, spec.n_receptor_genes)
     np.add.at(counts, (spot_of_lineage[:, None], space.lin_cols[None, :]), cells["spliced"] + cells["unspliced"])
     np.add.at(counts, spot_of_lineage, niche_counts(spec, layout.log_z[spot_of_lineage], space.niche_cols,
                                                     len(space.genes), rng))
@@ -318,14 +346,16 @@ def _lineage_reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
     (counts dict, fate, home spot, niche counts)."""
     n_spots, n = len(layout.xy), spec.n_reference_lineage_cells
     fate = rng.choice(["alpha", "beta"], size=n)
+    insensitive = insensitive_cells(spec, n, rng)
     home = np.empty(n, dtype=int)
     for f, w in (("alpha", layout.p_alpha), ("beta", 1 - layout.p_alpha)):
-        sel = np.flatnonzero(fate == f)
+        sel = np.flatnonzero((fate == f) & ~insensitive)
         home[sel] = rng.choice(n_spots, size=len(sel), p=w / w.sum())
+    home[insensitive] = rng.choice(n_spots, size=int(insensitive.sum())) if insensitive.any() else home[insensitive]
     driver_z = layout.log_z[:, spec.partners.index(spec.driver)]
-    speed = pace(spec, driver_z[home])
-    lin = lineage_cells(space.programme, fate, speed, rng)
-    lin["speed"] = speed
+    speed = np.where(insensitive, 1.0, pace(spec, driver_z[home]))
+    lin = lineage_cells(space.programme, fate, speed, rng, insensitive, spec.n_receptor_genes)
+    lin["speed"], lin["insensitive"] = speed, insensitive
     niche = niche_counts(spec, layout.log_z[home], space.niche_cols, len(space.genes), rng)
     return lin, fate, home, niche
 
@@ -354,7 +384,8 @@ def _reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, spots: a
         "is_lineage": np.r_[np.zeros(n_part, bool), np.ones(len(fate), bool)],
         "fate": np.r_[np.full(n_part, ""), fate], "pseudotime": np.r_[blank, lin["pseudotime"]],
         "speed": np.r_[blank, lin["speed"]], "home_spot": np.r_[np.full(n_part, ""), spots.obs_names[home]],
-        "true_p_alpha": np.r_[blank, layout.p_alpha[home]],
+        "true_p_alpha": np.r_[blank, np.where(lin["insensitive"], 0.5, layout.p_alpha[home])],
+        "niche_chooser": np.r_[np.zeros(n_part, bool), ~lin["insensitive"]],
     }, index=pd.Index([f"envcell_{i:05d}" for i in range(n_ref)], name="cell_id"))
     reference = ad.AnnData(X=x, obs=obs, var=space.genes.copy())
     for key, value in layers.items():
@@ -379,7 +410,7 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec(), intervention
     spots = _spot_data(spec, layout, space, rng)
     reference = _reference(spec, layout, space, spots, rng)
     table = ligand_target(spec, space.programme.genes, rng)
-    share = float(layout.p_alpha.mean())
+    share = true_fate_share(spec, intervention)["alpha"]
     truth_info = {"driver": spec.driver, "partners": np.asarray(spec.partners), "fate_gain": spec.fate_gain,
                   "speed_gain": spec.speed_gain,
                   "niche_genes": {p: space.genes.index[c].to_numpy() for p, c in zip(spec.partners, space.niche_cols)},
