@@ -246,6 +246,7 @@ rule spatial_validation:
         spots=f"{SIM}/tissue/spots.h5ad",
         modes=f"{SP}/environment_modes.tsv",
         negative_modes=f"{SP}/environment_negative_modes.tsv",
+        forward=f"{SP}/forward_shifts.tsv",
     output:
         f"{SP}/validation.tsv",
     log:

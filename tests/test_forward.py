@@ -16,6 +16,7 @@ from cellfate.simulate.environment import (EnvironmentSpec, Intervention, simula
                                            true_fate_share)
 from cellfate.spatial import forward as fw
 from cellfate.spatial import forward_pipeline as fp
+from cellfate.spatial.validation import forward_rows
 
 
 class OracleSDE:
@@ -165,7 +166,7 @@ def test_rule_end_to_end(tmp_path) -> None:
     prog = cells[cells["is_progenitor"]]
     assert np.allclose(prog["p_alpha"] + prog["p_beta"], 1.0)
     assert prog["environmental_share"].between(0, 1).all()
-    assert set(fp.validation_rows(table)) == {"forward_sign_ok", "forward_within_2x", "forward_null_covers_zero"}
+    assert set(forward_rows(table)) == {"forward_sign_ok", "forward_within_2x", "forward_null_covers_zero"}
     with pytest.raises(CellfateError, match="no cell of type"):
         fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t2.tsv", tmp_path / "c2.tsv",
                             {**cfg, "forward": {**cfg["forward"], "fates": ["alpha", "delta"]}}, sim)

@@ -180,23 +180,6 @@ def _checks(row: dict, true_base: float, true_treated: float) -> dict[str, Any]:
             "covers_zero": float(row["low"] <= 0.0 <= row["high"]) if null else np.nan}
 
 
-def validation_rows(table: pd.DataFrame) -> dict[str, float]:
-    """The forward analysis' validation rows (for spatial/validation.tsv): shares of the effect
-    rows with the right sign and within 2x, and of the null rows whose interval covers 0 (first
-    fate only: with two fates the second row mirrors the first)."""
-    if "true_shift" not in table:
-        return {}
-    first = table[table["fate"] == table["fate"].iloc[0]].dropna(subset=["true_shift"])
-    effect, null = first[~first["true_null"].astype(bool)], first[first["true_null"].astype(bool)]
-    out = {}
-    if len(effect):
-        out["forward_sign_ok"] = float(effect["sign_ok"].mean())
-        out["forward_within_2x"] = float(effect["within_2x"].mean())
-    if len(null):
-        out["forward_null_covers_zero"] = float(null["covers_zero"].mean())
-    return out
-
-
 def cell_table(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, progenitors: np.ndarray, runs: list[FitRun],
                z: np.ndarray, f: dict, seed: int) -> pd.DataFrame:
     """Every modelled cell with its 2-d latent layout (first fit); progenitors also with their fate
