@@ -71,7 +71,8 @@ def main() -> None:
             rows.append(table)
             rhos.append(rho)
             aurocs.append(auroc)
-            print(f"seed {seed}: {time.perf_counter() - start:.0f} s, per-progenitor Spearman(p_alpha, true) {rho:.2f}, "
+            print(f"seed {seed}: {time.perf_counter() - start:.0f} s, "
+                  f"per-progenitor Spearman(p_alpha, true) {rho:.2f}, "
                   f"decomposition AUROC {auroc:.2f}", flush=True)
     out = pd.concat(rows, ignore_index=True)
     cols = ["seed", "intervention", "predicted_share", "shift", "low", "high", "true_shift", "sign_ok", "within_2x",

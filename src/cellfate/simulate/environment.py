@@ -216,7 +216,8 @@ class Layout:
     p_alpha: np.ndarray
 
 
-def _intervene(spec: EnvironmentSpec, density: np.ndarray, intervention: Intervention | None) -> tuple[np.ndarray, np.ndarray]:
+def _intervene(spec: EnvironmentSpec, density: np.ndarray,
+               intervention: Intervention | None) -> tuple[np.ndarray, np.ndarray]:
     """(present, signal) densities under ``intervention`` (both the density itself without one)."""
     present, signal = density.copy(), density.copy()
     if intervention is None:
@@ -305,7 +306,8 @@ def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
     cell_type_idx = np.repeat(np.tile(np.arange(n_part), n_spots), comp[:, :n_part].ravel())
     spot_of_cell = np.repeat(np.arange(n_spots), comp[:, :n_part].sum(1))
     library = rng.lognormal(np.log(2500.0), 0.4, size=len(cell_type_idx))
-    np.add.at(counts, (spot_of_cell[:, None], space.part_cols[None, :]), space.model.sample(cell_type_idx, library, rng))
+    np.add.at(counts, (spot_of_cell[:, None], space.part_cols[None, :]),
+              space.model.sample(cell_type_idx, library, rng))
     spot_of_lineage = np.repeat(np.arange(n_spots), comp[:, -1])
     insensitive = insensitive_cells(spec, len(spot_of_lineage), rng)
     p_alpha = np.where(insensitive, 0.5, layout.p_alpha[spot_of_lineage])

@@ -202,7 +202,8 @@ class Condition:
 def _columns(cond: Condition, partner: str) -> np.ndarray:
     cols = np.flatnonzero(np.asarray(cond.types) == partner)
     if len(cols) == 0:
-        raise CellfateError(f"intervention on {partner!r}: no condition column of that partner ({sorted(set(cond.types))})")
+        raise CellfateError(f"intervention on {partner!r}: no condition column of that partner "
+                            f"({sorted(set(cond.types))})")
     return cols
 
 

@@ -30,7 +30,8 @@ PathLike = str | os.PathLike[str]
 
 DEFAULTS: dict[str, Any] = {
     "condition": None, "progenitors": ["progenitor"], "fates": ["alpha", "beta"], "n_fits": 3, "n_paths": 50,
-    "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000, "level": 0.95,
+    "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000,
+    "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
 }
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
@@ -64,7 +65,8 @@ def read_lineage(cells_h5ad: PathLike, p_mat: PathLike | None, s_cfg: dict, f: d
     for group in ("progenitors", "fates"):
         missing = [t for t in f[group] if t not in set(labels[lineage])]
         if missing:
-            raise CellfateError(f"spatial.forward.{group}: no cell of type(s) {missing} among spatial.environment.cells",
+            raise CellfateError(f"spatial.forward.{group}: no cell of type(s) {missing} among "
+                                "spatial.environment.cells",
                                 cells_h5ad)
     how = f["condition"] or e["condition"]
     partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
@@ -157,10 +159,11 @@ def shift_table(runs: list[FitRun], f: dict, truth: dict[str, dict[str, float]] 
         treated = np.stack([r.treated[item["name"]] for r in runs])
         for k, fate in enumerate(f["fates"]):
             shift, low, high = fw.bootstrap_shift(base, treated, k, int(f["n_bootstrap"]), float(f["level"]), seed)
+            share = float((base == k).mean())
             row = {"intervention": item["name"], "kind": item["kind"],
                    "target": item.get("partner") or item.get("ligand") or item.get("value"), "fate": fate,
-                   "predicted_share": float((base == k).mean()), "predicted_share_treated": float((treated == k).mean()),
-                   "shift": shift, "low": low, "high": high, "relative_shift": shift / max(float((base == k).mean()), 1e-12),
+                   "predicted_share": share, "predicted_share_treated": float((treated == k).mean()),
+                   "shift": shift, "low": low, "high": high, "relative_shift": shift / max(share, 1e-12),
                    "absorbed": float(np.mean([r.absorbed for r in runs]))}
             if truth is not None and item["name"] in truth:
                 row.update(_checks(row, truth[""][fate], truth[item["name"]][fate]))
@@ -222,7 +225,8 @@ def forward_analysis(cells_h5ad: PathLike, p_mat: PathLike | None, table_out: Pa
     senders = senders_of(cells, labels, sorted(set(cond.types)), float(f["sender_share"]))
     runs, z_first = [], None
     for k, module in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"])):
-        run, z = run_fit(module, s, lab, cond, progenitors, f, senders, s_cfg["seed"] + k, decompose=k == 0 and int(f["n_conditions"]) > 1)
+        decompose = k == 0 and int(f["n_conditions"]) > 1  # one fit's decomposition: the costly part
+        run, z = run_fit(module, s, lab, cond, progenitors, f, senders, s_cfg["seed"] + k, decompose)
         runs.append(run)
         z_first = z if z_first is None else z_first
     truth = truth_shares(sim, f["interventions"]) if sim and "environment_truth" in cells.uns else None
