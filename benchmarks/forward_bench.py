@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from cellfate.simulate.environment import simulate_environment, spec_from_config
 from cellfate.spatial import forward_pipeline as fp
+from cellfate.spatial import pipeline
 
 INTERVENTIONS = [
     {"name": "fibroblast removed", "kind": "remove", "partner": "fibroblast"},
@@ -36,13 +38,20 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[pd.DataFr
     """(alpha rows of the shift table, per-progenitor Spearman of p_alpha with the truth, AUROC of
     the environmental share for niche choosers against random choosers, nan without them)."""
     sim = {"seed": seed, "environment": {"insensitive_share": args.insensitive} if args.insensitive else {}}
-    _, ref, _ = simulate_environment(spec_from_config(sim))
-    path = work / f"reference_{seed}.h5ad"
+    spots, ref, _ = simulate_environment(spec_from_config(sim))
+    path, p_mat = work / f"reference_{seed}.h5ad", None
     ref.write_h5ad(path)
+    if args.condition != "truth":  # the chain: DeepCOLOR (demo settings) maps the cells first
+        spots.write_h5ad(work / f"spots_{seed}.h5ad")
+        demo = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["spatial"]
+        p_mat, mapped = work / f"p_mat_{seed}.npy", work / f"cells_{seed}.h5ad"
+        pipeline.deepcolor(path, work / f"spots_{seed}.h5ad", work / f"model_{seed}", mapped, p_mat,
+                           work / f"mapped_{seed}.h5ad", {k: demo[k] for k in ("seed", "deepcolor")})
+        path = mapped
     cfg = {"seed": 42, "environment": {"epochs_vae": args.epochs, "epochs_dynamics": args.epochs},
            "forward": {"condition": args.condition, "interventions": INTERVENTIONS, "n_fits": args.fits,
                        "n_paths": args.paths, "n_conditions": args.conditions, "decomposition_paths": 20}}
-    table = fp.forward_analysis(path, None, work / f"table_{seed}.tsv", work / f"cells_{seed}.tsv", cfg, sim)
+    table = fp.forward_analysis(path, p_mat, work / f"table_{seed}.tsv", work / f"cells_{seed}.tsv", cfg, sim)
     cells = pd.read_csv(work / f"cells_{seed}.tsv", sep="\t")
     cells = cells[cells["is_progenitor"]]
     auroc = np.nan
