@@ -175,7 +175,7 @@ def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_t
 
 def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: PathLike, out_tsv: PathLike,
              cfg: Config | None = None, environment_modes: PathLike | None = None,
-             negative_modes: PathLike | None = None) -> pd.DataFrame:
+             negative_modes: PathLike | None = None, forward_table: PathLike | None = None) -> pd.DataFrame:
     """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman, cell-level map
     metrics (on a tissue with cell homes), and the environment analysis' named partners on the
     positive and the negative control, against the simulated truth."""
@@ -197,6 +197,8 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
         extra.update(environment_rows(_read_modes(environment_modes), negative=False))
     if negative_modes is not None:
         extra.update(environment_rows(_read_modes(negative_modes), negative=True))
+    if forward_table is not None:  # the forward analysis against the simulator re-run (issue 16)
+        extra.update(validation.forward_rows(pd.read_csv(forward_table, sep="\t")))
     table = validation.validation_table(shares, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table
