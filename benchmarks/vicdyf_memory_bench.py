@@ -7,6 +7,8 @@ Data the project's bifurcation simulator did not make: one run of the regulatory
 drawn cell's counts) up to each size. Training is 1 + 1 epochs (memory does not grow with epochs;
 the outputs and the embedding are computed in full). Each size runs in its own process; the peak
 resident set is that process's ru_maxrss. The per-cell slope between sizes extrapolates to 100k.
+Baseline, same run: a process that makes the same data and reads the input back with anndata but
+fits nothing (the simulation's own peak and the libraries); printed: fit peak / baseline peak.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 
-def worker(n_cells: int, n_genes: int, workdir: str) -> None:
+def worker(n_cells: int, n_genes: int, workdir: str, baseline: bool = False) -> None:
     import numpy as np
     import torch
 
@@ -39,6 +41,14 @@ def worker(n_cells: int, n_genes: int, workdir: str) -> None:
     path = Path(workdir) / "in.h5ad"
     adata.write_h5ad(path)
     del adata, base
+    if baseline:  # the same libraries imported and the input read back, nothing fitted
+        import anndata as ad
+
+        t0 = time.process_time()
+        held = ad.read_h5ad(path)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"RESULT cells={held.n_obs} genes={n_genes} peak_mb={peak:.0f} cpu_s={time.process_time() - t0:.1f}")
+        return
     cfg = {"epochs_phase1": 1, "epochs_phase2": 1, "n_top_genes": n_genes, "min_shared_counts": 0}
     t0 = time.process_time()
     torch.set_num_threads(1)
@@ -52,20 +62,28 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="+", default=[10000, 20000])
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         with tempfile.TemporaryDirectory() as tmp:
-            worker(args.worker, args.genes, tmp)
+            worker(args.worker, args.genes, tmp, baseline=args.baseline_worker)
         return
     results = []
     for n in args.cells:
-        done = subprocess.run([sys.executable, __file__, "--worker", str(n), "--genes", str(args.genes)],
-                              capture_output=True, text=True)
-        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
-        if done.returncode != 0 or not line:
-            raise SystemExit(f"worker for {n} cells failed:\n{done.stderr[-2000:]}")
-        print(line[0], flush=True)
-        results.append((n, float(line[0].split("peak_mb=")[1].split()[0])))
+        peaks = {}
+        for kind in ("baseline", "fit"):
+            extra = ["--baseline-worker"] if kind == "baseline" else []
+            done = subprocess.run([sys.executable, __file__, "--worker", str(n), "--genes", str(args.genes), *extra],
+                                  capture_output=True, text=True)
+            line = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
+            if done.returncode != 0 or not line:
+                raise SystemExit(f"{kind} worker for {n} cells failed:\n{done.stderr[-2000:]}")
+            print(f"{kind:>8} {line[0]}", flush=True)
+            peaks[kind] = float(line[0].split("peak_mb=")[1].split()[0])
+        ratio, added = peaks["fit"] / peaks["baseline"], peaks["fit"] - peaks["baseline"]
+        print(f"{n:,} cells: fit peak / baseline peak (same process set-up, input read, no fit) "
+              f"{ratio:.2f}x, fit adds {added:.0f} MB", flush=True)
+        results.append((n, peaks["fit"]))
     if len(results) >= 2:
         (n0, m0), (n1, m1) = results[0], results[-1]
         slope = (m1 - m0) / (n1 - n0)

@@ -307,11 +307,7 @@ def spatial_params(*parts):
 
 
 # --- memory per job from the input's size, growing with the attempt ---
-# Measured peaks: DeepCOLOR 9.1 GB at 50k cells x 10k spots (p_mat and map2sp are dense cells x
-# spots), reproduced with a 1.5 GB base; a retried job (OOM-killed) gets `attempt` times as much.
-# VICDYF: see vicdyf_fit_mem_mb.
-MEM_BASE_MB = 1500
-DEEPCOLOR_MB_PER_CELL_SPOT = 1.6e-5  # (9100 - 1500) / (50k * 10k) = 1.52e-5, rounded up
+# DeepCOLOR: see mem_deepcolor. VICDYF: see vicdyf_fit_mem_mb.
 MEM_UNKNOWN_MB = 8000  # an input that does not exist yet (dry run) or cannot be read
 
 
@@ -347,13 +343,20 @@ def vicdyf_fit_mem_mb(wildcards, input, attempt):
 
 
 def mem_deepcolor(wildcards, input, attempt):
-    """Memory for the DeepCOLOR jobs from cells x spots, `attempt` times as much on a retry."""
+    """Memory for the DeepCOLOR jobs from the inputs' shapes, 50% more per attempt.
+
+    The rule holds no cells x spots array (p_mat is written a block of 4,096 cells at a time), so
+    memory grows with cells x genes (dense counts, their count-table codes, the read h5ad) and
+    spots x genes, plus block-sized cells x spots temporaries. Measured (benchmarks/README.md,
+    DeepCOLOR memory): 1.6 GB peak at 50k cells x 10k spots x 765 genes; asked: 1 GB of libraries,
+    16 bytes per cell x gene and per spot x gene, 24 per spot for a block of 4,096 cells: 2.7 GB there.
+    """
     reference, spots = h5ad_shape(input.reference), h5ad_shape(input.spots)
     if reference is None or spots is None:
         return MEM_UNKNOWN_MB * attempt
-    return int(
-        (MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * reference[0] * spots[0]) * attempt
-    )
+    genes = min(reference[1], spots[1])
+    need = 1000 + (16 * genes * (reference[0] + spots[0]) + 24 * 4096 * spots[0]) / 1e6
+    return int(need * (1 + 0.5 * (attempt - 1)))
 
 
 def env_source(wildcards):

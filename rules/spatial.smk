@@ -53,6 +53,17 @@ ENV_SOURCE = (
 SPATIAL_ON = bool(SPATIAL and SPATIAL_REFERENCE and SPATIAL_SPOTS)
 LIGANDS_ON = SPATIAL_ON and bool(SPATIAL_LIGANDS)
 ENVIRONMENT_ON = SPATIAL_ON and (SIMULATED or (LIGANDS_ON and "environment" in SPATIAL))
+# The forward analysis (issue 16): on the demo, the positive environment tissue, validated
+# against the simulator re-run under each intervention; else the main run, when configured.
+FORWARD_ON = ENVIRONMENT_ON and (SIMULATED or "forward" in SPATIAL)
+FORWARD_SOURCE = (
+    {
+        "cells": f"{SP}/environment/deepcolor.h5ad",
+        "p_mat": f"{SP}/environment/p_mat.npy",
+    }
+    if SIMULATED
+    else {"cells": f"{SP}/deepcolor.h5ad", "p_mat": f"{SP}/p_mat.npy"}
+)
 # Every spatial result and figure this config can make (for the `all` rule).
 SPATIAL_TARGETS = (
     (
@@ -75,6 +86,15 @@ SPATIAL_TARGETS = (
         [f"{SP}/environment_modes.tsv", f"{RESULTS}/figures/environment_dynamics.png"]
         + ([f"{SP}/environment_negative_modes.tsv"] if SIMULATED else [])
         if ENVIRONMENT_ON
+        else []
+    )
+    + (
+        [
+            f"{SP}/forward_shifts.tsv",
+            f"{RESULTS}/figures/forward_shifts.png",
+            f"{RESULTS}/figures/forward_decomposition.png",
+        ]
+        if FORWARD_ON
         else []
     )
     + (
@@ -264,6 +284,7 @@ rule spatial_validation:
         spots=f"{SIM}/tissue/spots.h5ad",
         modes=f"{SP}/environment_modes.tsv",
         negative_modes=f"{SP}/environment_negative_modes.tsv",
+        forward=f"{SP}/forward_shifts.tsv",
     output:
         f"{SP}/validation.tsv",
     log:
@@ -395,3 +416,63 @@ rule figure_spatial_validation:
         "../envs/spatial.yaml"
     script:
         "../workflow_scripts/figure_spatial_validation.py"
+
+
+rule forward_analysis:
+    input:
+        **FORWARD_SOURCE,
+    output:
+        table=f"{SP}/forward_shifts.tsv",
+        cells=f"{SP}/forward_cells.tsv",
+    log:
+        f"{LOGS}/spatial/forward_analysis.log",
+    benchmark:
+        f"{BENCH}/spatial/forward_analysis.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    threads: SPATIAL.get("threads", 1)
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+    params:
+        cfg=spatial_params("environment", "forward"),
+        sim=sim_params("environment") if SIMULATED else None,
+    script:
+        "../workflow_scripts/forward_analysis.py"
+
+
+rule figure_forward_shifts:
+    input:
+        table=f"{SP}/forward_shifts.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/forward_shifts.png",
+            caption="../report/forward_shifts.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/forward_shifts.log",
+    benchmark:
+        f"{BENCH}/figures/forward_shifts.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_forward_shifts.py"
+
+
+rule figure_forward_decomposition:
+    input:
+        cells=f"{SP}/forward_cells.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/forward_decomposition.png",
+            caption="../report/forward_decomposition.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/forward_decomposition.log",
+    benchmark:
+        f"{BENCH}/figures/forward_decomposition.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_forward_decomposition.py"

@@ -49,6 +49,9 @@ def test_demo_dag_is_complete(tmp_path) -> None:
         assert jobs[rule] == 1, rule
     # the environment analysis on its positive and its negative control tissue
     assert jobs["simulate_environment"] == jobs["deepcolor_environment"] == jobs["environment_dynamics"] == 2
+    # the forward analysis on the positive tissue, its table and both figures
+    for rule in ("forward_analysis", "figure_forward_shifts", "figure_forward_decomposition"):
+        assert jobs[rule] == 1, rule
 
 
 def test_paper_dag_builds() -> None:

@@ -71,7 +71,8 @@ def classifier_confusion(
         _confusion(ax, predictions["true"], predictions[method], title)
     fig.suptitle(
         f"cell-type classification, {int(metrics['n_test'].iloc[0])} held-out cells "
-        f"({int(metrics['n_train'].iloc[0])} for training)",
+        f"({int(metrics['n_train'].iloc[0])} for training)"
+        + (f"; {metrics['split'].iloc[0]}" if "split" in metrics else ""),
         fontsize=10,
     )
     save(fig, path)

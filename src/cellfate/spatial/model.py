@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -177,16 +178,26 @@ class DeepColor:
         return training.map_inputs(self.module, rows, z).cpu().numpy()
 
     @torch.no_grad()
-    def map2sp(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Cells x spots from :meth:`map_inputs`: each spot's share of every cell (columns sum to 1
-        over all cells)."""
+    def map2sp_blocks(self, features: np.ndarray, chunk: int = 4096) -> Iterator[tuple[slice, np.ndarray]]:
+        """Rows of :meth:`map2sp`, ``chunk`` cells at a time (a new float32 array each): for
+        outputs that must never hold all cells x spots at once."""
         self.module.eval()
         z = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         totals = training.map_totals(self.module, z, chunk)
-        out = np.empty((len(z), len(self.spot_names)), dtype=np.float32)
         for i in range(0, len(z), chunk):
-            out[i:i + chunk] = (self.module.map_scores(z[i:i + chunk]) / totals).cpu().numpy()
+            yield slice(i, min(i + chunk, len(z))), (self.module.map_scores(z[i:i + chunk]) / totals).cpu().numpy()
+
+    def map2sp(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Cells x spots from :meth:`map_inputs`: each spot's share of every cell (columns sum to 1
+        over all cells)."""
+        out = np.empty((len(features), len(self.spot_names)), dtype=np.float32)
+        for rows, block in self.map2sp_blocks(features, chunk):
+            out[rows] = block
         return out
+
+    def gene_scale(self) -> np.ndarray:
+        """The per-gene scale the spot mixtures are multiplied by."""
+        return torch.nn.functional.softplus(self.module.raw_gene_scale).detach().cpu().numpy()
 
     @torch.no_grad()
     def imputed(self, zl: np.ndarray, map2sp: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -194,8 +205,7 @@ class DeepColor:
         out = np.zeros((map2sp.shape[1], len(self.genes)), dtype=np.float64)
         for i in range(0, len(zl), chunk):
             out += map2sp[i:i + chunk].T.astype(np.float64) @ self.expression(zl[i:i + chunk])
-        scale = torch.nn.functional.softplus(self.module.raw_gene_scale).cpu().numpy()
-        return (out * scale).astype(np.float32)
+        return (out * self.gene_scale()).astype(np.float32)
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: PathLike) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from cellfate.nn.layers import mlp
 from cellfate.nn.likelihoods import kl_standard_normal, nb_log_prob, poisson_log_prob
+from cellfate.spatial.count_table import CountTable, nb_nll_fixed
 
 
 @dataclass(frozen=True)
@@ -136,19 +137,22 @@ class DeepColorModule(nn.Module):
         return F.softplus(self.map_head(features)) + 1e-8
 
     # --- losses ----------------------------------------------------------------------------
-    def sc_loss(self, x: torch.Tensor, sample: bool = True, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    def sc_loss(self, x: torch.Tensor, sample: bool = True, kl_weight: float = 1.0,
+                table: CountTable | None = None) -> dict[str, torch.Tensor]:
         """Negative ELBO per cell (mean over the batch, without log(x!)), with its reconstruction and KL parts.
 
         ``sample=False`` decodes the posterior mean: a deterministic value for early stopping.
         ``kl_weight`` < 1 during warm-up keeps the posterior from collapsing onto the prior before
         the decoder has learnt to use z (the per-gene dispersion would otherwise absorb the
         cell-type differences and every cell would decode to the same profile).
+        ``table``: the batch's :class:`CountTable`, for the same value at less cost.
         """
         mean, std = self.encode(x)
         z = mean + std * torch.randn_like(std) if sample else mean
         size = x.mean(-1, keepdim=True)
         mu = size * self.decode(z)
-        nll = -nb_log_prob(x, mu, self.sc_log_theta.exp(), constant=False).sum(-1).mean()
+        theta = self.sc_log_theta.exp()
+        nll = -nb_log_prob(x, mu, theta, constant=False).sum(-1).mean() if table is None else nb_nll_fixed(x, mu, theta, table)
         kl = kl_standard_normal(mean, std).mean()
         return {"loss": nll + kl_weight * kl, "nll": nll, "kl": kl}
 
@@ -165,17 +169,23 @@ class DeepColorModule(nn.Module):
         """Spot size x (mixture x gene scale + gene offset)."""
         return spot_size[:, None] * (mixture * F.softplus(self.raw_gene_scale) + F.softplus(self.raw_gene_offset))
 
-    def spot_nll(self, spots: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood of the spot counts (without log(x!)), summed over genes, mean over spots."""
+    def spot_nll(self, spots: torch.Tensor, mu: torch.Tensor, table: CountTable | None = None) -> torch.Tensor:
+        """Negative log-likelihood of the spot counts (without log(x!)), summed over genes, mean over spots.
+
+        ``table`` (:class:`CountTable` of ``spots``): the same NB value with its gamma terms run
+        over each gene's distinct counts instead of every spot (phase 2's costliest op).
+        """
         if self.config.spatial_likelihood == "poisson":
             ll = poisson_log_prob(spots, mu, constant=False)
+        elif table is not None:
+            return nb_nll_fixed(spots, mu, self.sp_log_theta.exp(), table)
         else:
             ll = nb_log_prob(spots, mu, self.sp_log_theta.exp(), constant=False)
         return -ll.sum(-1).mean()
 
     def spatial_loss(self, features: torch.Tensor, rate: torch.Tensor, spots: torch.Tensor,
-                     spot_size: torch.Tensor) -> dict[str, torch.Tensor]:
+                     spot_size: torch.Tensor, table: CountTable | None = None) -> dict[str, torch.Tensor]:
         """Spot likelihood of the mixture of a batch of cells (map inputs ``features``, rates ``rate``)."""
         mu = self.spot_mean(self.spot_mixture(self.map_scores(features), rate), spot_size)
-        nll = self.spot_nll(spots, mu)
+        nll = self.spot_nll(spots, mu, table)
         return {"loss": nll, "nll": nll}

@@ -32,8 +32,8 @@ from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
 from cellfate.spatial import validation
 from cellfate.spatial.cell_level import cell_level_metrics
-from cellfate.spatial.model import (DeepColor, DeepColorConfig, type_distributions, type_shares,
-                                   type_shares_from_p)
+from cellfate.spatial.map_outputs import write_p_mat
+from cellfate.spatial.model import DeepColor, DeepColorConfig, type_shares_from_p
 from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
 
 log = logging.getLogger(__name__)
@@ -76,22 +76,6 @@ def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
-def _entropy(p: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per row of p, -sum p log p, a block of rows at a time (temporaries stay block-sized)."""
-    out = np.empty(len(p))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(0, len(p), chunk):
-            block = np.asarray(p[i:i + chunk])
-            out[i:i + chunk] = -np.nansum(np.where(block > 0, block * np.log(block), 0.0), axis=1)
-    return out
-
-
-def _write_npy(array: np.ndarray, path: PathLike) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-
 def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
               mapped_spots: PathLike, cfg: Config | None = None) -> DeepColor:
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
@@ -103,21 +87,17 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
-    # one dense cells x spots array: map2sp, read for the spot-level outputs, then turned into
-    # p_mat in place (map2sp = p_mat * map_total is recovered from the two files)
-    map2sp = model.map2sp(model.map_inputs(*_mapping_view(cells, model, zl)))
-    total = map2sp.sum(1)
+    # p_mat is written a block of cells at a time; no cells x spots array is held (map_outputs)
+    features = model.map_inputs(*_mapping_view(cells, model, zl))
+    summary = write_p_mat(model, features, zl, labels, p_mat)
     mapped = spot_data[:, model.genes].copy()
-    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
-    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
-    p = map2sp
-    np.divide(p, np.maximum(total, 1e-30)[:, None], out=p)
-    _write_npy(p, p_mat)
-    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
+    mapped.obsm["deepcolor_type_share"] = summary.type_share.set_index(mapped.obs_names)
+    mapped.layers["deepcolor_imputed"] = summary.imputed
+    mapped.obsm["deepcolor_type_distribution"] = summary.type_distribution.set_index(mapped.obs_names)
 
     cells.obsm["X_zl"] = zl
-    cells.obs["map_total"] = total
-    cells.obs["map_entropy"] = _entropy(p)
+    cells.obs["map_total"] = summary.map_total
+    cells.obs["map_entropy"] = summary.entropy
     cells.var["deepcolor_used"] = cells.var_names.isin(model.genes)
     cells.uns["deepcolor"] = {"n_genes": len(model.genes), "n_spots": len(model.spot_names),
                               "cell_type_key": cfg["cell_type_key"], "p_mat": os.path.basename(str(p_mat))}
@@ -195,7 +175,7 @@ def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_t
 
 def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: PathLike, out_tsv: PathLike,
              cfg: Config | None = None, environment_modes: PathLike | None = None,
-             negative_modes: PathLike | None = None) -> pd.DataFrame:
+             negative_modes: PathLike | None = None, forward_table: PathLike | None = None) -> pd.DataFrame:
     """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman, cell-level map
     metrics (on a tissue with cell homes), and the environment analysis' named partners on the
     positive and the negative control, against the simulated truth."""
@@ -217,6 +197,8 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
         extra.update(environment_rows(_read_modes(environment_modes), negative=False))
     if negative_modes is not None:
         extra.update(environment_rows(_read_modes(negative_modes), negative=True))
+    if forward_table is not None:  # the forward analysis against the simulator re-run (issue 16)
+        extra.update(validation.forward_rows(pd.read_csv(forward_table, sep="\t")))
     table = validation.validation_table(shares, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table

@@ -23,6 +23,7 @@ import torch
 from cellfate.counts import dense
 from cellfate.nn.adam import Adam
 from cellfate.nn.training import Phase, Stopping, fit_batches, run_phase
+from cellfate.spatial.count_table import CountTable
 from cellfate.spatial.module import DeepColorModule
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,17 @@ def train_sc(module: DeepColorModule, cells: Rows, cfg: TrainConfig, rng: np.ran
     last = {"loss": math.inf}
     module.init_rate_scale(cells[train[: min(len(train), 20_000)]])
     const = log_factorials(cells)
+    table = CountTable(cells.dense, keep_codes=True) if cells.dense is not None else None
+
+    def batch_table(idx: np.ndarray) -> CountTable | None:
+        return table.rows(torch.as_tensor(train[idx], device=const.device)) if table is not None else None
 
     def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
         kl_weight = min(1.0, (epoch + 1) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
         split = batches(len(train), cfg.batch_size, rng)
-        out = fit_batches(optimizer, (module.sc_loss(cells[train[idx]], kl_weight=kl_weight) for idx in split), "loss")
+        out = fit_batches(optimizer, (module.sc_loss(cells[train[idx]], kl_weight=kl_weight, table=batch_table(idx))
+                                      for idx in split), "loss")
         parts = []
         for idx, p in zip(split, out):
             c = const[torch.as_tensor(train[idx], device=const.device)].mean()
@@ -196,6 +202,7 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
     k = z_mean.shape[1]
     last = {"loss": math.inf}
     const = float(torch.lgamma(spots + 1.0).sum(-1).mean())
+    table = CountTable(spots) if module.config.spatial_likelihood == "nb" else None
 
     def losses(split: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
         for idx in split:
@@ -208,7 +215,7 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
                     rate = module.decode(z) if decoded else module.map_rate(cells[idx], z)
             else:
                 rate = rate_mean[t] if decoded else module.map_rate(cells[idx], z_mean[t])
-            yield module.spatial_loss(feat, rate, spots, spot_size)
+            yield module.spatial_loss(feat, rate, spots, spot_size, table)
 
     def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
