@@ -7,11 +7,14 @@ STAMP := $(VENV)/.cellfate-installed
 PROFILE ?= profiles/local
 # Pins that pip cannot take from pyproject.toml: torch's CPU wheel lies on this machine's disk
 # (pinning it keeps pip from fetching a multi-GB CUDA build); velocyto has no wheel and must be
-# built against the venv's numpy and Cython, without build isolation.
+# built against the venv's numpy and Cython, without build isolation. cellxgene-schema only ships
+# GENCODE's mouse gene table (gene_policy: protein_coding) and is installed without its declared
+# dependencies, whose pins (anndata 0.11, scipy < 1.16) conflict with ours; cellfate never imports it.
 TORCH := torch==2.13.0
 CYTHON := cython==3.3.1
 NUMPY := numpy==2.4.6
 VELOCYTO := velocyto==0.17.17
+SCHEMA := cellxgene-schema==7.1.2
 
 .PHONY: demo test lint report clean-demo
 
@@ -38,6 +41,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q $(TORCH) $(CYTHON) $(NUMPY)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-build-isolation $(VELOCYTO)
+	$(BIN)/python -m pip install -q --no-deps $(SCHEMA)
 	touch $(STAMP)
 
 clean-demo:

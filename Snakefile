@@ -1,8 +1,17 @@
 # cellfate: public mouse single-cell data -> foundation model, cell-state dynamics, tissue maps.
 # This file is the table of contents: the stages live in rules/, the logic in src/cellfate/.
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Rule scripts import cellfate from this checkout. The per-stage conda envs (envs/) do not install
+# it: Snakemake appends its own sys.path to every script job's (that is how `snakemake` itself is
+# found there, cluster jobs included), so src/ is found after the env's packages. In the Makefile's
+# .venv the editable install points at the same folder.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 
 configfile: "config/config.yaml"

@@ -112,7 +112,7 @@ def score(p_mat: np.ndarray, map_total: np.ndarray, labels: np.ndarray, spots_un
             **validation.colocalization_agreement(matrix, pairs, truth)}
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", type=int, default=20)
     parser.add_argument("--cells", type=int, default=1200)
@@ -126,10 +126,16 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=0, metavar="N",
                         help="the environment chain on N seeds of the positive and the negative control")
     parser.add_argument("--controls", nargs="+", choices=("positive", "negative"), default=["positive", "negative"])
+    parser.add_argument("--maps", default=None, help="with --chain: reuse the tissues and DeepCOLOR maps of an "
+                        "earlier --chain run's --out folder (the environment analysis alone)")
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     epochs = tuple(args.epochs)
     if args.run_original:
         return run_original(Path(args.run_original[0]), Path(args.run_original[1]), epochs, args.threads)
@@ -138,7 +144,7 @@ def main() -> None:
         return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
 
     if args.chain:
-        return chain_benchmark(args.chain, args.out, args.controls)
+        return chain_benchmark(args.chain, args.out, args.controls, args.maps)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -258,22 +264,28 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
     print(f"results: {out / 'cell_level_results.tsv'}")
 
 
-def chain_run(seed: int, negative: bool, folder: Path, cfg: dict) -> dict:
-    """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control)."""
+def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | None = None) -> dict:
+    """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control).
+    With ``maps``, the tissue and DeepCOLOR's outputs of an earlier run in that folder are reused."""
     from cellfate.io import write_h5ad, write_table
     from cellfate.simulate.environment import EnvironmentSpec, simulate_environment
     from cellfate.spatial import pipeline
 
     folder.mkdir(parents=True, exist_ok=True)
-    gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
-    spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, **gains))
-    write_h5ad(spots, folder / "spots.h5ad")
-    write_h5ad(ref, folder / "ref.h5ad")
-    write_table(table, folder / "lt.tsv", index=True)
     f = {k: folder / v for k, v in (("cells", "cells.h5ad"), ("p", "p_mat.npy"), ("modes", "modes.tsv"),
                                     ("ligands", "ligands.tsv"))}
-    pipeline.deepcolor(folder / "ref.h5ad", folder / "spots.h5ad", folder / "model", f["cells"], f["p"],
-                       folder / "mapped.h5ad", cfg)
+    if maps is not None:
+        for name in ("cells.h5ad", "p_mat.npy", "lt.tsv"):
+            if not (folder / name).exists():
+                (folder / name).symlink_to(maps / name)
+    else:
+        gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
+        spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, **gains))
+        write_h5ad(spots, folder / "spots.h5ad")
+        write_h5ad(ref, folder / "ref.h5ad")
+        write_table(table, folder / "lt.tsv", index=True)
+        pipeline.deepcolor(folder / "ref.h5ad", folder / "spots.h5ad", folder / "model", f["cells"], f["p"],
+                           folder / "mapped.h5ad", cfg)
     pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg)
     import pandas as pd
 
@@ -283,7 +295,7 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict) -> dict:
     return rows
 
 
-def chain_benchmark(n_seeds: int, out: str | None, controls: list[str]) -> None:
+def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: str | None = None) -> None:
     """DeepCOLOR -> colocalization -> conditioned dynamics on N seeds of each control (demo settings)."""
     import logging
 
@@ -299,7 +311,8 @@ def chain_benchmark(n_seeds: int, out: str | None, controls: list[str]) -> None:
     for negative in [c == "negative" for c in controls]:
         for seed in range(n_seeds):
             start = time.perf_counter()
-            row = chain_run(seed, negative, root / f"{'negative' if negative else 'positive'}_{seed}", cfg)
+            name = f"{'negative' if negative else 'positive'}_{seed}"
+            row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name)
             results.append({"control": "negative" if negative else "positive", "seed": seed,
                             "seconds": time.perf_counter() - start, **row})
             print(json.dumps(results[-1]), flush=True)

@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from cellfate.foundation.config import bert_config, build_model, read_model_yaml
-    from cellfate.foundation.embed import Embedder, Pretrained, resolve_device
+    from cellfate.foundation.embed import Embedder, Pretrained
     from cellfate.foundation.perturb import GeneMatrix, Perturber, loop_shifts, make_jobs, originals
     from cellfate.foundation.vocab import TokenDictionary
+    from cellfate.nn.device import resolve_device
 
     rows, dictionary = simulated_cells(args.cells + 8, 2000, args.seed)
     for k in range(len(dictionary), args.vocab):

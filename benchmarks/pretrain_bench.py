@@ -2,8 +2,10 @@
 
 Runs the real training step of ``cellfate.foundation.train`` (masked-LM objective on the masked
 positions only, AdamW, gradient clipping, bf16 autocast on GPU) on synthetic full-length cells, so
-data loading is excluded: this is the ceiling the data pipeline has to feed. Not part of
-``make test``.
+data loading is excluded: this is the ceiling the data pipeline has to feed. In the same run and
+on the same model and batch, the baseline: ``BertForMaskedLM``'s own loss (the prediction head at
+every position, as the Hugging Face Trainer that Geneformer used computes it); printed with the
+ratio ours / baseline (``--no-baseline`` skips it). Not part of ``make test``.
 
     python benchmarks/pretrain_bench.py                       # base config, 2,048 tokens x 12 cells
     python benchmarks/pretrain_bench.py --seq-len 512 --batch-size 4 --steps 3   # a quick CPU look
@@ -80,6 +82,19 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
 
 
+def seconds_per_step(step, warmup: int, steps: int, device: torch.device) -> float:
+    """Mean wall seconds of ``steps`` calls after ``warmup`` untimed ones (synchronised on CUDA)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO / "config/models/base.yaml"))
@@ -95,6 +110,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--peak-tflops", type=float, help="the device's peak (overrides the lookup; needed for CPU MFU)"
     )
     parser.add_argument("--out", help="also write the result as JSON here")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time BertForMaskedLM's own loss (logits at every position) on the same batch",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(
@@ -123,15 +144,17 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync()
-    seconds = (time.perf_counter() - start) / args.steps
+    def baseline_step() -> None:
+        """The Hugging Face way (Geneformer's Trainer): ``BertForMaskedLM``'s own loss, logits at every position."""
+        with autocast_context(device, args.bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = seconds_per_step(step, args.warmup, args.steps, device)
+    baseline_seconds = seconds_per_step(baseline_step, args.warmup, args.steps, device) if args.baseline else None
     samples_per_s = args.batch_size / seconds
     flops = training_flops_per_sample(config, args.seq_len, collator.mlm_probability) * samples_per_s
     peak = peak_tflops(device, args.peak_tflops)
@@ -150,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
         "model_tflops_per_s": flops / 1e12,
         "peak_tflops": peak,
         "mfu": flops / (peak * 1e12) if peak else None,
+        "baseline_tokens_per_s": args.batch_size * args.seq_len / baseline_seconds if baseline_seconds else None,
+        "ratio_vs_baseline": baseline_seconds / seconds if baseline_seconds else None,
     }
     if device.type == "cuda":
         result["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -161,6 +186,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['model_tflops_per_s']:.3f} model TFLOP/s  MFU {mfu}",
         file=sys.stderr,
     )
+    if baseline_seconds:
+        print(
+            f"  baseline (BertForMaskedLM's own loss, logits at all {args.seq_len} positions), same model and batch: "
+            f"{result['baseline_tokens_per_s']:,.0f} tokens/s; ours / baseline {result['ratio_vs_baseline']:.2f}x",
+            file=sys.stderr,
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result

@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 
 import pandas as pd
@@ -160,6 +161,45 @@ def local_source(key, source=None, sample=None):
     return [url.removeprefix("file://")] if url.startswith(f"file://{SIM}/") else []
 
 
+def synonyms_input(species):
+    """The species' downloaded gene synonym table, or nothing when download.urls has no URL for it."""
+    if config["download"]["urls"].get(f"gene_synonyms_{species}"):
+        return f"{RESULTS}/downloads/genes/{species}_synonyms.tsv"
+    return []
+
+
+def is_unpacked_archive(path, url):
+    """A download.files entry whose .tar.gz is unpacked as the folder `path`."""
+    return url.endswith((".tar.gz", ".tgz")) and not path.endswith((".tar.gz", ".tgz"))
+
+
+# Any other input the config names (a velocity h5ad, a Space Ranger folder...) can be listed
+# under download.files as path: URL; a .tar.gz URL for a path that is not one is unpacked there.
+DOWNLOAD_FILES = config["download"].get("files") or {}
+
+
+def listed_paths(archives):
+    """A wildcard pattern matching exactly the listed paths of one kind (never anything else)."""
+    paths = [
+        path
+        for path, url in DOWNLOAD_FILES.items()
+        if is_unpacked_archive(path, url) == archives
+    ]
+    return "|".join(re.escape(path) for path in paths) or "(?!)"
+
+
+def spatial_input_files(wildcards):
+    """Rule spatial_input (SPATIAL_GIVEN: rules/spatial.smk): the given sections; a Space Ranger folder not yet there as the files download.files makes."""
+    given = SPATIAL_GIVEN[wildcards.what]
+    files = []
+    for path in given.values() if isinstance(given, dict) else [given]:
+        if str(path).endswith(".h5ad") or os.path.isdir(path):
+            files.append(path)
+        else:
+            files += [f"{path}/filtered_feature_bc_matrix.h5", f"{path}/spatial"]
+    return files
+
+
 def download_params():
     """Retry and manifest settings shared by every download rule."""
     cfg = config["download"]
@@ -202,7 +242,7 @@ def velocity_names():
 
 
 def velocity_sample(name):
-    """BAM, GTF, barcodes, optional repeat mask and QC'd cells of one sample."""
+    """BAM + GTF (or a loom, or an h5ad), barcodes, optional repeat mask and QC'd cells of one sample."""
     if SIMULATED and name == "bifurcation":
         folder = f"{SIM}/bifurcation"
         return {
@@ -212,6 +252,22 @@ def velocity_sample(name):
             "cells": f"{folder}/truth.h5ad",
         }
     return dict(config["velocity"]["samples"][name])
+
+
+def velocity_counts_kind(name):
+    """How a sample's spliced/unspliced counts come: loom, h5ad, STARsolo folder, or velocyto on its BAM."""
+    sample = velocity_sample(name)
+    return next(
+        (key for key in ("loom", "h5ad", "starsolo") if sample.get(key)), "velocyto"
+    )
+
+
+def velocity_counts_input(wildcards):
+    """The sample's loom, layered h5ad or STARsolo folder as given, else velocyto's output folder."""
+    kind = velocity_counts_kind(wildcards.name)
+    if kind == "velocyto":
+        return f"{RESULTS}/velocity/{wildcards.name}/velocyto"
+    return velocity_sample(wildcards.name)[kind]
 
 
 def velocyto_inputs(wildcards):
@@ -251,11 +307,7 @@ def spatial_params(*parts):
 
 
 # --- memory per job from the input's size, growing with the attempt ---
-# Measured peaks: DeepCOLOR 9.1 GB at 50k cells x 10k spots (p_mat and map2sp are dense cells x
-# spots), reproduced with a 1.5 GB base; a retried job (OOM-killed) gets `attempt` times as much.
-# VICDYF: see vicdyf_fit_mem_mb.
-MEM_BASE_MB = 1500
-DEEPCOLOR_MB_PER_CELL_SPOT = 1.6e-5  # (9100 - 1500) / (50k * 10k) = 1.52e-5, rounded up
+# DeepCOLOR: see mem_deepcolor. VICDYF: see vicdyf_fit_mem_mb.
 MEM_UNKNOWN_MB = 8000  # an input that does not exist yet (dry run) or cannot be read
 
 
@@ -291,13 +343,20 @@ def vicdyf_fit_mem_mb(wildcards, input, attempt):
 
 
 def mem_deepcolor(wildcards, input, attempt):
-    """Memory for the DeepCOLOR jobs from cells x spots, `attempt` times as much on a retry."""
+    """Memory for the DeepCOLOR jobs from the inputs' shapes, 50% more per attempt.
+
+    The rule holds no cells x spots array (p_mat is written a block of 4,096 cells at a time), so
+    memory grows with cells x genes (dense counts, their count-table codes, the read h5ad) and
+    spots x genes, plus block-sized cells x spots temporaries. Measured (benchmarks/README.md,
+    DeepCOLOR memory): 1.6 GB peak at 50k cells x 10k spots x 765 genes; asked: 1 GB of libraries,
+    16 bytes per cell x gene and per spot x gene, 24 per spot for a block of 4,096 cells: 2.7 GB there.
+    """
     reference, spots = h5ad_shape(input.reference), h5ad_shape(input.spots)
     if reference is None or spots is None:
         return MEM_UNKNOWN_MB * attempt
-    return int(
-        (MEM_BASE_MB + DEEPCOLOR_MB_PER_CELL_SPOT * reference[0] * spots[0]) * attempt
-    )
+    genes = min(reference[1], spots[1])
+    need = 1000 + (16 * genes * (reference[0] + spots[0]) + 24 * 4096 * spots[0]) / 1e6
+    return int(need * (1 + 0.5 * (attempt - 1)))
 
 
 def env_source(wildcards):

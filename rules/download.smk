@@ -9,6 +9,9 @@ localrules:
     download_expression_atlas,
     download_cellxgene_listing,
     download_cellxgene_dataset,
+    download_gene_synonyms,
+    download_file,
+    download_archive,
 
 
 rule download_panglaodb_counts:
@@ -147,3 +150,76 @@ rule download_cellxgene_dataset:
         ],
     script:
         "../workflow_scripts/download_cellxgene_dataset.py"
+
+
+rule download_gene_synonyms:
+    input:
+        lambda wildcards: local_source(f"gene_synonyms_{wildcards.species}"),
+    output:
+        table=f"{RESULTS}/downloads/genes/{{species}}_synonyms.tsv",
+    log:
+        f"{LOGS}/download/genes/{{species}}_synonyms.log",
+    benchmark:
+        f"{BENCH}/download/genes/{{species}}_synonyms.tsv"
+    wildcard_constraints:
+        species="mouse|human",
+    retries: config["download"]["job_retries"]
+    conda:
+        "../envs/download.yaml"
+    resources:
+        downloads=1,
+    params:
+        **download_params(),
+        urls=lambda wildcards: {
+            "table": source_url(f"gene_synonyms_{wildcards.species}")
+        },
+        source="genes",
+        label=lambda wildcards: f"{wildcards.species} gene synonyms",
+    script:
+        "../workflow_scripts/download.py"
+
+
+rule download_file:
+    output:
+        "{path}",
+    log:
+        f"{LOGS}/download/files/{{path}}.log",
+    benchmark:
+        f"{BENCH}/download/files/{{path}}.tsv"
+    wildcard_constraints:
+        path=listed_paths(False),
+    retries: config["download"]["job_retries"]
+    conda:
+        "../envs/download.yaml"
+    resources:
+        downloads=1,
+    params:
+        **download_params(),
+        urls=lambda wildcards: {"file": DOWNLOAD_FILES[wildcards.path]},
+        source=lambda wildcards: f"files/{os.path.dirname(wildcards.path)}",
+        label=lambda wildcards: wildcards.path,
+    script:
+        "../workflow_scripts/download.py"
+
+
+rule download_archive:
+    output:
+        directory("{path}"),
+    log:
+        f"{LOGS}/download/files/{{path}}.log",
+    benchmark:
+        f"{BENCH}/download/files/{{path}}.tsv"
+    wildcard_constraints:
+        path=listed_paths(True),
+    retries: config["download"]["job_retries"]
+    conda:
+        "../envs/download.yaml"
+    resources:
+        downloads=1,
+    params:
+        **download_params(),
+        url=lambda wildcards: DOWNLOAD_FILES[wildcards.path],
+        source=lambda wildcards: f"files/{os.path.dirname(wildcards.path)}",
+        label=lambda wildcards: wildcards.path,
+    script:
+        "../workflow_scripts/download_archive.py"

@@ -196,6 +196,7 @@ rule simulate_human_sample:
 rule read_cross_species:
     input:
         h5ad=cross_species_path,
+        synonyms=synonyms_input("human"),
     output:
         h5ad=f"{RESULTS}/harmonised/{CROSS}/{{sample}}.h5ad",
         genes=f"{RESULTS}/harmonised/{CROSS}/{{sample}}.unresolved_genes.tsv",

@@ -8,6 +8,7 @@ rule read_panglaodb:
         rdata=f"{RESULTS}/downloads/panglaodb/{{sample}}.RData",
         clusters=f"{RESULTS}/downloads/panglaodb/sample_clusters/{{sample}}.seurat_clusters.txt",
         annotations=f"{RESULTS}/downloads/panglaodb/cell_type_annotations.txt",
+        synonyms=synonyms_input("mouse"),
     output:
         h5ad=f"{RESULTS}/harmonised/panglaodb/{{sample}}.h5ad",
         genes=f"{RESULTS}/harmonised/panglaodb/{{sample}}.unresolved_genes.tsv",
@@ -29,6 +30,7 @@ rule read_expression_atlas:
     input:
         archive=f"{RESULTS}/downloads/expression_atlas/{{sample}}-quantification-raw.zip",
         design=f"{RESULTS}/downloads/expression_atlas/{{sample}}-experiment-design.tsv",
+        synonyms=synonyms_input("mouse"),
     output:
         h5ad=f"{RESULTS}/harmonised/expression_atlas/{{sample}}.h5ad",
         genes=f"{RESULTS}/harmonised/expression_atlas/{{sample}}.unresolved_genes.tsv",
@@ -49,6 +51,7 @@ rule read_expression_atlas:
 rule read_cellxgene:
     input:
         dataset=f"{RESULTS}/downloads/cellxgene/{{sample}}.h5ad",
+        synonyms=synonyms_input("mouse"),
     output:
         h5ad=f"{RESULTS}/harmonised/cellxgene/{{sample}}.h5ad",
         genes=f"{RESULTS}/harmonised/cellxgene/{{sample}}.unresolved_genes.tsv",

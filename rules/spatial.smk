@@ -7,12 +7,29 @@ SPATIAL = config.get("spatial") or {}
 SP = f"{RESULTS}/spatial"
 
 
-# User-given inputs, else the simulated tissue (demo), else none (the stage is skipped).
-SPATIAL_REFERENCE = SPATIAL.get("reference") or (
-    f"{SIM}/tissue/reference.h5ad" if SIMULATED else None
+# User-given inputs, else the simulated tissue (demo), else none (the stage is skipped). Spots
+# given as a Space Ranger folder or as several sections, and a reference given as several
+# single-cell spatial sections, are first made into one h5ad by rule spatial_input.
+SPATIAL_GIVEN = {
+    what: SPATIAL.get(what)
+    for what in ("reference", "spots")
+    if isinstance(SPATIAL.get(what), dict)
+    or (
+        what == "spots"
+        and SPATIAL.get(what)
+        and not str(SPATIAL[what]).endswith(".h5ad")
+    )
+}
+SPATIAL_REFERENCE = (
+    f"{SP}/inputs/reference.h5ad"
+    if "reference" in SPATIAL_GIVEN
+    else SPATIAL.get("reference")
+    or (f"{SIM}/tissue/reference.h5ad" if SIMULATED else None)
 )
-SPATIAL_SPOTS = SPATIAL.get("spots") or (
-    f"{SIM}/tissue/spots.h5ad" if SIMULATED else None
+SPATIAL_SPOTS = (
+    f"{SP}/inputs/spots.h5ad"
+    if "spots" in SPATIAL_GIVEN
+    else SPATIAL.get("spots") or (f"{SIM}/tissue/spots.h5ad" if SIMULATED else None)
 )
 SPATIAL_LIGANDS = SPATIAL.get("ligand_target")
 
@@ -36,6 +53,17 @@ ENV_SOURCE = (
 SPATIAL_ON = bool(SPATIAL and SPATIAL_REFERENCE and SPATIAL_SPOTS)
 LIGANDS_ON = SPATIAL_ON and bool(SPATIAL_LIGANDS)
 ENVIRONMENT_ON = SPATIAL_ON and (SIMULATED or (LIGANDS_ON and "environment" in SPATIAL))
+# The forward analysis (issue 16): on the demo, the positive environment tissue, validated
+# against the simulator re-run under each intervention; else the main run, when configured.
+FORWARD_ON = ENVIRONMENT_ON and (SIMULATED or "forward" in SPATIAL)
+FORWARD_SOURCE = (
+    {
+        "cells": f"{SP}/environment/deepcolor.h5ad",
+        "p_mat": f"{SP}/environment/p_mat.npy",
+    }
+    if SIMULATED
+    else {"cells": f"{SP}/deepcolor.h5ad", "p_mat": f"{SP}/p_mat.npy"}
+)
 # Every spatial result and figure this config can make (for the `all` rule).
 SPATIAL_TARGETS = (
     (
@@ -61,11 +89,41 @@ SPATIAL_TARGETS = (
         else []
     )
     + (
+        [
+            f"{SP}/forward_shifts.tsv",
+            f"{RESULTS}/figures/forward_shifts.png",
+            f"{RESULTS}/figures/forward_decomposition.png",
+        ]
+        if FORWARD_ON
+        else []
+    )
+    + (
         [f"{SP}/validation.tsv", f"{RESULTS}/figures/spatial_validation.png"]
         if SPATIAL_ON and SIMULATED
         else []
     )
 )
+
+
+rule spatial_input:
+    input:
+        spatial_input_files,
+    output:
+        f"{SP}/inputs/{{what}}.h5ad",
+    log:
+        f"{LOGS}/spatial/input_{{what}}.log",
+    benchmark:
+        f"{BENCH}/spatial/input_{{what}}.tsv"
+    wildcard_constraints:
+        what="reference|spots",
+    conda:
+        "../envs/spatial.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+    params:
+        paths=lambda wildcards: SPATIAL_GIVEN[wildcards.what],
+    script:
+        "../workflow_scripts/spatial_input.py"
 
 
 rule deepcolor:
@@ -226,6 +284,7 @@ rule spatial_validation:
         spots=f"{SIM}/tissue/spots.h5ad",
         modes=f"{SP}/environment_modes.tsv",
         negative_modes=f"{SP}/environment_negative_modes.tsv",
+        forward=f"{SP}/forward_shifts.tsv",
     output:
         f"{SP}/validation.tsv",
     log:
@@ -357,3 +416,63 @@ rule figure_spatial_validation:
         "../envs/spatial.yaml"
     script:
         "../workflow_scripts/figure_spatial_validation.py"
+
+
+rule forward_analysis:
+    input:
+        **FORWARD_SOURCE,
+    output:
+        table=f"{SP}/forward_shifts.tsv",
+        cells=f"{SP}/forward_cells.tsv",
+    log:
+        f"{LOGS}/spatial/forward_analysis.log",
+    benchmark:
+        f"{BENCH}/spatial/forward_analysis.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    threads: SPATIAL.get("threads", 1)
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+    params:
+        cfg=spatial_params("environment", "forward"),
+        sim=sim_params("environment") if SIMULATED else None,
+    script:
+        "../workflow_scripts/forward_analysis.py"
+
+
+rule figure_forward_shifts:
+    input:
+        table=f"{SP}/forward_shifts.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/forward_shifts.png",
+            caption="../report/forward_shifts.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/forward_shifts.log",
+    benchmark:
+        f"{BENCH}/figures/forward_shifts.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_forward_shifts.py"
+
+
+rule figure_forward_decomposition:
+    input:
+        cells=f"{SP}/forward_cells.tsv",
+    output:
+        report(
+            f"{RESULTS}/figures/forward_decomposition.png",
+            caption="../report/forward_decomposition.rst",
+            category="Spatial (DeepCOLOR)",
+        ),
+    log:
+        f"{LOGS}/figures/forward_decomposition.log",
+    benchmark:
+        f"{BENCH}/figures/forward_decomposition.tsv"
+    conda:
+        "../envs/spatial.yaml"
+    script:
+        "../workflow_scripts/figure_forward_decomposition.py"

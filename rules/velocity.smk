@@ -1,7 +1,8 @@
 # Spliced/unspliced counting: velocyto run on each sample's BAM + GTF into its own output
-# directory, then the loom as AnnData on the sample's QC'd cells (cellfate.velocity).
+# directory, then the loom as AnnData on the sample's QC'd cells (cellfate.velocity). A sample
+# given as a loom (velocyto's) or an h5ad with spliced/unspliced layers skips velocyto.
 # Samples: the demo's simulated bifurcation (when simulating) and config velocity.samples;
-# their inputs come from velocity_sample() in common.smk.
+# their inputs come from velocity_sample() and velocity_counts_input() in common.smk.
 
 
 rule velocyto_count:
@@ -26,7 +27,7 @@ rule velocyto_count:
 
 rule velocity_anndata:
     input:
-        velocyto=f"{RESULTS}/velocity/{{name}}/velocyto",
+        counts=velocity_counts_input,
         cells=lambda wildcards: velocity_sample(wildcards.name).get("cells") or [],
     output:
         f"{RESULTS}/velocity/{{name}}.h5ad",
@@ -40,5 +41,6 @@ rule velocity_anndata:
         barcode_key=lambda wildcards: velocity_sample(wildcards.name).get(
             "barcode_key", "barcode"
         ),
+        kind=lambda wildcards: velocity_counts_kind(wildcards.name),
     script:
         "../workflow_scripts/velocity_anndata.py"

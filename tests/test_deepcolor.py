@@ -10,12 +10,13 @@ import torch
 from scipy import stats
 
 from cellfate.errors import CellfateError
+from cellfate.nn.likelihoods import nb_log_prob
 from cellfate.simulate.tissue import TissueSpec, simulate_tissue
 from cellfate.spatial import validation
 from cellfate.spatial.colocalization import type_colocalization
 from cellfate.spatial.model import (DeepColor, DeepColorConfig, match_inputs, p_mat_from_map2sp, type_distributions,
                                     type_shares, type_shares_from_p)
-from cellfate.spatial.module import DeepColorModule, ModuleConfig, nb_log_prob
+from cellfate.spatial.module import DeepColorModule, ModuleConfig
 from cellfate.spatial.train import TrainConfig
 
 FAST = DeepColorConfig(train=TrainConfig(epochs_sc=60, epochs_map=60, batch_size=128, lr=3e-3, patience=15))
@@ -122,7 +123,7 @@ def test_genes_not_shared_is_a_clear_error() -> None:
 def test_non_integer_counts_are_a_clear_error() -> None:
     cells, spots = _pair()
     cells.X = cells.X.multiply(0.37).tocsr()
-    with pytest.raises(CellfateError, match=r"cells\.h5ad: single-cell counts are not integers"):
+    with pytest.raises(CellfateError, match=r"cells\.h5ad: single-cell counts has non-integer values"):
         match_inputs(cells, spots, cells_path="cells.h5ad", spots_path="spots.h5ad")
 
 

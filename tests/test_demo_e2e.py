@@ -61,6 +61,10 @@ def test_demo_screen_moves_t_cells_toward_b_cells_with_the_b_markers(demo: Path)
     assert stats.mannwhitneyu(drivers["mean_shift"], controls["mean_shift"], alternative="greater").pvalue < 1e-3
     metrics = pd.read_csv(demo / "foundation" / "classifier" / "metrics.tsv", sep="\t").set_index("method")
     assert metrics.loc["cellfate_finetuned", "macro_f1"] >= metrics.loc["baseline_logreg_pca", "macro_f1"] - 0.05
+    # The cross-source task does not saturate: CD4 vs CD8 T cells (measured baseline 0.935, fine-tuned
+    # 0.928, kNN 0.764; with T cells as one type every method scored 1.0).
+    assert (metrics["split"] == "train: other sources, test: cellxgene").all()
+    assert 0.6 < metrics.loc["baseline_logreg_pca", "macro_f1"] < 0.98
 
 
 def test_demo_environment_control_names_the_driver(demo: Path) -> None:

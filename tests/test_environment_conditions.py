@@ -60,3 +60,64 @@ def test_cells_are_mapped_without_the_unspliced_counts_the_test_explains() -> No
     assert np.array_equal(view.X.toarray(), s + 1) and np.array_equal(z.ravel(), (s + 1).sum(1))
     spliced_x = ad.AnnData(X=sp.csr_matrix(s), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
     assert _mapping_view(spliced_x, Model(), np.zeros((2, 1)))[0] is spliced_x  # X already spliced: unchanged
+
+
+def test_crossfit_folds_hold_every_cell_out_once() -> None:
+    folds = env.crossfit_folds(103, 5, seed=0)
+    assert len(folds) == 5 and all(20 <= len(f) <= 21 for f in folds)
+    assert np.array_equal(np.sort(np.concatenate(folds)), np.arange(103))
+
+
+class _CountModel:
+    """A stand-in for VICDYF: the unspliced 'likelihood' is a squared error of each cell's log
+    total against a * c[:, 0] (the condition's first column explains the counts, the second not)."""
+
+    def __init__(self, a: float) -> None:
+        self.a = a
+
+    def eval(self) -> None:
+        pass
+
+    def encode(self, s, log_s=None):
+        import torch
+
+        return (torch.log1p(s[:, :2]), None)
+
+    def loss(self, s, u, cell_factor, gene_factor, c, log_s=None, sample=False):
+        import torch
+
+        return {"nll_u": ((torch.log1p(u.sum(1)) - 2.0 - self.a * c[:, 0]) ** 2).mean()}
+
+
+def test_crossfitted_permutation_test_finds_the_column_that_explains_the_counts() -> None:
+    rng = np.random.default_rng(0)
+    n = 200
+    c = rng.normal(size=(n, 2))
+    s = rng.poisson(5.0, size=(n, 4)).astype(float)
+    u = rng.poisson(np.exp(2.0 + 0.5 * c[:, :1]) / 4, size=(n, 4)).astype(float)
+    folds = env.crossfit_folds(n, 2, seed=0)
+    held = [env.HeldOut.of(_CountModel(0.5), s[f], u[f], c[f]) for f in folds]
+    test = env.conditional_permutation_test(held, {"driver": [np.array([1.0, 0.0])] * 2,
+                                                   "other": [np.array([0.0, 1.0])] * 2}, n_permutations=50,
+                                            seed=0).set_index("direction")
+    assert test.loc["driver", "p_value"] == 1 / 51 and test.loc["driver", "nll_gain"] > 0
+    assert test.loc["other", "p_value"] > 0.05
+
+
+def test_a_partner_is_named_only_when_it_carries_mode_one() -> None:
+    """Every column significant (as a noisy colocalization gives with all cells held out): only
+    the partner carrying more than an equal share of mode 1 is named."""
+    import pandas as pd
+
+    from cellfate.spatial.pipeline import name_partners
+
+    modes = pd.DataFrame({"mode": [1, 1, 1, 2, 2, 2], "partner": ["mac", "fib", "T"] * 2,
+                          "weight": [-0.20, 0.97, 0.16, 0.9, 0.1, 0.4], "partner_p_value": [0.005, 0.005, 0.005] * 2,
+                          "mode_p_value": [0.005] * 3 + [0.5] * 3})
+    out = name_partners(modes, 0.05)
+    assert out["significant"].tolist() == [True, True, True, False, False, False]
+    assert out.loc[out["named"], "partner"].tolist() == ["fib"]
+    modes["mode_p_value"] = 0.2  # mode 1 not significant: nothing named
+    assert not name_partners(modes, 0.05)["named"].any()
+    modes["mode_p_value"], modes["partner_p_value"] = 0.005, 0.02  # 0.02 > 0.05 / 3
+    assert not name_partners(modes, 0.05)["significant"].any()

@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cellfate"
 
 # Shared modules every stage may use; they import no stage.
-BASE = {"__init__", "errors", "io", "readers", "genes", "harmonise", "optim", "umap_layout", "workflow", "data"}
+BASE = {"__init__", "errors", "io", "readers", "genes", "harmonise", "nn", "neighbours", "counts", "umap_layout", "workflow",
+        "data", "synonyms"}
 # Stages in DAG order: a stage imports only stages of a lower rank (and the base).
 RANK = {
     "simulate": 1,

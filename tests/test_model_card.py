@@ -166,6 +166,41 @@ def test_published_checkpoint_runs_the_model_use(v2, weights, tmp_path) -> None:
     assert emb.shape == (60, 16) and np.isfinite(emb).all()
 
 
+def test_screen_resolves_symbols_through_the_checkpoints_own_mapping(tmp_path) -> None:
+    """A user names genes by symbol; a published checkpoint's symbol -> Ensembl pickle
+    (``tokenize.gene_mapping``) is what its vocabulary was built with, so the screen resolves the
+    symbols through it first: here symbols 'Gene0'... that the project's gene table does not know."""
+    from cellfate.corpus.dictionary import build
+    from cellfate.foundation.screen import perturb, resolve_genes
+
+    world = make_world(tmp_path / "world", n_genes=120, cells=(60,), max_length=32)
+    folder = _geneformer_checkpoint(tmp_path, world, False, "model.safetensors")
+    dictionary = tmp_path / "token_dictionary.json"
+    build(tmp_path / "unused.tsv", dictionary, version="v1", given=tmp_path / "token_dictionary.pkl")
+    kwargs = dict(name="mapped", settings={"device": "cpu"}, out_table=str(tmp_path / "t.tsv"),
+                  out_gene_shifts=str(tmp_path / "g.tsv"),
+                  experiment={"start": "T cell", "goal": "B cell", "genes": ["Gene0", "Gene1", "NoSuchGene"],
+                              "max_cells": 5, "control_genes": 3})
+    genes = list(world.medians.dropna().index)
+    for mapping in (None, tmp_path / "GeneSymbol_to_EnsemblID.pkl"):
+        out = tmp_path / f"pretrained-{mapping is not None}"
+        import_pretrained(folder, dictionary, tmp_path / "gene_median_dictionary.pkl", out, max_length=32,
+                          gene_mapping=mapping)
+        table = perturb(str(out), [str(s) for s in world.shards], str(dictionary), **kwargs)
+        table = table[table["group"] != "control"].set_index("gene_id")
+        status = table["status"]
+        assert status["NoSuchGene"] == "unknown_gene"
+        if mapping is None:  # without the checkpoint's map the names mean nothing here
+            assert status["Gene0"] == "unknown_gene" and status["Gene1"] == "unknown_gene"
+        else:
+            assert set(table.index) == {genes[0], genes[1], "NoSuchGene"}
+            assert status[genes[0]] != "unknown_gene" and status[genes[1]] != "unknown_gene"
+    # the checkpoint's map wins over the project's table where they disagree
+    tokens = json.loads(dictionary.read_text())
+    found, _ = resolve_genes(["Cd79a"], tokens, {"Cd79a": genes[5]})
+    assert found == {genes[5]: tokens[genes[5]]}
+
+
 def test_checkpoint_of_another_vocabulary_is_refused(tmp_path) -> None:
     world = make_world(tmp_path / "world", n_genes=120, cells=(40,), max_length=32)
     folder = _geneformer_checkpoint(tmp_path, world, False, "model.safetensors")

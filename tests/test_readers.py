@@ -74,7 +74,7 @@ def test_gene_names_are_parsed_resolved_and_duplicates_summed(tmp_path: Path) ->
     assert list(var.index) == sorted([a, b])
     assert merged[:, list(var.index).index(a)].toarray().ravel().tolist() == [3, 1]
     assert merged[:, list(var.index).index(b)].toarray().ravel().tolist() == [8, 1]
-    assert unresolved.to_dict("records") == [{"name": "NotAGene1", "total_counts": 11}]
+    assert unresolved.to_dict("records") == [{"name": "NotAGene1", "total_counts": 11, "note": ""}]
 
 
 @pytest.mark.parametrize(

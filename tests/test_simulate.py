@@ -25,6 +25,7 @@ from conftest import REPO
 
 SIM = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["simulate"]
 TYPES = sorted({t for v in SIM["corpus"]["tissues"].values() for t in v})
+T4, T8 = "CD4-positive, alpha-beta T cell", "CD8-positive, alpha-beta T cell"  # the demo's T cells
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +67,56 @@ def test_planted_defects_are_where_the_truth_says(liver) -> None:
     assert totals[q == "low_counts"].max() < 400 < np.percentile(totals[q == "ok"], 5)
 
 
+def _major(cell_type: str) -> str:
+    from cellfate.simulate.expression import SUBTYPES
+
+    return SUBTYPES[cell_type]["parent"] if cell_type in SUBTYPES else cell_type
+
+
 def test_cell_types_are_recoverable_from_their_markers(liver, model) -> None:
+    """Major types from their six markers (subtypes share their parent's markers)."""
     from cellfate.simulate.expression import CELL_TYPES
 
     x = liver.X.toarray().astype(float)
     x = x / x.sum(1, keepdims=True)
     symbols = list(liver.var["symbol"])
-    score = np.stack([x[:, [symbols.index(m) for m in CELL_TYPES[t]["markers"]]].sum(1) for t in SIM["corpus"]["tissues"]["liver"]], 1)
-    predicted = np.asarray(SIM["corpus"]["tissues"]["liver"])[score.argmax(1)]
+    majors = list(dict.fromkeys(_major(t) for t in SIM["corpus"]["tissues"]["liver"]))
+    score = np.stack([x[:, [symbols.index(m) for m in CELL_TYPES[t]["markers"]]].sum(1) for t in majors], 1)
+    predicted = np.asarray(majors)[score.argmax(1)]
     ok = (liver.obs["sim_quality"] == "ok").to_numpy()
-    assert (predicted[ok] == liver.obs["cell_type"].to_numpy()[ok]).mean() > 0.97
+    truth = np.array([_major(t) for t in liver.obs["cell_type"].astype(str)])
+    assert (predicted[ok] == truth[ok]).mean() > 0.97
+
+
+def test_subtypes_are_close_but_separable() -> None:
+    """CD4 and CD8 T cells of one protocol: the classification baseline tells them apart about as
+    well as it does real PBMC CD4 and CD8 T cells (5-fold macro-F1 0.84 in pbmc68k_reduced; this
+    seed measured 0.87), neither perfectly (as with every cell at full program activity: 1.0) nor
+    at chance; the parent's markers do not tell them apart, their sibling program does."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from cellfate.foundation.finetune import baseline_predictions, scores
+
+    model = corpus_model([T4, T8, "B cell"], 2000, seed=0)
+    cells = simulate_sample(model, "S", [T4, T8], 500, seed=0, damaged_fraction=0.0, low_count_fraction=0.0)
+    labels = cells.obs["cell_type"].astype(str).to_numpy()
+    y = (labels == T8).astype(int)
+    predicted = np.empty(len(y), dtype=int)
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(labels, y):
+        predicted[test] = baseline_predictions(cells.X, train, test, y)
+    assert 0.7 < scores(y, predicted)["macro_f1"] < 0.97
+    pos = {s: i for i, s in enumerate(model.genes["symbol"])}
+    t4, t8 = model.proportions[[model.cell_types.index(T4), model.cell_types.index(T8)]]
+    assert abs(np.log2(t4[pos["Cd3e"]] / t8[pos["Cd3e"]])) < 0.5  # shared parent markers (renormalised)
+    assert t8[pos["Cd8b1"]] / t8[pos["Cd4"]] > 1 and t4[pos["Cd4"]] > t8[pos["Cd4"]]
+    share = (np.abs(np.log2(t4 / t8)) >= 1).mean()
+    assert 0.05 < share < 0.15  # the sibling program: PBMC CD4 vs CD8 share 0.103
 
 
 def test_samples_are_reproducible_and_seed_dependent(model) -> None:
-    a = simulate_sample(model, "S", ["T cell", "B cell"], 50, seed=0)
-    b = simulate_sample(model, "S", ["T cell", "B cell"], 50, seed=0)
-    c = simulate_sample(model, "S", ["T cell", "B cell"], 50, seed=1)
+    a = simulate_sample(model, "S", [T4, "B cell"], 50, seed=0)
+    b = simulate_sample(model, "S", [T4, "B cell"], 50, seed=0)
+    c = simulate_sample(model, "S", [T4, "B cell"], 50, seed=1)
     assert (a.X != b.X).nnz == 0 and list(a.obs_names) == list(b.obs_names)
     assert (a.X != c.X).nnz > 0
 
@@ -112,7 +147,7 @@ def test_panglaodb_tables_follow_the_published_layout(tmp_path: Path) -> None:
     meta = pd.read_csv(tmp_path / "metadata.txt", header=None, na_values="\\N")
     assert meta.shape == (1, 12) and meta.iloc[0, 4] == "Mus musculus" and meta.iloc[0, 0] == "SRA900001"
     annot = pd.read_csv(tmp_path / "annotations.txt", header=None)
-    assert list(annot[3]) == ["Hepatocytes", "Endothelial cells", "Macrophages", "T cells"]
+    assert list(annot[3]) == ["Hepatocytes", "Endothelial cells", "Macrophages", "T helper cells", "T cytotoxic cells"]
 
 
 def test_expression_atlas_zip_and_design_hold_the_counts(tmp_path: Path, model) -> None:
@@ -213,7 +248,7 @@ def test_sources_differ_technically_but_not_biologically(model) -> None:
     (log ratio of gene means spread ~ the protocol's gene_bias_sd), the reference source unchanged."""
     from cellfate.simulate.corpus import SOURCE_TECHNOLOGY
 
-    types = ["T cell", "B cell"]
+    types = [T4, "B cell"]
     plain = simulate_sample(model, "S", types, 400, seed=0)
     assert (simulate_sample(model, "S", types, 400, seed=0, source="panglaodb").X != plain.X).nnz == 0
     other = simulate_sample(model, "S", types, 400, seed=0, source="expression_atlas")

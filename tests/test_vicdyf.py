@@ -92,7 +92,7 @@ def test_learnt_diffusion_is_the_prior_of_a_displacement_that_reads_the_unsplice
 
 def test_factored_poisson_equals_the_poisson_of_the_full_mean() -> None:
     """The loss never forms N * rate; it must still be -log Poisson(x | N * rate) without log(x!)."""
-    from cellfate.dynamics.module import poisson_nll, poisson_nll_factored
+    from cellfate.nn.likelihoods import poisson_nll, poisson_nll_factored
 
     rng = np.random.default_rng(1)
     x = torch.as_tensor(rng.poisson(2.0, size=(7, 9)), dtype=torch.double)

@@ -49,6 +49,9 @@ def test_demo_dag_is_complete(tmp_path) -> None:
         assert jobs[rule] == 1, rule
     # the environment analysis on its positive and its negative control tissue
     assert jobs["simulate_environment"] == jobs["deepcolor_environment"] == jobs["environment_dynamics"] == 2
+    # the forward analysis on the positive tissue, its table and both figures
+    for rule in ("forward_analysis", "figure_forward_shifts", "figure_forward_decomposition"):
+        assert jobs[rule] == 1, rule
 
 
 def test_paper_dag_builds() -> None:
@@ -57,7 +60,19 @@ def test_paper_dag_builds() -> None:
     assert "simulate_" not in result.stdout  # the paper run simulates nothing
     jobs = _job_counts(result.stdout)
     assert jobs["download_panglaodb_counts"] == jobs["qc_sample"] == jobs["tokenize_sample"] == 1061  # PanglaoDB's mouse samples
-    assert jobs["pretrain"] == 1 and "deepcolor" not in jobs  # no spatial inputs named in paper.yaml
+    # every stage of the mission, from inputs that download rules fetch (URLs need not answer for a dry run)
+    stages = {
+        "intake": ("download_gene_synonyms", "read_panglaodb", "corpus_summary"),
+        "tokenize": ("tokenize_dictionary", "tokenize_sample"),
+        "pretrain": ("pretrain", "pretrain_card"),
+        "foundation": ("classify_cells", "embed_cells", "perturb_screen"),
+        "velocity": ("download_file", "velocity_anndata"),
+        "dynamics": ("vicdyf_fit", "vicdyf_fluctuation", "figure_vicdyf_velocity"),
+        "spatial": ("download_archive", "spatial_input", "deepcolor", "colocalization", "pair_clusters"),
+    }
+    missing = {stage: [r for r in rules if r not in jobs] for stage, rules in stages.items()}
+    assert not any(missing.values()), missing
+    assert "velocyto_count" not in jobs  # the pancreas file already holds spliced/unspliced counts
 
 
 @pytest.mark.parametrize("profile", ["profiles/local", "profiles/slurm"])

@@ -1,11 +1,8 @@
 """Rule classify_cells -> cellfate.foundation.classify.classify."""
 
-import torch
-
 from cellfate.foundation import classify
 from cellfate.workflow import run
 
-torch.set_num_threads(snakemake.threads)
 run(
     snakemake,
     lambda: classify.classify(

@@ -1,11 +1,8 @@
 """Rule cross_species -> cellfate.foundation.cross_species.cross_species."""
 
-import torch
-
 from cellfate.foundation import cross_species
 from cellfate.workflow import run
 
-torch.set_num_threads(snakemake.threads)
 run(
     snakemake,
     lambda: cross_species.cross_species(

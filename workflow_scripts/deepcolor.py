@@ -4,4 +4,4 @@ from cellfate.spatial import pipeline
 from cellfate.workflow import run
 
 run(snakemake, lambda: pipeline.deepcolor(snakemake.input.reference, snakemake.input.spots, **snakemake.output,
-                                          cfg=snakemake.params.cfg, threads=snakemake.threads))
+                                          cfg=snakemake.params.cfg))

@@ -1,11 +1,8 @@
 """Rule embed_cells -> cellfate.foundation.embed.write_embeddings."""
 
-import torch
-
 from cellfate.foundation import embed
 from cellfate.workflow import run
 
-torch.set_num_threads(snakemake.threads)
 run(
     snakemake,
     lambda: embed.write_embeddings(

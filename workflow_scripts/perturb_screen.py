@@ -1,11 +1,8 @@
 """Rule perturb_screen -> cellfate.foundation.screen.perturb."""
 
-import torch
-
 from cellfate.foundation import screen
 from cellfate.workflow import run
 
-torch.set_num_threads(snakemake.threads)
 run(
     snakemake,
     lambda: screen.perturb(

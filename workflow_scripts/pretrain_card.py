@@ -1,12 +1,9 @@
 """Rule pretrain_card -> cellfate.foundation.learning (unigram baseline, zero-shot kNN) and
 cellfate.foundation.model_card (the self-contained model folder)."""
 
-import torch
-
 from cellfate.foundation.model_card import publish_pretrained
 from cellfate.workflow import run
 
-torch.set_num_threads(snakemake.threads)
 run(
     snakemake,
     lambda: publish_pretrained(

@@ -11,5 +11,6 @@ run(
         out_h5ad=snakemake.output.h5ad,
         out_genes=snakemake.output.genes,
         out_orthologs=snakemake.output.orthologs,
+        synonyms=snakemake.input.synonyms or None,
     ),
 )

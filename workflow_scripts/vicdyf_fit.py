@@ -4,4 +4,4 @@ from cellfate.dynamics import pipeline
 from cellfate.workflow import run
 
 out = snakemake.output
-run(snakemake, lambda: pipeline.fit(snakemake.input[0], out.model, out.h5ad, snakemake.params.cfg, snakemake.threads))
+run(snakemake, lambda: pipeline.fit(snakemake.input[0], out.model, out.h5ad, snakemake.params.cfg))

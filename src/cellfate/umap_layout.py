@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import curve_fit
-from scipy.spatial import cKDTree
+
+from cellfate.neighbours import nearest_neighbours
 
 
 def curve_parameters(min_dist: float = 0.3, spread: float = 1.0) -> tuple[float, float]:
@@ -26,17 +27,6 @@ def curve_parameters(min_dist: float = 0.3, spread: float = 1.0) -> tuple[float,
     target = np.where(d < min_dist, 1.0, np.exp(-(d - min_dist) / spread))
     (a, b), _ = curve_fit(lambda x, a, b: 1.0 / (1.0 + a * x ** (2 * b)), d, target, p0=(1.0, 1.0), maxfev=5000)
     return float(a), float(b)
-
-
-def nearest_neighbours(X: np.ndarray, n_neighbors: int = 15) -> tuple[np.ndarray, np.ndarray]:
-    """``(dist, idx)``, cells x k: each row's k nearest other rows (euclidean), nearest first.
-
-    A scipy k-d tree rather than scikit-learn's: the same neighbours, and importing scikit-learn
-    (~1.4 s, scipy.stats included) cost more than VICDYF's whole UMAP.
-    """
-    k = min(n_neighbors, len(X) - 1)
-    dist, idx = cKDTree(X).query(X, k=k + 1)
-    return dist[:, 1:], idx[:, 1:]  # drop self
 
 
 def pca_2d(X: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from cellfate.readers import read_h5ad
 from cellfate.sources.cellxgene import read_cellxgene_dataset
 from cellfate.sources.expression_atlas import read_atlas_experiment
 from cellfate.sources.panglaodb import read_panglaodb_sample
+from cellfate.synonyms import load_synonyms
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +35,26 @@ def _write(adata: ad.AnnData, unresolved: pd.DataFrame, h5ad: str, genes: str) -
     write_h5ad(adata, h5ad)
 
 
-def read_panglaodb(row: Mapping[str, Any], rdata: str, clusters: str, annotations: str, h5ad: str, genes: str) -> None:
-    """PanglaoDB sample -> harmonised h5ad + unresolved-gene table."""
-    adata, unresolved = read_panglaodb_sample(rdata, clusters, annotations, sra=row["sra"], srs=row["srs"], tissue=row["tissue"])
+def read_panglaodb(row: Mapping[str, Any], rdata: str, clusters: str, annotations: str, h5ad: str, genes: str,
+                   synonyms: str | None = None) -> None:
+    """PanglaoDB sample -> harmonised h5ad + unresolved-gene table (``synonyms``: MGI's table, optional)."""
+    adata, unresolved = read_panglaodb_sample(rdata, clusters, annotations, sra=row["sra"], srs=row["srs"],
+                                              tissue=row["tissue"], synonyms=load_synonyms(synonyms))
     _write(adata, unresolved, h5ad, genes)
 
 
-def read_expression_atlas(row: Mapping[str, Any], archive: str, design: str, h5ad: str, genes: str) -> None:
+def read_expression_atlas(row: Mapping[str, Any], archive: str, design: str, h5ad: str, genes: str,
+                          synonyms: str | None = None) -> None:
     """Expression Atlas experiment -> harmonised h5ad + unresolved-gene table."""
-    adata, unresolved = read_atlas_experiment(archive, design, accession=row["accession"], tissue=row.get("tissue") or None)
+    adata, unresolved = read_atlas_experiment(archive, design, accession=row["accession"],
+                                              tissue=row.get("tissue") or None, synonyms=load_synonyms(synonyms))
     _write(adata, unresolved, h5ad, genes)
 
 
-def read_cellxgene(row: Mapping[str, Any], dataset: str, h5ad: str, genes: str) -> None:
+def read_cellxgene(row: Mapping[str, Any], dataset: str, h5ad: str, genes: str, synonyms: str | None = None) -> None:
     """CELLxGENE dataset -> harmonised h5ad + unresolved-gene table."""
-    adata, unresolved = read_cellxgene_dataset(dataset, dataset_id=row["dataset_id"], tissue=row.get("tissue") or None)
+    adata, unresolved = read_cellxgene_dataset(dataset, dataset_id=row["dataset_id"], tissue=row.get("tissue") or None,
+                                               synonyms=load_synonyms(synonyms))
     _write(adata, unresolved, h5ad, genes)
 
 

@@ -39,8 +39,11 @@ def qc_metrics(adata: ad.AnnData) -> pd.DataFrame:
     n_counts = np.asarray(counts.sum(axis=1), dtype=float).ravel()
     n_genes = np.diff(counts.indptr) if hasattr(counts, "indptr") else np.count_nonzero(counts, axis=1)
     mito_counts = np.asarray(counts[:, np.flatnonzero(mito)].sum(axis=1), dtype=float).ravel()
+    pct_mito = 100 * mito_counts / np.maximum(n_counts, 1)
+    if "pct_mito_source" in adata.obs:  # measured on the source genes, before ortholog conversion lost some
+        pct_mito = adata.obs["pct_mito_source"].to_numpy(dtype=float)
     return pd.DataFrame(
-        {"n_counts": n_counts, "n_genes": n_genes.astype(int), "pct_mito": 100 * mito_counts / np.maximum(n_counts, 1)},
+        {"n_counts": n_counts, "n_genes": n_genes.astype(int), "pct_mito": pct_mito},
         index=adata.obs_names,
     )
 

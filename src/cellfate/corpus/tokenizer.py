@@ -202,6 +202,20 @@ def _check_totals(passed: np.ndarray, totals: np.ndarray, nnz: np.ndarray, chunk
         raise CellfateError(f"cell {chunk.start + row} passed QC with counts but n_counts = {totals[row]}", path)
 
 
+def _write_lengths(
+    lengths: list[np.ndarray], lengths_path: str | os.PathLike[str], stats: dict, h5ad: str | os.PathLike[str]
+) -> None:
+    """Save the cells' token counts (one .npy), add their mean to ``stats`` and log the sample's counts."""
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
+    with atomic_path(lengths_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, all_lengths)
+    stats["mean_length"] = float(all_lengths.mean()) if all_lengths.size else 0.0
+    log.info("%s: %s", h5ad, ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
+    if stats["cells_dropped_no_known_gene"]:
+        log.warning("%s: %d QC-passed cells have no gene in the vocabulary and were dropped", h5ad, stats["cells_dropped_no_known_gene"])
+
+
 def tokenize_h5ad(
     h5ad: str | os.PathLike[str],
     tokenizer: RankValueTokenizer,
@@ -258,14 +272,7 @@ def tokenize_h5ad(
                 pending.append((pool.submit(tokenizer.encode, vocab, chunk, passed, totals, work), chunk, passed, work))
             while pending:
                 finish_oldest()
-    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
-    with atomic_path(lengths_path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, all_lengths)
-    stats["mean_length"] = float(all_lengths.mean()) if all_lengths.size else 0.0
-    log.info("%s: %s", h5ad, ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
-    if stats["cells_dropped_no_known_gene"]:
-        log.warning("%s: %d QC-passed cells have no gene in the vocabulary and were dropped", h5ad, stats["cells_dropped_no_known_gene"])
+    _write_lengths(lengths, lengths_path, stats, h5ad)
     return stats
 
 

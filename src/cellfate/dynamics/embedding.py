@@ -16,14 +16,14 @@ import logging
 
 import numpy as np
 
-from cellfate.umap_layout import nearest_neighbours
+from cellfate.neighbours import nearest_neighbours
 
 log = logging.getLogger(__name__)
 
 
 def knn_indices(x: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Indices (cells x k) of each cell's k nearest other cells (Euclidean; a scipy k-d tree, see
-    :func:`cellfate.umap_layout.nearest_neighbours`)."""
+    :func:`cellfate.neighbours.nearest_neighbours`)."""
     if min(n_neighbors, len(x) - 1) < 1:
         raise ValueError("need at least two cells for a neighbour graph")
     return nearest_neighbours(np.asarray(x), n_neighbors)[1]
@@ -57,3 +57,23 @@ def umap_embedding(z: np.ndarray, n_neighbors: int = 30, min_dist: float = 0.1, 
     from cellfate.umap_layout import umap_layout
 
     return umap_layout(z, n_neighbors=max(2, n_neighbors), min_dist=min_dist, seed=seed)
+
+
+#: The basis under which scVelo and scanpy find VICDYF's embedding: obsm["X_<basis>"] holds the
+#: positions and obsm["velocity_<basis>"] the arrows, as scvelo.tl.velocity_embedding writes them.
+SCVERSE_BASIS = "vicdyf_umap"
+
+
+def add_scverse_keys(obsm: dict, uns: dict, *, n_neighbors: int, min_dist: float, seed: int) -> None:
+    """Repeat the expected-drift arrows and the layout settings under scverse's names.
+
+    ``scvelo.pl.velocity_embedding(adata, basis="vicdyf_umap")`` (and its grid/stream forms) plot
+    ``obsm["velocity_vicdyf_umap"]`` on ``obsm["X_vicdyf_umap"]`` without recomputing a velocity
+    graph; ``scanpy.pl.embedding`` reads the same basis. The arrows are the expected displacement
+    (``X_vicdyf_mdumap``), the one our own figure draws. The UMAP settings go where scanpy puts its
+    own (``uns["<basis>"]["params"]``) so a reader can see how the layout was made.
+    """
+    obsm[f"velocity_{SCVERSE_BASIS}"] = obsm["X_vicdyf_mdumap"]
+    uns[SCVERSE_BASIS] = {"params": {"n_neighbors": int(n_neighbors), "min_dist": float(min_dist),
+                                     "random_state": int(seed), "metric": "euclidean", "use_rep": "X_vicdyf_zl"}}
+    uns["velocity_params"] = {"mode": "vicdyf", "embeddings": [SCVERSE_BASIS], "arrows": "X_vicdyf_mdumap"}

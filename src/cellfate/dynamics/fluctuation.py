@@ -28,10 +28,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
-from sklearn.neighbors import kneighbors_graph
 
 from cellfate.dynamics.model import VICDYF
 from cellfate.errors import CellfateError
+from cellfate.neighbours import leiden_clusters
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,13 @@ def cluster_profiles(profiles: np.ndarray, resolution: float = 1.0, n_neighbors:
     Each profile is divided by its mean so that cells group by which genes fluctuate, not by how
     much overall; log1p, PCA and a kNN graph (no dense cell x cell matrix) follow.
     """
-    import igraph as ig
-    import leidenalg
-
     n = len(profiles)
     if n < 3:
         return np.array(["F0"] * n)
     x = np.log1p(profiles / np.maximum(profiles.mean(1, keepdims=True), 1e-12))
     n_comps = max(1, min(20, n - 1, x.shape[1] - 1))
     pcs = PCA(n_components=n_comps, random_state=seed).fit_transform(x - x.mean(0))
-    graph = kneighbors_graph(pcs, n_neighbors=min(n_neighbors, n - 1), mode="connectivity", include_self=False)
-    graph = graph.maximum(graph.T).tocoo()
-    edges = [(int(i), int(j)) for i, j in zip(graph.row, graph.col) if i < j]
-    g = ig.Graph(n=n, edges=edges)
-    partition = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition,
-                                         resolution_parameter=resolution, seed=seed)
-    membership = np.asarray(partition.membership)
+    membership = leiden_clusters(pcs, n_neighbors, resolution, seed, n_iterations=2)
     # Number clusters by size (largest first) so the labels do not depend on the graph's order.
     sizes = pd.Series(membership).value_counts()
     relabel = {old: f"F{new}" for new, old in enumerate(sizes.index)}

@@ -20,10 +20,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from cellfate.counts import check_count_values, dense
 from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
-from cellfate.dynamics.train import CountTensors, TrainingPlan, resolve_device, train
+from cellfate.dynamics.train import CountTensors, TrainingPlan, train
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
+from cellfate.nn.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ OUTPUT_KEYS: dict[str, dict[str, str]] = {
         "X_vicdyf_umap": "2-D UMAP of X_vicdyf_zl",
         "X_vicdyf_sdumap": "X_vicdyf_d as arrows on X_vicdyf_umap (kNN transition, no N x N matrix)",
         "X_vicdyf_mdumap": "X_vicdyf_dl as arrows on X_vicdyf_umap (kNN transition, no N x N matrix)",
+        "velocity_vicdyf_umap": "X_vicdyf_mdumap under scVelo's key velocity_<basis> (basis vicdyf_umap)",
     },
     "var": {
         "vicdyf_used": "the gene was modelled (True for every gene of this AnnData)",
@@ -58,16 +61,14 @@ OUTPUT_KEYS: dict[str, dict[str, str]] = {
         "vicdyf_gamma": "degradation rate gamma",
         "vicdyf_gene_scale": "gene factor of N: multiply a layer by it (and a cell's library) for counts",
     },
-    "uns": {"vicdyf": "model and training settings, and the output key registry"},
+    "uns": {"vicdyf": "model and training settings, and the output key registry",
+            "vicdyf_umap": "the UMAP's settings under params, where scanpy keeps its own",
+            "velocity_params": "scVelo's record of the embeddings that carry arrows"},
 }
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
 HISTORY_FILE = "history.tsv"
-
-
-def _dense(matrix: Any) -> np.ndarray:
-    return matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
 
 
 def _row_abs_mean(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -82,21 +83,8 @@ def count_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> np.
             f"the AnnData has no layer {layer!r} (layers: {sorted(adata.layers)}); VICDYF needs raw spliced and "
             "unspliced counts, e.g. from velocyto", source)
     matrix = adata.layers[layer]
-    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
-    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
-        raise CellfateError(f"layer {layer!r} has dtype {values.dtype}, not counts", source)
-    if values.size:
-        if np.issubdtype(values.dtype, np.floating):
-            if not np.all(np.isfinite(values)):
-                raise CellfateError(f"layer {layer!r} has NaN or infinite values", source)
-            frac = values[values != np.round(values)]
-            if frac.size:
-                raise CellfateError(
-                    f"layer {layer!r} holds non-integer values (e.g. {frac[0]:.4g}); VICDYF models raw counts, "
-                    "not normalised or log-transformed data", source)
-        if values.min() < 0:
-            raise CellfateError(f"layer {layer!r} has negative values (minimum {values.min()})", source)
-    return _dense(matrix).astype(np.float32)
+    check_count_values(matrix.data if sp.issparse(matrix) else np.asarray(matrix), f"layer {layer!r}", source)
+    return dense(matrix, dtype=None).astype(np.float32)  # a copy: the model does not share the AnnData's memory
 
 
 class VICDYF:
@@ -222,7 +210,7 @@ class VICDYF:
     def annotate(self, adata: ad.AnnData | None = None, *, n_samples: int = 10, seed: int = 0,
                  embed: bool = True, n_neighbors: int = 30, min_dist: float = 0.1, sigma: float = 0.05) -> ad.AnnData:
         """Write VICDYF's outputs into ``adata`` (default: the training AnnData) and return it."""
-        from cellfate.dynamics.embedding import knn_indices, project_velocity, umap_embedding
+        from cellfate.dynamics.embedding import add_scverse_keys, knn_indices, project_velocity, umap_embedding
 
         adata = self.adata if adata is None else adata
         self._check_genes(adata)
@@ -247,6 +235,7 @@ class VICDYF:
             neighbors = knn_indices(zl, n_neighbors)  # one graph for both kinds of arrow
             for key, d in (("X_vicdyf_sdumap", post["X_vicdyf_d"]), ("X_vicdyf_mdumap", post["X_vicdyf_dl"])):
                 adata.obsm[key] = project_velocity(zl, d, umap, n_neighbors, sigma, neighbors=neighbors)
+            add_scverse_keys(adata.obsm, adata.uns, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
         adata.uns["vicdyf"] = {
             "config": self.config.to_dict(),
             "training": self.plan.to_dict() if self.plan else {},

@@ -34,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellfate.nn.layers import mlp
+from cellfate.nn.likelihoods import kl_standard_normal, nb_nll, poisson_nll_factored
+
 LIKELIHOODS = ("poisson", "nb")
 VELOCITY_MODES = ("jvp", "finite_difference")
 #: "posterior": the original's q(d~|z) with a N(0, I) prior; "learnt": a per-cell posterior
@@ -41,7 +44,6 @@ VELOCITY_MODES = ("jvp", "finite_difference")
 DIFFUSION_MODES = ("posterior", "learnt")
 #: Sharpness of the smooth positive part applied to the unspliced rate (ds/dt can make it negative).
 POSITIVE_SHARPNESS = 100.0
-EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,6 @@ class VicdyfConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> VicdyfConfig:
         return cls(**values)
-
-
-def mlp(n_in: int, n_hidden: int, n_layers: int) -> nn.Sequential:
-    """(Linear, LayerNorm without affine, ReLU) x n_layers: the block of every VICDYF network."""
-    layers: list[nn.Module] = []
-    for k in range(n_layers):
-        layers += [nn.Linear(n_in if k == 0 else n_hidden, n_hidden), nn.LayerNorm(n_hidden, elementwise_affine=False), nn.ReLU()]
-    return nn.Sequential(*layers)
 
 
 class GaussianHead(nn.Module):
@@ -134,49 +128,11 @@ class Decoder(nn.Module):
         return F.softplus(pre), F.linear(t, self.out.weight) * torch.sigmoid(pre)
 
 
-def kl_standard_normal(mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, scale^2) || N(0, 1)) summed over the last axis."""
-    return 0.5 * (mean.pow(2) + scale.pow(2) - 1.0 - 2.0 * torch.log(scale)).sum(-1)
-
-
 def kl_normal(mean: torch.Tensor, scale: torch.Tensor, prior_mean: torch.Tensor,
               prior_scale: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, scale^2) || N(prior_mean, prior_scale^2)) summed over the last axis."""
     ratio = scale / prior_scale
     return 0.5 * (ratio.pow(2) + ((mean - prior_mean) / prior_scale).pow(2) - 1.0 - 2.0 * torch.log(ratio)).sum(-1)
-
-
-def poisson_nll(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """-log Poisson(x | mu) summed over genes, without the log(x!) constant (added by the caller)."""
-    return (mu - x * torch.log(mu + EPS)).sum(-1)
-
-
-def poisson_nll_factored(x: torch.Tensor, rate: torch.Tensor, cell_factor: torch.Tensor,
-                         gene_factor: torch.Tensor) -> torch.Tensor:
-    """:func:`poisson_nll` of mean mu_ij = cell_i * gene_j * rate_ij, without forming mu.
-
-    sum_j mu_ij = cell_i * (rate_i . gene) is one matrix-vector product, and
-    x log mu = x log rate + x (log cell_i + log gene_j), whose second part does not depend on the
-    model: it is computed from the counts alone (no gradient). Two fewer passes over the cells x
-    genes block forward and backward than forming N * rate, the loss's hottest path. The small
-    constant guarding log(0) sits on the rate here (log(rate + eps)) rather than on mu, and on the
-    factors (a cell with no spliced counts has factor 0: its loss stays finite, as with mu + eps).
-    """
-    with torch.no_grad():
-        log_size_part = x.sum(-1) * torch.log(cell_factor.clamp_min(EPS)) + x @ torch.log(gene_factor.clamp_min(EPS))
-    return cell_factor * (rate @ gene_factor) - (x * torch.log(rate + EPS)).sum(-1) - log_size_part
-
-
-def nb_nll(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """-log NB(x | mean mu, inverse dispersion theta) summed over genes, without log(x!)."""
-    log_theta_mu = torch.log(theta + mu + EPS)
-    log_prob = (
-        theta * (torch.log(theta + EPS) - log_theta_mu)
-        + x * (torch.log(mu + EPS) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-    )
-    return -log_prob.sum(-1)
 
 
 def smooth_positive(x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ from typing import Any
 
 import anndata as ad
 import pandas as pd
-import torch
 
 from cellfate.dynamics import fluctuation as fluct
 from cellfate.dynamics.model import VICDYF
@@ -60,10 +59,9 @@ def training_plan(cfg: Config, progress: bool = True) -> TrainingPlan:
 
 
 def fit(velocity_h5ad: str | os.PathLike[str], model_dir: str | os.PathLike[str], out_h5ad: str | os.PathLike[str],
-        cfg: Config | None = None, threads: int = 1) -> VICDYF:
+        cfg: Config | None = None) -> VICDYF:
     """Rule ``vicdyf_fit``: select genes, train, write the vicdyf_* outputs and save the model."""
     cfg = settings(cfg)
-    torch.set_num_threads(max(1, int(threads)))
     adata = read_velocity_h5ad(velocity_h5ad)  # one line for a missing/broken/0-cell file
     adata = select_genes(adata, min_shared_counts=cfg["min_shared_counts"], n_top_genes=cfg["n_top_genes"],
                          source=str(velocity_h5ad))

@@ -7,24 +7,27 @@ read off it; phase 2 fits everything. Each phase gets a fresh Adam optimiser.
 Improvements over the original: a held-out set (``holdout_fraction`` of the cells) is scored
 after every epoch and, with ``patience`` > 0, a phase stops once it has not improved for that
 many epochs and keeps its best state (the original always runs all epochs); a non-finite loss
-stops training and restores the last finite state instead of carrying NaNs into the results;
-the data live on the device as tensors and batches are index slices (no DataLoader or worker
-processes per epoch).
+stops training and restores the best (else the last finite) state instead of carrying NaNs into
+the results; the data live on the device as tensors and batches are index slices (no DataLoader
+or worker processes per epoch). The epoch loop, with its NaN guard, early stopping and progress
+bar, is the one every model shares (:mod:`cellfate.nn.training`); this module supplies the batches.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cellfate.dynamics.module import VicdyfModule
-from cellfate.optim import Adam
+from cellfate.nn.adam import Adam
+from cellfate.nn.device import resolve_device
+from cellfate.nn.training import Phase, Stopping, fit_batches, run_phase
 
 log = logging.getLogger(__name__)
 
@@ -114,32 +117,12 @@ class CountTensors:
         return module.loss(*self.rows(start, stop), log_s=self.log_spliced[start:stop], **options)
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA if available, else CPU; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def split_cells(n_cells: int, holdout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Train and held-out cell indices (at least one held out when the fraction is positive)."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_cells, generator=gen)
     n_holdout = 0 if holdout_fraction <= 0 else max(1, int(round(n_cells * holdout_fraction)))
     return order[n_holdout:], order[:n_holdout]
-
-
-def _set_phase(module: VicdyfModule, phase: int) -> list[torch.nn.Parameter]:
-    """Freeze what phase 1 does not fit; return the parameters this phase optimises."""
-    frozen = set()
-    if phase == 1:
-        frozen = {id(p) for p in module.dynamics.parameters()} | {id(p) for p in module.kinetic_parameters()}
-    params = []
-    for p in module.parameters():
-        p.requires_grad_(id(p) not in frozen)
-        if id(p) not in frozen:
-            params.append(p)
-    return params
 
 
 @torch.no_grad()
@@ -153,74 +136,43 @@ def heldout_loss(module: VicdyfModule, holdout: CountTensors, phase: int) -> flo
     return float(parts["total"])
 
 
-def _snapshot(module: VicdyfModule) -> dict[str, torch.Tensor]:
-    """A copy of the weights to fall back on (plain clones: cheaper than deepcopy of a state dict)."""
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+def _batch_losses(module: VicdyfModule, data: CountTensors, order: torch.Tensor, batch_size: int,
+                  use_unspliced: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Each batch's loss parts, in ``order``, computed when the loop asks for them."""
+    block = batch_size * 32  # cells gathered at once: bounded memory, few gathers
+    for start in range(0, len(order), batch_size):
+        if start % block == 0:  # one gather per block of batches, then contiguous slices of it
+            shuffled = data.take(order[start:start + block])
+        offset = start % block
+        yield shuffled.loss(module, offset, offset + batch_size, use_unspliced=use_unspliced)
 
 
-def _run_phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor, holdout: CountTensors,
-               plan: TrainingPlan, phase: int, gen: torch.Generator, history: list[dict[str, Any]]) -> bool:
-    """One phase; returns False when it ended on a non-finite loss (state restored)."""
-    epochs = plan.epochs_phase1 if phase == 1 else plan.epochs_phase2
-    if epochs <= 0:
-        return True
-    optimizer = Adam(_set_phase(module, phase), lr=plan.lr, fused=True)  # one kernel for all tensors
-    last_good = _snapshot(module)
-    best_state, best_loss, since_best = last_good, math.inf, 0
+def _phase(module: VicdyfModule, data: CountTensors, train_idx: torch.Tensor, holdout: CountTensors,
+           plan: TrainingPlan, phase: int, gen: torch.Generator) -> Phase:
+    """Phase 1 (the VAE alone: the dynamics net and the kinetic rates frozen) or 2 (everything)."""
+    frozen = {id(p) for p in module.dynamics.parameters()} | {id(p) for p in module.kinetic_parameters()}
+    params = [p for p in module.parameters() if phase == 2 or id(p) not in frozen]
     n_train = len(train_idx)
-    block = plan.batch_size * 32  # cells gathered at once: bounded memory, few gathers
     sizes = torch.tensor([min(plan.batch_size, n_train - b) for b in range(0, n_train, plan.batch_size)],
                          dtype=torch.float32, device=data.spliced.device)
-    bar = tqdm(range(epochs), desc=f"VICDYF phase {phase}", disable=not plan.progress, mininterval=1.0, leave=False)
-    for epoch in bar:
+
+    def run_epoch(optimizer: Adam, epoch: int) -> dict[str, float]:
         order = train_idx[torch.randperm(n_train, generator=gen)].to(data.spliced.device)
-        batch_parts: list[torch.Tensor] = []  # one vector of loss parts per batch, summed after the epoch
-        for start in range(0, n_train, plan.batch_size):
-            if start % block == 0:  # one gather per block of batches, then contiguous slices of it
-                shuffled = data.take(order[start:start + block])
-            offset = start % block
-            parts = shuffled.loss(module, offset, offset + plan.batch_size, use_unspliced=phase == 2)
-            loss = parts["total"]
-            if not torch.isfinite(loss):
-                module.load_state_dict(last_good)
-                log.warning("phase %d epoch %d: the loss became %s; restored the state after epoch %d and stopped",
-                            phase, epoch + 1, loss.detach().item(), epoch)
-                bar.close()
-                return False
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            batch_parts.append(torch.stack(list(parts.values())).detach())
-        means = (torch.stack(batch_parts) * sizes[:, None]).sum(0) / n_train
-        record = {"phase": phase, "epoch": epoch + 1,
-                  **{f"train_{k}": float(v) for k, v in zip(parts, means.tolist())}}
-        record["heldout_total"] = heldout_loss(module, holdout, phase)
-        history.append(record)
-        last_good = _snapshot(module)
-        bar.set_postfix(train=f"{record['train_total']:.2f}", heldout=f"{record['heldout_total']:.2f}", refresh=False)
-        if plan.log_every and ((epoch + 1) % plan.log_every == 0 or epoch + 1 == epochs):
-            log.info("phase %d epoch %d/%d: train %.3f, held-out %.3f", phase, epoch + 1, epochs,
-                     record["train_total"], record["heldout_total"])
-        if plan.patience > 0 and holdout.n_cells:
-            if not math.isfinite(best_loss) or record["heldout_total"] < best_loss - 1e-4 * abs(best_loss):
-                best_state, best_loss, since_best = last_good, record["heldout_total"], 0
-            else:
-                since_best += 1
-                if since_best >= plan.patience:
-                    log.info("phase %d: no held-out improvement for %d epochs; stopping at epoch %d (best %.3f)",
-                             phase, plan.patience, epoch + 1, best_loss)
-                    break
-    bar.close()
-    if plan.patience > 0 and holdout.n_cells and math.isfinite(best_loss):
-        module.load_state_dict(best_state)
-    return True
+        parts = fit_batches(optimizer, _batch_losses(module, data, order, plan.batch_size, phase == 2), "total")
+        # one vector of loss parts per batch, summed after the epoch: one device sync per epoch
+        means = (torch.stack([torch.stack(list(p.values())) for p in parts]) * sizes[:, None]).sum(0) / n_train
+        return {f"train_{k}": float(v) for k, v in zip(parts[0], means.tolist())}
+
+    return Phase(f"VICDYF phase {phase}", params, plan.epochs_phase1 if phase == 1 else plan.epochs_phase2, plan.lr,
+                 run_epoch, (lambda: heldout_loss(module, holdout, phase)) if holdout.n_cells else None,
+                 fused=True, label=phase, first_epoch=1, eval_key="heldout_total", loss_key="train_total")
 
 
 def train(module: VicdyfModule, data: CountTensors, plan: TrainingPlan) -> list[dict[str, Any]]:
     """Fit ``module`` to ``data`` in two phases; returns one record per epoch (losses by part).
 
     The module is moved to the plan's device and left there; every parameter is trainable again
-    at the end.
+    at the end. A phase that ends on a non-finite loss (state restored) ends the training.
     """
     device = resolve_device(plan.device)
     torch.manual_seed(plan.seed)
@@ -235,10 +187,12 @@ def train(module: VicdyfModule, data: CountTensors, plan: TrainingPlan) -> list[
     history: list[dict[str, Any]] = []
     module.train()
     holdout = data.take(holdout_idx.to(device))  # scored after every epoch: gathered once
+    stopping = Stopping(patience=plan.patience, min_delta=1e-4, enabled=plan.patience > 0)
     for phase in (1, 2):
-        if not _run_phase(module, data, train_idx, holdout, plan, phase, gen, history):
+        records, finished = run_phase(module, _phase(module, data, train_idx, holdout, plan, phase, gen), stopping,
+                                      plan.progress, plan.log_every)
+        history += records
+        if not finished:
             break
-    for p in module.parameters():
-        p.requires_grad_(True)
     module.eval()
     return history

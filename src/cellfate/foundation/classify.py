@@ -108,6 +108,67 @@ def qc_counts(
     return sp.csr_matrix((data.astype(np.float64), (row, col)), shape=(len(cells), len(genes)))
 
 
+def _cells_to_classify(model_dir: str, shards: Sequence[str], token_dictionary: str, s: FinetuneSettings):
+    """(pretrained model, labelled cells cut to the token budget, table of the dropped types)."""
+    from cellfate.foundation.embed import load_pretrained
+
+    attributes = list(dict.fromkeys([*ATTRIBUTES, s.label, *([s.group_by] if s.group_by else [])]))
+    cells = load_cells(shards, attributes=attributes, max_cells=s.max_cells, seed=s.seed)
+    pretrained = load_pretrained(model_dir, s.device)
+    check_token_range(cells, pretrained.vocab.vocab_size, token_dictionary)
+    cells = cut_to(cells, s.max_tokens, pretrained.vocab.token_to_id)
+    keep, dropped = filter_labels(cells.obs, s.label, s.group_by, s.min_fraction, s.min_cells)
+    if len(dropped):
+        log.info(
+            "dropped cell types: %s", "; ".join(f"{r.group}/{r.cell_type} ({r.reason})" for r in dropped.itertuples())
+        )
+    return pretrained, cells.subset(np.flatnonzero(keep)), dropped
+
+
+def _split(cells: TokenizedCells, labels: np.ndarray, s: FinetuneSettings) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train, test, how): by source when ``test_source`` is set, else stratified at random."""
+    if s.test_source:
+        train, test = source_split(labels, cells.obs["source"].astype(str).to_numpy(), s.test_source)
+        return train, test, f"train: other sources, test: {s.test_source}"
+    train, test = stratified_split(labels, s.test_fraction, s.seed)
+    return train, test, f"stratified random {1 - s.test_fraction:.0%}/{s.test_fraction:.0%}"
+
+
+def _reference_predictions(
+    pretrained, cells: TokenizedCells, qc_h5ads: Sequence[str], y: np.ndarray, train: np.ndarray,
+    test: np.ndarray, s: FinetuneSettings,
+) -> dict[str, np.ndarray]:
+    """The baseline's and the zero-shot kNN's predictions of the test cells."""
+    from cellfate.foundation.embed import Embedder
+
+    counts = qc_counts(cells, qc_h5ads, pretrained.vocab.token_to_id)
+    predictions = {
+        "baseline_logreg_pca": baseline_predictions(counts, train, test, y, n_pcs=s.baseline_pcs, seed=s.seed)
+    }
+    embedder = Embedder(pretrained, layer=s.layer, pooling=s.pooling, precision=s.precision)
+    frozen = embedder.embed(cells.rows(), desc="frozen embeddings")
+    predictions["knn_frozen_embeddings"] = knn_predictions(frozen, train, test, y, s.knn_k)
+    return predictions
+
+
+def _write_results(
+    cells: TokenizedCells, classes: list[str], y: np.ndarray, train: np.ndarray, test: np.ndarray,
+    predictions: Mapping[str, np.ndarray], split: str, label: str, out_metrics: str, out_predictions: str,
+) -> pd.DataFrame:
+    """``metrics.tsv`` (one row per method) and ``predictions.tsv`` (one row per test cell)."""
+    truth = [classes[i] for i in y[test]]
+    shared = {"n_train": len(train), "n_test": len(test), "n_classes": len(classes), "split": split}
+    metrics = pd.DataFrame(
+        [{"method": m, **scores(truth, [classes[i] for i in predictions[m]]), **shared} for m in METHODS]
+    )
+    write_table(metrics, out_metrics)
+    table = cells.obs.iloc[test][["source", "sample", "shard_row", label]].rename(columns={label: "true"})
+    for method in METHODS:
+        table[method] = [classes[i] for i in predictions[method]]
+    write_table(table.reset_index(drop=True), out_predictions)
+    return metrics
+
+
 def classify(
     model_dir: str,
     shards: Sequence[str],
@@ -120,41 +181,17 @@ def classify(
     settings: Mapping[str, object] | None = None,
 ) -> pd.DataFrame:
     """Fine-tune, predict the held-out cells with all three methods, write model, metrics and predictions."""
-    from cellfate.foundation.embed import Embedder, load_pretrained
-
     s = FinetuneSettings.from_config(settings)
     check_dictionaries(token_dictionary, Path(model_dir) / "token_dictionary.json")
-    attributes = list(dict.fromkeys([*ATTRIBUTES, s.label, *([s.group_by] if s.group_by else [])]))
-    cells = load_cells(shards, attributes=attributes, max_cells=s.max_cells, seed=s.seed)
-    pretrained = load_pretrained(model_dir, s.device)
-    check_token_range(cells, pretrained.vocab.vocab_size, token_dictionary)
-    cells = cut_to(cells, s.max_tokens, pretrained.vocab.token_to_id)
-    keep, dropped = filter_labels(cells.obs, s.label, s.group_by, s.min_fraction, s.min_cells)
-    if len(dropped):
-        log.info(
-            "dropped cell types: %s", "; ".join(f"{r.group}/{r.cell_type} ({r.reason})" for r in dropped.itertuples())
-        )
-    cells = cells.subset(np.flatnonzero(keep))
+    pretrained, cells, dropped = _cells_to_classify(model_dir, shards, token_dictionary, s)
     labels = cells.obs[s.label].astype(str).to_numpy()
     classes = sorted(set(labels))
     y = np.searchsorted(classes, labels)
-    if s.test_source:
-        train, test = source_split(labels, cells.obs["source"].astype(str).to_numpy(), s.test_source)
-        split = f"train: other sources, test: {s.test_source}"
-    else:
-        train, test = stratified_split(labels, s.test_fraction, s.seed)
-        split = f"stratified random {1 - s.test_fraction:.0%}/{s.test_fraction:.0%}"
+    train, test, split = _split(cells, labels, s)
     log.info("%d cells, %d types: %d train / %d test (%s)", len(cells), len(classes), len(train), len(test), split)
-
-    counts = qc_counts(cells, qc_h5ads, pretrained.vocab.token_to_id)
-    predictions = {
-        "baseline_logreg_pca": baseline_predictions(counts, train, test, y, n_pcs=s.baseline_pcs, seed=s.seed)
-    }
-    embedder = Embedder(pretrained, layer=s.layer, pooling=s.pooling, precision=s.precision)
-    frozen = embedder.embed(cells.rows(), desc="frozen embeddings")
-    predictions["knn_frozen_embeddings"] = knn_predictions(frozen, train, test, y, s.knn_k)
+    predictions = _reference_predictions(pretrained, cells, qc_h5ads, y, train, test, s)
     vocab = pretrained.vocab
-    del pretrained, embedder
+    del pretrained  # the frozen model is not needed while fine-tuning
     model = train_classifier(model_dir, cells, y, classes, train, s)
     predictions["cellfate_finetuned"] = predict(model, vocab, cells, test, precision=s.precision)
     info = {
@@ -167,26 +204,6 @@ def classify(
         "n_test": int(len(test)),
     }
     save_classifier(model, model_dir, out_model, info)
-
-    truth = [classes[i] for i in y[test]]
-    rows = []
-    for method in METHODS:
-        predicted = [classes[i] for i in predictions[method]]
-        rows.append(
-            {
-                "method": method,
-                **scores(truth, predicted),
-                "n_train": len(train),
-                "n_test": len(test),
-                "n_classes": len(classes),
-                "split": split,
-            }
-        )
-    metrics = pd.DataFrame(rows)
-    write_table(metrics, out_metrics)
-    table = cells.obs.iloc[test][["source", "sample", "shard_row", s.label]].rename(columns={s.label: "true"})
-    for method in METHODS:
-        table[method] = [classes[i] for i in predictions[method]]
-    write_table(table.reset_index(drop=True), out_predictions)
+    metrics = _write_results(cells, classes, y, train, test, predictions, split, s.label, out_metrics, out_predictions)
     log.info("held-out macro-F1: %s", ", ".join(f"{r.method} {r.macro_f1:.3f}" for r in metrics.itertuples()))
     return metrics

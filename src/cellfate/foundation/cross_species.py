@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cellfate.errors import CellfateError
-from cellfate.foundation.cells import check_dictionaries, check_token_range, cut_to, load_cells
+from cellfate.foundation.cells import TokenizedCells, check_dictionaries, check_token_range, cut_to, load_cells
 from cellfate.foundation.finetune import scores
 from cellfate.foundation.orthologs import summary_row
 from cellfate.io import write_table
@@ -33,8 +33,8 @@ def _classifier(classifier_dir: str, device: str):
 
     from transformers import BertForSequenceClassification
 
-    from cellfate.foundation.embed import resolve_device
     from cellfate.foundation.vocab import load_token_dictionary
+    from cellfate.nn.device import resolve_device
 
     if not (Path(classifier_dir) / "config.json").is_file():
         raise CellfateError("not a saved classifier (no config.json)", classifier_dir)
@@ -66,6 +66,41 @@ def _knn_transfer(reference_h5ad: str, model_dir: str, cells, device: str, k: in
     labels = reference.obs["cell_type"].astype(str).to_numpy()
     knn = KNeighborsClassifier(n_neighbors=min(k, len(labels)), metric="cosine")
     return knn.fit(reference.obsm["X_cellfate"], labels).predict(X)
+
+
+def _summary_row(
+    sample: str,
+    ortholog_summary: str,
+    qc_table: str,
+    cells: TokenizedCells,
+    truth: np.ndarray,
+    known: np.ndarray,
+    predictions: dict[str, np.ndarray],
+) -> dict[str, object]:
+    """What survived each step (genes, counts, cells) and both methods' scores on the known types."""
+    qc_row = pd.read_csv(qc_table, sep="\t").iloc[0]
+    row = {
+        "sample": sample,
+        **summary_row(ortholog_summary),
+        "cells_in": int(qc_row["cells"]),
+        "cells_qc_pass": int(qc_row["cells_pass"]),
+        "cells_tokenized": len(cells),
+        "median_tokens": float(np.median(cells.lengths)),
+        "cells_of_known_types": int(known.sum()),
+    }
+    for method, predicted in predictions.items():
+        metric = scores(truth[known], predicted[known]) if known.any() else {}
+        row.update({f"{method}_{k}": v for k, v in metric.items()})
+    log.info(
+        "%s: %.1f%% of genes, %.1f%% of counts kept; %d cells tokenized; fine-tuned macro-F1 %s, kNN macro-F1 %s",
+        sample,
+        100 * row["fraction_genes_kept"],
+        100 * row["fraction_counts_kept"],
+        len(cells),
+        f"{row.get('finetuned_macro_f1', float('nan')):.3f}",
+        f"{row.get('knn_macro_f1', float('nan')):.3f}",
+    )
+    return row
 
 
 def cross_species(
@@ -103,41 +138,9 @@ def cross_species(
         ]
         knn = _knn_transfer(reference_h5ad, model_dir, cells, device, knn_k)
         known = np.isin(truth, classes)
-        qc_row = pd.read_csv(qc, sep="\t").iloc[0]
-        row = {
-            "sample": sample,
-            **summary_row(ortho),
-            "cells_in": int(qc_row["cells"]),
-            "cells_qc_pass": int(qc_row["cells_pass"]),
-            "cells_tokenized": len(cells),
-            "median_tokens": float(np.median(cells.lengths)),
-            "cells_of_known_types": int(known.sum()),
-        }
-        for method, predicted in (("finetuned", finetuned), ("knn", knn)):
-            metric = scores(truth[known], predicted[known]) if known.any() else {}
-            row.update({f"{method}_{k}": v for k, v in metric.items()})
-        rows.append(row)
-        tables.append(
-            pd.DataFrame(
-                {
-                    "sample": sample,
-                    "shard_row": cells.obs["shard_row"].to_numpy(),
-                    "true": truth,
-                    "known_type": known,
-                    "finetuned": finetuned,
-                    "knn": knn,
-                }
-            )
-        )
-        log.info(
-            "%s: %.1f%% of genes, %.1f%% of counts kept; %d cells tokenized; fine-tuned macro-F1 %s, kNN macro-F1 %s",
-            sample,
-            100 * row["fraction_genes_kept"],
-            100 * row["fraction_counts_kept"],
-            len(cells),
-            f"{row.get('finetuned_macro_f1', float('nan')):.3f}",
-            f"{row.get('knn_macro_f1', float('nan')):.3f}",
-        )
+        rows.append(_summary_row(sample, ortho, qc, cells, truth, known, {"finetuned": finetuned, "knn": knn}))
+        per_cell = {"shard_row": cells.obs["shard_row"].to_numpy(), "true": truth, "known_type": known}
+        tables.append(pd.DataFrame({"sample": sample, **per_cell, "finetuned": finetuned, "knn": knn}))
     summary = pd.DataFrame(rows)
     write_table(summary, out_summary)
     write_table(pd.concat(tables, ignore_index=True), out_predictions)

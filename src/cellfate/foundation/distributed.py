@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cellfate.nn.device import resolve_device
+
 
 @dataclass
 class DistContext:
@@ -58,19 +60,16 @@ class DistContext:
 def init_distributed(device: str = "auto", timeout_minutes: int = 30) -> DistContext:
     """Join the process group described by torchrun's environment and pick the device.
 
-    ``device``: "auto" (CUDA when available, else CPU), "cuda" or "cpu".
+    ``device``: "auto" (CUDA when available, else CPU), "cuda" or "cpu"
+    (:func:`cellfate.nn.device.resolve_device`); a GPU is this process's local rank.
     """
     rank = int(os.environ.get("RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    where = resolve_device(device, gpu=local_rank)
+    use_cuda = where.type == "cuda"
     if use_cuda:
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        torch.cuda.set_device(local_rank)
-        where = torch.device("cuda", local_rank)
-    else:
-        where = torch.device("cpu")
+        torch.cuda.set_device(where)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",

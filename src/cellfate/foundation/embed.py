@@ -32,21 +32,12 @@ from tqdm import tqdm
 from cellfate.errors import CellfateError
 from cellfate.foundation.collator import MaskingCollator
 from cellfate.foundation.vocab import CLS, EOS, MASK, PAD, TokenDictionary, load_token_dictionary
+from cellfate.nn.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("auto", "mean", "cls")
 PRECISIONS = ("fp32", "bf16")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when one is visible, else the CPU; ``cuda`` without a GPU is a user error."""
-    if name not in ("auto", "cuda", "cpu"):
-        raise CellfateError(f"device must be auto, cuda or cpu, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CellfateError("device 'cuda' was asked for but no GPU is visible to PyTorch")
-    use_cuda = torch.cuda.is_available() if name == "auto" else name == "cuda"
-    return torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
 
 
 def autocast(device: torch.device, precision: str):

@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from cellfate.errors import CellfateError
 from cellfate.foundation.cells import TokenizedCells
-from cellfate.foundation.embed import autocast, resolve_device
+from cellfate.foundation.embed import autocast
+from cellfate.nn.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,26 @@ def scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
 
 
 # -- the fine-tuned model ------------------------------------------------------------------------
+def _classifier_model(model_dir: str | os.PathLike[str], classes: list[str], seed: int):
+    """(``BertForSequenceClassification`` with a new seeded head over ``classes``, the model's vocabulary)."""
+    from transformers import BertForSequenceClassification
+
+    from cellfate.foundation.config import check_vocabulary
+    from cellfate.foundation.vocab import load_token_dictionary
+
+    vocab = load_token_dictionary(Path(model_dir) / "token_dictionary.json")
+    torch.manual_seed(seed)  # the new classification head
+    model = BertForSequenceClassification.from_pretrained(
+        model_dir,
+        num_labels=len(classes),
+        id2label=dict(enumerate(classes)),
+        label2id={c: i for i, c in enumerate(classes)},
+        attn_implementation="sdpa",
+    )
+    check_vocabulary(model.config, vocab, model_dir)
+    return model, vocab
+
+
 def train_classifier(
     model_dir: str | os.PathLike[str],
     cells: TokenizedCells,
@@ -180,25 +201,12 @@ def train_classifier(
     settings: FinetuneSettings,
 ) -> torch.nn.Module:
     """``BertForSequenceClassification`` from the pretrained weights, trained on ``train_idx``."""
-    from transformers import BertForSequenceClassification
-
     from cellfate.foundation.collator import MaskingCollator
-    from cellfate.foundation.config import check_vocabulary
     from cellfate.foundation.optim import build_optimizer, build_scheduler
     from cellfate.foundation.sampler import LengthGroupedBatchSampler
-    from cellfate.foundation.vocab import load_token_dictionary
 
     device = resolve_device(settings.device)
-    vocab = load_token_dictionary(Path(model_dir) / "token_dictionary.json")
-    torch.manual_seed(settings.seed)  # the new classification head
-    model = BertForSequenceClassification.from_pretrained(
-        model_dir,
-        num_labels=len(classes),
-        id2label=dict(enumerate(classes)),
-        label2id={c: i for i, c in enumerate(classes)},
-        attn_implementation="sdpa",
-    )
-    check_vocabulary(model.config, vocab, model_dir)
+    model, vocab = _classifier_model(model_dir, classes, settings.seed)
     model.to(device).train()
     collator = MaskingCollator(vocab, model.config.max_position_embeddings)
     sampler = LengthGroupedBatchSampler(

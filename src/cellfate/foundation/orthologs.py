@@ -12,6 +12,7 @@ genes, 17,122 one-to-one pairs. Its name, version and sha256 are recorded in eve
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -22,12 +23,15 @@ import scipy.sparse as sp
 
 from cellfate.errors import CellfateError
 from cellfate.genes import human_gene_classes, mouse_gene_table, ortholog_source
-from cellfate.harmonise import check_counts, harmonise_cell_types, parse_gene_ids
+from cellfate.harmonise import check_counts, check_species, harmonise_cell_types, parse_gene_ids
 from cellfate.readers import read_h5ad
+from cellfate.synonyms import SynonymTable, load_synonyms, resolve_symbols
 
 log = logging.getLogger(__name__)
 
-CLASSES = ("one2one", "one2many", "many2many", "no_ortholog", "not_in_table")
+#: ``ambiguous_symbol``: a symbol the table gives to several human genes, none singled out as one-to-one;
+#: reported as such rather than guessed (and not as ``not_in_table``: the table has it).
+CLASSES = ("one2one", "one2many", "many2many", "no_ortholog", "ambiguous_symbol", "not_in_table")
 
 
 def _symbol_lookup() -> dict[str, str]:
@@ -41,20 +45,36 @@ def _symbol_lookup() -> dict[str, str]:
     )
 
 
-def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None) -> list[str | None]:
-    """ENSG ids of var names given as ids (version suffixes dropped) or as human symbols; None if unknown."""
+@functools.cache
+def _ambiguous_symbols() -> frozenset[str]:
+    """Human symbols in the table that :func:`_symbol_lookup` cannot resolve to one gene id."""
+    genes = human_gene_classes().dropna(subset=["human_symbol"])
+    shared = set(genes.loc[genes["human_symbol"].duplicated(keep=False), "human_symbol"])
+    return frozenset(shared - set(_symbol_lookup()))
+
+
+def human_gene_ids(names: list[str], path: str | os.PathLike[str] | None = None,
+                   synonyms: SynonymTable | None = None) -> list[str | None]:
+    """ENSG ids of var names given as ids (version suffixes dropped) or as human symbols; None if unknown.
+
+    With ``synonyms`` (HGNC's table) previous and alias symbols are renamed to current ones first.
+    """
     ids, symbols = parse_gene_ids(names)
     n_mouse = sum(1 for i in ids if i and i.startswith("ENSMUSG"))
     if n_mouse > len(names) / 2:
         raise CellfateError(
             f"{n_mouse} of {len(names)} genes are mouse ENSMUSG ids: this sample is already mouse", path
         )
+    check_species(ids, symbols, "human", path)
     lookup = _symbol_lookup() if any(i is None for i in ids) else {}
+    if lookup and synonyms is not None:
+        symbols, _ = resolve_symbols([(s or "").strip() for s in symbols], synonyms, lookup.keys() | _ambiguous_symbols())
     return [i if i and i.startswith("ENSG") else lookup.get((s or "").strip()) for i, s in zip(ids, symbols)]
 
 
 def convert_to_mouse(
-    counts: sp.csr_matrix, names: list[str], path: str | os.PathLike[str] | None = None
+    counts: sp.csr_matrix, names: list[str], path: str | os.PathLike[str] | None = None,
+    synonyms: SynonymTable | None = None,
 ) -> tuple[sp.csr_matrix, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Human counts (cells x genes) -> mouse counts over the one-to-one orthologs.
 
@@ -64,9 +84,12 @@ def convert_to_mouse(
     per ortholog class (the fractions kept are the ``one2one`` row's).
     """
     counts = sp.csr_matrix(counts)
-    human = human_gene_ids(names, path)
+    human = human_gene_ids(names, path, synonyms)
     classes = human_gene_classes()
-    kind = np.array([classes["homology"].get(h, "not_in_table") if h else "not_in_table" for h in human], dtype=object)
+    ambiguous = _ambiguous_symbols() | (frozenset(synonyms.ambiguous) if synonyms else frozenset())
+    kind = np.array([classes["homology"].get(h, "not_in_table") if h else
+                     "ambiguous_symbol" if str(n).strip() in ambiguous else "not_in_table"
+                     for h, n in zip(human, names)], dtype=object)
     mouse = np.array(
         [classes["mouse_gene_id"].get(h) if k == "one2one" else None for h, k in zip(human, kind)], dtype=object
     )
@@ -108,8 +131,24 @@ def convert_to_mouse(
     return merged, var, dropped, by_class
 
 
+def human_pct_mito(counts: sp.csr_matrix, names: list[str]) -> np.ndarray:
+    """Percent of each cell's counts on human mitochondrial genes (``MT-`` symbols), before conversion.
+
+    Measured on the human genes because conversion keeps only one-to-one orthologs: the
+    mitochondrial rRNA and tRNA genes have none, so a damaged cell's share would shrink and it
+    would pass ``max_pct_mito``. QC reads this column when present (``pct_mito_source``).
+    """
+    symbols = human_gene_classes()["human_symbol"]
+    ids = human_gene_ids(names)
+    named = [str(symbols.get(i, "")) if i else str(n) for i, n in zip(ids, names)]
+    mito = np.flatnonzero([s.upper().startswith("MT-") for s in named])
+    total = np.asarray(counts.sum(axis=1), dtype=float).ravel()
+    return 100 * np.asarray(counts[:, mito].sum(axis=1), dtype=float).ravel() / np.maximum(total, 1)
+
+
 def read_human_sample(
-    h5ad: str | os.PathLike[str], *, sample: str, tissue: str | None = None, cell_type_column: str = "cell_type"
+    h5ad: str | os.PathLike[str], *, sample: str, tissue: str | None = None, cell_type_column: str = "cell_type",
+    synonyms: SynonymTable | None = None,
 ) -> tuple[ad.AnnData, pd.DataFrame, pd.DataFrame]:
     """A human h5ad (raw counts in ``raw.X`` or ``X``; ENSG ids or symbols as var names, or symbols in
     ``var['feature_name']``) as a harmonised mouse sample, with its dropped genes and class table."""
@@ -119,7 +158,8 @@ def read_human_sample(
     names = list(var.index.astype(str))
     if "feature_name" in var and not any(n.startswith("ENSG") for n in names[:100]):
         names = list(var["feature_name"].astype(str))
-    mouse_counts, mouse_var, dropped, by_class = convert_to_mouse(counts, names, h5ad)
+    source_pct_mito = human_pct_mito(counts, names)
+    mouse_counts, mouse_var, dropped, by_class = convert_to_mouse(counts, names, h5ad, synonyms)
     obs_in = data.obs
     label = (
         obs_in[cell_type_column].astype(str) if cell_type_column in obs_in else pd.Series("unknown", index=obs_in.index)
@@ -134,9 +174,12 @@ def read_human_sample(
             if tissue
             else (obs_in["tissue"].astype(str).to_numpy() if "tissue" in obs_in else "unknown"),
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(
+                label, h5ad, "" if cell_type_column in obs_in else f"no obs column {cell_type_column!r}"
+            ).to_numpy(),
             "is_primary_data": primary,
             "organism": "Homo sapiens",
+            "pct_mito_source": source_pct_mito,
         },
         index=pd.Index([f"{sample}:{c}" for c in obs_in.index], name="cell_id"),
     )
@@ -170,13 +213,15 @@ def convert_sample(
     out_h5ad: str,
     out_genes: str,
     out_orthologs: str,
+    synonyms: str | None = None,
 ) -> None:
     """Rule read_cross_species: human h5ad -> ``harmonised/cross_species/{sample}.h5ad`` (+ dropped genes,
     class table), in the same form as the mouse sources' harmonised samples so that QC takes it."""
     from cellfate.corpus.intake import _write  # the harmonised samples' one writer
     from cellfate.io import write_table
 
-    adata, dropped, by_class = read_human_sample(h5ad, sample=sample, tissue=tissue, cell_type_column=cell_type_column)
+    adata, dropped, by_class = read_human_sample(h5ad, sample=sample, tissue=tissue, cell_type_column=cell_type_column,
+                                                 synonyms=load_synonyms(synonyms))
     write_table(by_class.assign(sample=sample, source=ortholog_source()), out_orthologs)
     _write(adata, dropped, out_h5ad, out_genes)
 

@@ -33,10 +33,12 @@ from cellfate.foundation.cells import (
     load_cells,
     read_attributes,
 )
-from cellfate.foundation.embed import Embedder, load_pretrained
+from cellfate.foundation.embed import Embedder, Pretrained, load_pretrained
+from cellfate.foundation.gene_names import model_gene_mapping, symbol_lookup
 from cellfate.foundation.perturb import (
     GeneMatrix,
     GeneShiftAccumulator,
+    Jobs,
     Perturber,
     make_jobs,
     originals,
@@ -134,10 +136,14 @@ class RunSettings:
     max_tokens: int | None = None  # cells cut to their top genes (None: as tokenized)
 
 
-def resolve_genes(requested: Sequence[str], token_to_id: Mapping[str, int]) -> tuple[dict[str, int], pd.DataFrame]:
-    """Requested names -> {gene id: token}; the rest in a table with why (``unknown_gene``, ``not_in_vocabulary``)."""
+def resolve_genes(
+    requested: Sequence[str], token_to_id: Mapping[str, int], gene_mapping: Mapping[str, str] | None = None
+) -> tuple[dict[str, int], pd.DataFrame]:
+    """Requested names -> {gene id: token}; the rest in a table with why (``unknown_gene``, ``not_in_vocabulary``).
+
+    Symbols resolve through the model's own map first (``gene_mapping``), then the gene table."""
     table = mouse_gene_table()
-    by_symbol = {s: g for g, s in table["symbol"].dropna().items()}
+    by_symbol = symbol_lookup(gene_mapping)
     by_lower = {s.lower(): g for s, g in by_symbol.items()}
     found, skipped = {}, []
     for name in requested:
@@ -174,28 +180,17 @@ def _choose(labels: np.ndarray, state: str, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 23]).choice(cells, size=n, replace=False)) if len(cells) > n else cells
 
 
-def run_screen(
-    model_dir: str,
-    shards: Sequence[str],
-    token_dictionary: str | None,
-    experiment: Experiment,
-    settings: RunSettings = RunSettings(),
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-gene table, gene-embedding-shift table) of one screen."""
-    if token_dictionary:
-        check_dictionaries(token_dictionary, Path(model_dir) / "token_dictionary.json")
+def _check_states(shards: Sequence[str], experiment: Experiment) -> None:
+    """Every state of the screen has cells, else one line naming the missing one and the known ones."""
     column = experiment.state_column
     present = read_attributes(shards, [column])[column]
     missing = [s for s in experiment.states if s not in set(present)]
     if missing:
         known = ", ".join(f"{k} ({v})" for k, v in present.value_counts().items())
         raise CellfateError(f"perturbation {experiment.name!r}: no cell has {column} = {missing[0]!r}; known: {known}")
-    pretrained = load_pretrained(model_dir, settings.device)
-    attributes = list(dict.fromkeys([*ATTRIBUTES, column]))
-    cells = load_cells(shards, attributes=attributes, select={column: experiment.states})
-    check_token_range(cells, pretrained.vocab.vocab_size, token_dictionary)
-    cells = cut_to(cells, settings.max_tokens, pretrained.vocab.token_to_id)
-    labels = cells.obs[column].astype(str).to_numpy()
+
+
+def _embedder(pretrained: Pretrained, settings: RunSettings) -> Embedder:
     embedder = Embedder(
         pretrained,
         layer=settings.layer,
@@ -207,16 +202,18 @@ def run_screen(
         quantize_int8(embedder)
     elif settings.quantize != "none":
         raise CellfateError(f"foundation.perturb.quantize must be none or int8, got {settings.quantize!r}")
-    chosen = np.concatenate(
-        [_choose(labels, s, experiment.max_state_cells, experiment.seed) for s in experiment.states]
-    )
-    rows = cells.rows()
-    states = state_embeddings(embedder, [rows[i] for i in chosen], labels[chosen], experiment.states)
-    start = _choose(labels, experiment.start, experiment.max_cells, experiment.seed + 1)
-    max_length = min(pretrained.config.max_position_embeddings, settings.max_tokens or 10**9)
-    matrix = GeneMatrix.from_rows([rows[i] for i in start], pretrained.vocab.token_to_id, max_length)
-    id_of = {t: g for g, t in pretrained.vocab.token_to_id.items()}
+    return embedder
 
+
+def _genes_to_perturb(
+    matrix: GeneMatrix,
+    token_to_id: Mapping[str, int],
+    experiment: Experiment,
+    gene_mapping: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, dict[int, str], bool, pd.DataFrame]:
+    """(tokens, token -> group, perturb only cells expressing the gene?, skipped requests).
+
+    Requested symbols resolve through the checkpoint's own symbol map (``gene_mapping``) first."""
     skipped = pd.DataFrame(columns=["gene_id", "symbol", "status"])
     if experiment.genes == "all":
         tokens, counts = np.unique(
@@ -226,11 +223,10 @@ def run_screen(
         group = dict.fromkeys(tokens.tolist(), "expressed")
         expressed_only = True
     else:
-        found, skipped = resolve_genes(experiment.genes, pretrained.vocab.token_to_id)
+        found, skipped = resolve_genes(experiment.genes, token_to_id, gene_mapping)
         group = dict.fromkeys(found.values(), "requested")
         group |= dict.fromkeys(
-            control_genes(pretrained.vocab.token_to_id, experiment.control_genes, set(group), experiment.seed).values(),
-            "control",
+            control_genes(token_to_id, experiment.control_genes, set(group), experiment.seed).values(), "control"
         )
         tokens = np.array(sorted(group), dtype=np.int64)
         expressed_only = experiment.mode == "delete"
@@ -240,36 +236,47 @@ def run_screen(
             or f"no gene in {experiment.min_cells}+ start cells"
         )
         raise CellfateError(f"perturbation {experiment.name!r}: no gene left to perturb ({why})")
+    return tokens, group, expressed_only, skipped
+
+
+def _shifts(
+    embedder: Embedder,
+    matrix: GeneMatrix,
+    tokens: np.ndarray,
+    states: np.ndarray,
+    experiment: Experiment,
+    expressed_only: bool,
+    settings: RunSettings,
+) -> tuple[Jobs, np.ndarray, GeneShiftAccumulator | None]:
+    """(jobs, cosine shift of every job toward every state, gene-embedding shifts or None)."""
     jobs = make_jobs(matrix, tokens, experiment.target_rank, expressed_only=expressed_only)
     log.info(
         "%s: %d perturbations (%s) of %d genes in %d %s cells; states %s",
-        experiment.name,
-        len(jobs),
-        experiment.mode,
-        len(tokens),
-        len(start),
-        experiment.start,
+        *(experiment.name, len(jobs), experiment.mode, len(tokens), len(matrix.lengths), experiment.start),
         experiment.states,
     )
     perturber = Perturber(embedder, settings.batch_size)
     accumulator = (
-        GeneShiftAccumulator({int(t): i for i, t in enumerate(tokens)}, pretrained.vocab.vocab_size)
+        GeneShiftAccumulator({int(t): i for i, t in enumerate(tokens)}, embedder.vocab.vocab_size)
         if experiment.gene_shifts and len(tokens)
         else None
     )
     cosine = perturber.cosines(matrix, jobs, states, desc=experiment.name, gene_shifts=accumulator)
     base = perturber.cosines(matrix, originals(matrix), states, desc="originals")
-    shifts = cosine - base[jobs.cell]
+    return jobs, cosine - base[jobs.cell], accumulator
 
-    per_gene = {int(t): np.flatnonzero(jobs.token == t) for t in tokens}
-    tested = {t: idx for t, idx in per_gene.items() if len(idx) >= experiment.min_cells}
-    stats = shift_statistics(
-        {t: shifts[idx, 0] for t, idx in tested.items()},
-        background_cap=settings.background_cap,
-        seed=experiment.seed,
-        fdr=settings.fdr,
-    )
+
+def _gene_rows(
+    per_gene: Mapping[int, np.ndarray],
+    tested: Mapping[int, np.ndarray],
+    shifts: np.ndarray,
+    group: Mapping[int, str],
+    id_of: Mapping[int, str],
+    experiment: Experiment,
+) -> pd.DataFrame:
+    """One row per perturbed gene: its status and its mean shift toward every non-goal state."""
     symbols = mouse_gene_table()["symbol"]
+    names = [_column(a) for a in experiment.alternatives] + ["start"]
     rows_out = []
     for t, idx in per_gene.items():
         gene = id_of[t]
@@ -280,15 +287,18 @@ def run_screen(
             "n_cells": len(idx),
             "status": STATUS_TESTED if t in tested else ("not_detected" if len(idx) == 0 else "too_few_cells"),
         }
-        names = [_column(a) for a in experiment.alternatives] + ["start"]
         for k, name in enumerate(names, start=1):  # states: goal, alternatives..., start
             row[f"mean_shift_to_{name}"] = float(shifts[idx, k].mean()) if len(idx) else np.nan
         rows_out.append(row)
-    table = pd.DataFrame(rows_out)
+    return pd.DataFrame(rows_out)
+
+
+def _screen_table(
+    genes: pd.DataFrame, stats: pd.DataFrame, skipped: pd.DataFrame, token_to_id: Mapping[str, int], name: str
+) -> pd.DataFrame:
+    """Gene rows + test statistics + skipped requests, tested genes first by mean shift (the module's columns)."""
     stats = stats.rename(columns={"key": "token"}).drop(columns=["n"])
-    table = table.assign(token=[pretrained.vocab.token_to_id[g] for g in table["gene_id"]]).merge(
-        stats, on="token", how="left"
-    )
+    table = genes.assign(token=[token_to_id[g] for g in genes["gene_id"]]).merge(stats, on="token", how="left")
     table["direction"] = np.where(table["mean_shift"] > 0, "toward_goal", np.where(table["mean_shift"] < 0, "away", ""))
     table = pd.concat([table.drop(columns=["token"]), skipped.assign(group="requested", n_cells=0)], ignore_index=True)
     table["significant"] = table["significant"].astype("boolean").fillna(False).astype(bool)
@@ -309,7 +319,54 @@ def run_screen(
     untested = table["status"].ne(STATUS_TESTED)
     table = table.assign(_untested=untested).sort_values(["_untested", "mean_shift"], ascending=[True, False])
     table = table.drop(columns="_untested").reset_index(drop=True)
-    table.insert(0, "experiment", experiment.name)
+    table.insert(0, "experiment", name)
+    return table
+
+
+def run_screen(
+    model_dir: str,
+    shards: Sequence[str],
+    token_dictionary: str | None,
+    experiment: Experiment,
+    settings: RunSettings = RunSettings(),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-gene table, gene-embedding-shift table) of one screen."""
+    if token_dictionary:
+        check_dictionaries(token_dictionary, Path(model_dir) / "token_dictionary.json")
+    _check_states(shards, experiment)
+    pretrained = load_pretrained(model_dir, settings.device)
+    token_to_id = pretrained.vocab.token_to_id
+    column = experiment.state_column
+    cells = load_cells(
+        shards, attributes=list(dict.fromkeys([*ATTRIBUTES, column])), select={column: experiment.states}
+    )
+    check_token_range(cells, pretrained.vocab.vocab_size, token_dictionary)
+    cells = cut_to(cells, settings.max_tokens, token_to_id)
+    labels = cells.obs[column].astype(str).to_numpy()
+    embedder = _embedder(pretrained, settings)
+    chosen = np.concatenate(
+        [_choose(labels, s, experiment.max_state_cells, experiment.seed) for s in experiment.states]
+    )
+    rows = cells.rows()
+    states = state_embeddings(embedder, [rows[i] for i in chosen], labels[chosen], experiment.states)
+    start = _choose(labels, experiment.start, experiment.max_cells, experiment.seed + 1)
+    max_length = min(pretrained.config.max_position_embeddings, settings.max_tokens or 10**9)
+    matrix = GeneMatrix.from_rows([rows[i] for i in start], token_to_id, max_length)
+    id_of = {t: g for g, t in token_to_id.items()}
+    tokens, group, expressed_only, skipped = _genes_to_perturb(
+        matrix, token_to_id, experiment, model_gene_mapping(model_dir)
+    )
+    jobs, shifts, accumulator = _shifts(embedder, matrix, tokens, states, experiment, expressed_only, settings)
+    per_gene = {int(t): np.flatnonzero(jobs.token == t) for t in tokens}
+    tested = {t: idx for t, idx in per_gene.items() if len(idx) >= experiment.min_cells}
+    stats = shift_statistics(
+        {t: shifts[idx, 0] for t, idx in tested.items()},
+        background_cap=settings.background_cap,
+        seed=experiment.seed,
+        fdr=settings.fdr,
+    )
+    genes = _gene_rows(per_gene, tested, shifts, group, id_of, experiment)
+    table = _screen_table(genes, stats, skipped, token_to_id, experiment.name)
     gene_table = (
         accumulator.table(id_of, experiment.min_cells)
         if accumulator is not None
@@ -318,11 +375,7 @@ def run_screen(
     n_sig = int((table["significant"] & (table["mean_shift"] > 0)).sum())
     log.info(
         "%s: %d genes tested, %d shift cells significantly toward %s (FDR < %g)",
-        experiment.name,
-        len(tested),
-        n_sig,
-        experiment.goal,
-        settings.fdr,
+        *(experiment.name, len(tested), n_sig, experiment.goal, settings.fdr),
     )
     return table, gene_table
 

@@ -26,6 +26,7 @@ HOMOLOGY_COLOURS = {
     "one2many": PALETTE[1],
     "many2many": PALETTE[3],
     "no_ortholog": PALETTE[7],
+    "ambiguous_symbol": PALETTE[4],
     "not_in_table": PALETTE[5],
 }
 
@@ -70,7 +71,8 @@ def classifier_confusion(
         _confusion(ax, predictions["true"], predictions[method], title)
     fig.suptitle(
         f"cell-type classification, {int(metrics['n_test'].iloc[0])} held-out cells "
-        f"({int(metrics['n_train'].iloc[0])} for training)",
+        f"({int(metrics['n_train'].iloc[0])} for training)"
+        + (f"; {metrics['split'].iloc[0]}" if "split" in metrics else ""),
         fontsize=10,
     )
     save(fig, path)

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
+from cellfate.counts import check_count_values, dense
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
 
@@ -119,26 +120,8 @@ def write_velocyto_inputs(
     ``<bam_path>.bai``; a stale ``cellsorted_<bam name>`` beside the BAM, which velocyto would
     silently reuse, is removed. All outputs are written atomically.
     """
-    spl, uns = _check_counts(spliced, "spliced"), _check_counts(unspliced, "unspliced")
-    if spl.shape != uns.shape:
-        raise CellfateError(f"spliced has shape {spl.shape} but unspliced has shape {uns.shape}")
-    n_cells, n_genes = spl.shape
-    if n_cells == 0 or n_genes == 0:
-        raise CellfateError(f"the count matrices are empty (shape {spl.shape})")
+    spl, uns = _check_inputs(spliced, unspliced, barcodes, gene_ids, gene_names)
     barcodes, gene_ids, gene_names = list(barcodes), list(gene_ids), list(gene_names)
-    _check_barcodes(barcodes, n_cells)
-    _check_names(gene_ids, n_genes, "gene_ids", unique=True)
-    _check_names(gene_names, n_genes, "gene_names", unique=False)
-    total = int(spl.sum() + uns.sum())
-    if total < MIN_MOLECULES:
-        raise CellfateError(
-            f"only {total} molecules in total; velocyto 0.17.17 fails with 'Main matrix cannot be empty' "
-            f"below about {MIN_MOLECULES} reads, so at least {MIN_MOLECULES} are required"
-        )
-    per_cell = (spl.sum(axis=1) + uns.sum(axis=1)).max()
-    if per_cell > 4**UMI_LENGTH:
-        raise CellfateError(f"a cell has {per_cell} molecules, more than the {4**UMI_LENGTH} distinct {UMI_LENGTH}-base UMIs")
-
     rng = np.random.default_rng(seed)
     genes, pads, chrom_lengths = _design_genome(gene_ids, gene_names, rng)
     clash = {p.gene_id for p in pads} & set(gene_ids)
@@ -165,19 +148,36 @@ def write_velocyto_inputs(
         stale.unlink()
 
 
+def _check_inputs(
+    spliced: np.ndarray, unspliced: np.ndarray, barcodes: list[str], gene_ids: list[str], gene_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two count matrices as int64, after every check that would otherwise fail inside velocyto."""
+    spl, uns = _check_counts(spliced, "spliced"), _check_counts(unspliced, "unspliced")
+    if spl.shape != uns.shape:
+        raise CellfateError(f"spliced has shape {spl.shape} but unspliced has shape {uns.shape}")
+    n_cells, n_genes = spl.shape
+    if n_cells == 0 or n_genes == 0:
+        raise CellfateError(f"the count matrices are empty (shape {spl.shape})")
+    _check_barcodes(list(barcodes), n_cells)
+    _check_names(list(gene_ids), n_genes, "gene_ids", unique=True)
+    _check_names(list(gene_names), n_genes, "gene_names", unique=False)
+    total = int(spl.sum() + uns.sum())
+    if total < MIN_MOLECULES:
+        raise CellfateError(
+            f"only {total} molecules in total; velocyto 0.17.17 fails with 'Main matrix cannot be empty' "
+            f"below about {MIN_MOLECULES} reads, so at least {MIN_MOLECULES} are required"
+        )
+    per_cell = (spl.sum(axis=1) + uns.sum(axis=1)).max()
+    if per_cell > 4**UMI_LENGTH:
+        raise CellfateError(f"a cell has {per_cell} molecules, more than the {4**UMI_LENGTH} distinct {UMI_LENGTH}-base UMIs")
+    return spl, uns
+
+
 def _check_counts(counts, label: str) -> np.ndarray:
-    if hasattr(counts, "toarray"):  # scipy sparse
-        counts = counts.toarray()
-    array = np.asarray(counts)
+    array = dense(counts, dtype=None)
     if array.ndim != 2:
         raise CellfateError(f"{label} must be a cells x genes matrix, got {array.ndim} dimension(s)")
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise CellfateError(f"{label} must hold integer counts, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise CellfateError(f"{label} must hold whole numbers; it has non-integer or non-finite values")
-    if array.size and array.min() < 0:
-        raise CellfateError(f"{label} has negative counts (minimum {array.min()})")
+    check_count_values(array, label)
     return array.astype(np.int64)
 
 
@@ -259,16 +259,32 @@ def _umi_strings(indices: np.ndarray) -> list[str]:
     return [bytes(row).decode() for row in _BASES[digits]]
 
 
-def _write_reads(path: Path, spl: np.ndarray, uns: np.ndarray, barcodes: list[str], genes: list[_Gene],
-                 chrom_lengths: dict[str, int], rng: np.random.Generator, seed: int) -> None:
-    chroms = list(chrom_lengths)
-    chrom_index = {c: i for i, c in enumerate(chroms)}
-    header = {
+def _bam_header(chrom_lengths: dict[str, int], seed: int) -> dict[str, object]:
+    return {
         "HD": {"VN": "1.6", "SO": "unsorted"},
         "SQ": [{"SN": c, "LN": n} for c, n in chrom_lengths.items()],
         "RG": [{"ID": "cellfate", "SM": "simulated"}],
         "PG": [{"ID": "cellfate.simulate.bam", "PN": "cellfate", "CL": f"write_velocyto_inputs(seed={seed})"}],
     }
+
+
+def _alignment(gene: _Gene, seq: str, spliced: bool, k: int, a: int, side: int) -> tuple[int, list, str]:
+    """(1-based start, CIGAR, sequence) of one read: across junction ``k`` (spliced) or a boundary of intron ``k``."""
+    if spliced:
+        exon_end, next_start = gene.exons[k][1], gene.exons[k + 1][0]
+        start = exon_end - a + 1
+        b = READ_LENGTH - a
+        s0, n0 = start - gene.start, next_start - gene.start
+        return start, [(0, a), (3, next_start - exon_end - 1), (0, b)], seq[s0:s0 + a] + seq[n0:n0 + b]
+    boundary = gene.exons[k][1] + 1 if side == 0 else gene.exons[k + 1][0]
+    start = boundary - a
+    s0 = start - gene.start
+    return start, [(0, READ_LENGTH)], seq[s0:s0 + READ_LENGTH]
+
+
+def _write_reads(path: Path, spl: np.ndarray, uns: np.ndarray, barcodes: list[str], genes: list[_Gene],
+                 chrom_lengths: dict[str, int], rng: np.random.Generator, seed: int) -> None:
+    chrom_index = {c: i for i, c in enumerate(chrom_lengths)}
     n_cells = spl.shape[0]
     # UMIs: an odd multiplier permutes the integers modulo 4**12, so UMIs are distinct within each cell.
     umi_space = 4**UMI_LENGTH
@@ -278,21 +294,18 @@ def _write_reads(path: Path, spl: np.ndarray, uns: np.ndarray, barcodes: list[st
     quality = pysam.qualitystring_to_array("F" * READ_LENGTH)
     cb_tags = [f"{b}-1" for b in barcodes]
     name_counter = 0
-    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+    with pysam.AlignmentFile(str(path), "wb", header=_bam_header(chrom_lengths, seed)) as out:
         for g, gene in enumerate(genes):
             n_spl, n_uns = spl[:, g], uns[:, g]
             n_total = int(n_spl.sum() + n_uns.sum())
             if n_total == 0:
                 continue
-            ref_id = chrom_index[gene.chrom]
-            flag = 0 if gene.strand == "+" else 16
             # The gene's reference sequence (seeded per gene so it does not depend on the counts).
             seq = _BASES[np.random.default_rng([seed, g]).integers(0, 4, size=gene.end - gene.start + 1)].tobytes().decode()
             cells = np.concatenate([np.repeat(np.arange(n_cells), n_spl), np.repeat(np.arange(n_cells), n_uns)])
             is_spliced = np.concatenate([np.ones(int(n_spl.sum()), bool), np.zeros(int(n_uns.sum()), bool)])
             left = rng.integers(MIN_PART, READ_LENGTH - MIN_PART + 1, size=n_total)
-            n_introns = len(gene.exons) - 1
-            which = rng.integers(0, n_introns, size=n_total)  # junction / intron index
+            which = rng.integers(0, len(gene.exons) - 1, size=n_total)  # junction / intron index
             side = rng.integers(0, 2, size=n_total)  # unspliced: 0 exon->intron, 1 intron->exon boundary
             # Unique UMIs per cell: consecutive per-cell indices through the permutation.
             umi_idx = np.empty(n_total, dtype=np.int64)
@@ -301,25 +314,12 @@ def _write_reads(path: Path, spl: np.ndarray, uns: np.ndarray, barcodes: list[st
                 next_umi[c] += 1
             umis = _umi_strings(umi_idx)
             for i in range(n_total):
-                k, a = int(which[i]), int(left[i])
-                if is_spliced[i]:
-                    exon_end, next_start = gene.exons[k][1], gene.exons[k + 1][0]
-                    start = exon_end - a + 1  # 1-based
-                    b = READ_LENGTH - a
-                    cigar = [(0, a), (3, next_start - exon_end - 1), (0, b)]
-                    s0, n0 = start - gene.start, next_start - gene.start
-                    query = seq[s0:s0 + a] + seq[n0:n0 + b]
-                else:
-                    boundary = gene.exons[k][1] + 1 if side[i] == 0 else gene.exons[k + 1][0]
-                    start = boundary - a
-                    cigar = [(0, READ_LENGTH)]
-                    s0 = start - gene.start
-                    query = seq[s0:s0 + READ_LENGTH]
+                start, cigar, query = _alignment(gene, seq, bool(is_spliced[i]), int(which[i]), int(left[i]), side[i])
                 read = pysam.AlignedSegment(out.header)
                 read.query_name = f"sim{name_counter:09d}"
                 name_counter += 1
-                read.flag = flag
-                read.reference_id = ref_id
+                read.flag = 0 if gene.strand == "+" else 16
+                read.reference_id = chrom_index[gene.chrom]
                 read.reference_start = start - 1
                 read.mapping_quality = 255
                 read.cigartuples = cigar

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellfate.simulate.expression import ExpressionModel, choose_genes, random_barcodes
+from cellfate.simulate.expression import SUBTYPES, ExpressionModel, choose_genes, random_barcodes
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,20 @@ def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
 def corpus_model(cell_types: list[str], n_genes: int, seed: int) -> ExpressionModel:
     """The expression model shared by all samples of a corpus."""
     rng = sample_rng(seed, "__model__")
-    genes = choose_genes(n_genes, rng)
+    extra = [m for t in cell_types if t in SUBTYPES for m in SUBTYPES[t]["markers"]]
+    genes = choose_genes(n_genes, rng, extra_symbols=extra)
     return ExpressionModel.build(genes, cell_types, rng)
+
+
+def _damage(proportions: np.ndarray, damaged: np.ndarray, mito: np.ndarray, rng: np.random.Generator) -> None:
+    """In place: a broken membrane loses cytoplasmic RNA, so mitochondrial reads dominate (30-60%)."""
+    if not damaged.any():
+        return
+    share = rng.uniform(0.3, 0.6, size=damaged.sum())[:, None]
+    block = proportions[damaged]
+    block[:, ~mito] *= (1 - share) / block[:, ~mito].sum(axis=1, keepdims=True)
+    block[:, mito] *= share / block[:, mito].sum(axis=1, keepdims=True)
+    proportions[damaged] = block
 
 
 def simulate_sample(
@@ -101,15 +113,8 @@ def simulate_sample(
     quality[u < low_count_fraction] = "low_counts"
     library[quality == "low_counts"] = rng.uniform(60, 250, size=(quality == "low_counts").sum())
 
-    proportions = model.proportions[cell_type_idx].copy()
-    damaged = quality == "damaged"
-    if damaged.any():  # a broken membrane loses cytoplasmic RNA: mitochondrial reads dominate
-        mito = model.genes["is_mitochondrial"].to_numpy()
-        share = rng.uniform(0.3, 0.6, size=damaged.sum())[:, None]
-        block = proportions[damaged]
-        block[:, ~mito] *= (1 - share) / block[:, ~mito].sum(axis=1, keepdims=True)
-        block[:, mito] *= share / block[:, mito].sum(axis=1, keepdims=True)
-        proportions[damaged] = block
+    proportions = model.cell_proportions(cell_type_idx, rng)
+    _damage(proportions, quality == "damaged", model.genes["is_mitochondrial"].to_numpy(), rng)
     technology = SOURCE_TECHNOLOGY.get(source) if source else None
     capture = None
     if technology is not None:  # library sizes are the molecules present; capture thins them

@@ -23,6 +23,13 @@ reference with ``obs['cell_type']``), plus for the reference's lineage cells ``l
 and true partner densities, and a simulated ligand-target matrix in which the driver's ligand (its
 first marker) targets the alpha-fate genes. Spots and reference draw their lineage cells
 independently from the same gene programme.
+
+For the forward analysis the same tissue can be simulated under an :class:`Intervention` (a
+partner removed or strengthened, or its ligand blocked, before any cell chooses), and the tissue's
+true fate proportions are recorded (``uns['environment_truth']['fate_share']``;
+:func:`true_fate_share` computes them without drawing cells). With ``insensitive_share`` > 0, that
+share of the lineage cells ignores the niche (random fate, base pace) and lacks a receptor
+programme, so the environment's part of a progenitor's fate uncertainty can be validated.
 """
 
 from __future__ import annotations
@@ -67,6 +74,11 @@ class EnvironmentSpec:
     niche_genes: int = 6
     niche_level: float = 3.0  # mean count of a niche gene at the partner's median density
     niche_fold: float = 1.0  # log fold change per standard deviation of the partner's log density
+    # Lineage cells that ignore the niche: they choose their fate at random, keep the base pace
+    # and lack the 'receptor' (the first ``n_receptor_genes`` constant genes of the programme at a
+    # tenth), so their state tells them apart. 0 (the default) draws nothing: the tissue is as before.
+    insensitive_share: float = 0.0
+    n_receptor_genes: int = 5
     seed: int = 0
 
 
@@ -120,14 +132,27 @@ def niche_counts(spec: EnvironmentSpec, log_density_z: np.ndarray, niche_cols: l
     return out
 
 
-def lineage_cells(programme: Programme, fate: np.ndarray, speed: np.ndarray, rng: np.random.Generator) -> dict:
+def insensitive_cells(spec: EnvironmentSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``n`` lineage cells ignore the niche (no draw at all when none may)."""
+    if spec.insensitive_share <= 0:
+        return np.zeros(n, dtype=bool)
+    return rng.random(n) < spec.insensitive_share
+
+
+def lineage_cells(programme: Programme, fate: np.ndarray, speed: np.ndarray, rng: np.random.Generator,
+                  silenced: np.ndarray | None = None, n_receptor_genes: int = 0) -> dict:
     """Counts of lineage cells with these fates and paces: pseudotimes drawn as the bifurcation
     simulator draws them, a library factor each; integer ``spliced``/``unspliced``, the expected
-    ``velocity`` (ds/dt), ``pseudotime`` and ``branch`` (progenitor before the branch point)."""
+    ``velocity`` (ds/dt), ``pseudotime`` and ``branch`` (progenitor before the branch point).
+    ``silenced`` cells have the receptor genes (the first constant ones) at a tenth."""
     n = len(fate)
     pseudotime = rng.permutation(sample_pseudotime(programme.spec, n, rng))
     library = rng.lognormal(0.0, 0.25, n)[:, None]
     mean_u, mean_s, velocity = expected_counts(programme, fate, pseudotime, speed)
+    if silenced is not None and silenced.any() and n_receptor_genes > 0:
+        receptor = np.flatnonzero(programme.genes["role"].to_numpy() == "constant")[:n_receptor_genes]
+        for array in (mean_u, mean_s, velocity):
+            array[np.ix_(silenced, receptor)] *= 0.1
     branch = np.where(pseudotime < programme.spec.branch_time, "progenitor", fate)
     return {"unspliced": rng.poisson(mean_u * library).astype(np.int32),
             "spliced": rng.poisson(mean_s * library).astype(np.int32),
@@ -150,20 +175,106 @@ def ligand_target(spec: EnvironmentSpec, lineage_genes: pd.DataFrame, rng: np.ra
     return table.round(4)
 
 
-def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.AnnData, ad.AnnData, pd.DataFrame]:
-    """Return ``(spots, reference, ligand_target)``; see the module docstring for the keys."""
+@dataclass(frozen=True)
+class Intervention:
+    """A change to the tissue, applied before any cell chooses its fate.
+
+    ``remove``: the partner's cells are gone (its signal falls to the background level
+    ``SIGNAL_FLOOR`` everywhere); ``scale``: its density is multiplied by ``factor``;
+    ``block_ligand``: the partner whose ligand (first marker) it is keeps its cells, but its signal
+    falls to the background. The standardisation of the signal stays the untreated tissue's: a
+    signal is an absolute amount, not a rank.
+    """
+
+    kind: str
+    partner: str | None = None
+    factor: float = 2.0
+    ligand: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("remove", "scale", "block_ligand"):
+            raise ValueError(f"unknown intervention kind {self.kind!r} (remove, scale, block_ligand)")
+        if self.kind == "block_ligand" and not self.ligand:
+            raise ValueError("a block_ligand intervention needs a ligand")
+        if self.kind != "block_ligand" and not self.partner:
+            raise ValueError(f"a {self.kind} intervention needs a partner")
+        if self.kind == "scale" and self.factor <= 0:
+            raise ValueError("a scale intervention needs a positive factor")
+
+
+SIGNAL_FLOOR = 0.03  # the densities' background level (see _densities)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Spots, the partners' densities where they live (``present``) and the signal each sends
+    (``signal``, standardised log, ``log_z``), and each spot's chance of fate alpha."""
+
+    xy: np.ndarray
+    present: np.ndarray
+    log_z: np.ndarray
+    p_alpha: np.ndarray
+
+
+def _intervene(spec: EnvironmentSpec, density: np.ndarray,
+               intervention: Intervention | None) -> tuple[np.ndarray, np.ndarray]:
+    """(present, signal) densities under ``intervention`` (both the density itself without one)."""
+    present, signal = density.copy(), density.copy()
+    if intervention is None:
+        return present, signal
+    if intervention.kind == "block_ligand":
+        senders = [k for k, p in enumerate(spec.partners) if CELL_TYPES[p]["markers"][0] == intervention.ligand]
+        signal[:, senders] = SIGNAL_FLOOR
+        return present, signal
+    if intervention.partner not in spec.partners:
+        raise ValueError(f"intervention partner {intervention.partner!r} is not among the partners {spec.partners}")
+    k = spec.partners.index(intervention.partner)
+    if intervention.kind == "remove":
+        present[:, k], signal[:, k] = 0.0, SIGNAL_FLOOR
+    else:
+        present[:, k] *= intervention.factor
+        signal[:, k] *= intervention.factor
+    return present, signal
+
+
+def tissue_layout(spec: EnvironmentSpec, rng: np.random.Generator, intervention: Intervention | None = None) -> Layout:
+    """The spots and partner densities (the first draws of ``rng``) and what they do to the fate."""
     if spec.driver not in spec.partners:
         raise ValueError(f"driver {spec.driver!r} is not among the partners {spec.partners}")
-    rng = sample_rng(spec.seed, "environment")
     nx, ny = spec.grid
     xy = np.array([(x, y) for y in range(ny) for x in range(nx)], dtype=float)
-    n_spots = len(xy)
     density = _densities(spec, xy, rng)
-    driver_z = _standardise(np.log(density[:, spec.partners.index(spec.driver)]))
-    p_alpha = _sigmoid(spec.fate_gain * driver_z)
+    log_base = np.log(density)
+    mean, sd = log_base.mean(0), np.maximum(log_base.std(0), 1e-12)
+    present, signal = _intervene(spec, density, intervention)
+    log_z = (np.log(signal) - mean) / sd
+    p_alpha = _sigmoid(spec.fate_gain * log_z[:, spec.partners.index(spec.driver)])
+    return Layout(xy=xy, present=present, log_z=log_z, p_alpha=p_alpha)
 
-    partners = list(spec.partners)
-    model = corpus_model(partners, spec.n_genes, spec.seed)
+
+def true_fate_share(spec: EnvironmentSpec, intervention: Intervention | None = None) -> dict[str, float]:
+    """The tissue's expected fate proportions (lineage cells are spread evenly over the spots),
+    exactly what :func:`simulate_environment` records, without drawing the cells."""
+    layout = tissue_layout(spec, sample_rng(spec.seed, "environment"), intervention)
+    share = (1.0 - spec.insensitive_share) * float(layout.p_alpha.mean()) + spec.insensitive_share * 0.5
+    return {"alpha": share, "beta": 1.0 - share}
+
+
+@dataclass(frozen=True)
+class GeneSpace:
+    """The tissue's genes and where each part of the simulation writes its counts."""
+
+    genes: pd.DataFrame
+    model: object  # the partners' expression model (cellfate.simulate.corpus)
+    programme: Programme
+    part_cols: np.ndarray
+    lin_cols: np.ndarray
+    niche_cols: list[np.ndarray]
+
+
+def _gene_space(spec: EnvironmentSpec, rng: np.random.Generator) -> GeneSpace:
+    """Partner genes, the lineage programme's genes and each partner's niche genes."""
+    model = corpus_model(list(spec.partners), spec.n_genes, spec.seed)
     programme = draw_programme(BifurcationSpec(n_genes=spec.n_dynamic_genes, mean_expression=spec.lineage_expression,
                                                seed=spec.seed), rng)
     lineage_genes = programme.genes
@@ -176,92 +287,151 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec()) -> tuple[ad.
                                   & ~model.genes["is_mitochondrial"].to_numpy()], lin_cols)
     picked = rng.choice(free, size=len(spec.partners) * spec.niche_genes, replace=False)
     niche_cols = [picked[k * spec.niche_genes:(k + 1) * spec.niche_genes] for k in range(len(spec.partners))]
-    log_z = np.stack([_standardise(np.log(density[:, k])) for k in range(len(spec.partners))], axis=1)
+    return GeneSpace(genes, model, programme, part_cols, lin_cols, niche_cols)
 
-    # spots: partners by their densities, the lineage evenly, fates and pace by the driver
-    weights = np.c_[density * (1 - spec.lineage_share) / density.mean(0).sum(), np.full(n_spots, spec.lineage_share)]
+
+def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spots x genes counts (partners by their densities, the lineage evenly, fates and pace by
+    the driver's signal), the true abundance of every type and the cells per spot."""
+    n_spots, n_part = len(layout.xy), len(spec.partners)
+    driver_z = layout.log_z[:, spec.partners.index(spec.driver)]
+    weights = np.c_[layout.present * (1 - spec.lineage_share) / max(layout.present.mean(0).sum(), 1e-12),
+                    np.full(n_spots, spec.lineage_share)]
     n_cells = rng.poisson(spec.cells_per_spot, size=n_spots)
     comp = np.stack([rng.multinomial(n, w / w.sum()) for n, w in zip(n_cells, weights)])
-    counts = np.zeros((n_spots, len(genes)), dtype=np.int64)
-    abundance = np.zeros((n_spots, len(partners) + len(LINEAGE)))
-    abundance[:, : len(partners)] = comp[:, : len(partners)]
-    cell_type_idx = np.repeat(np.tile(np.arange(len(partners)), n_spots), comp[:, : len(partners)].ravel())
-    spot_of_cell = np.repeat(np.arange(n_spots), comp[:, : len(partners)].sum(1))
+    counts = np.zeros((n_spots, len(space.genes)), dtype=np.int64)
+    abundance = np.zeros((n_spots, n_part + len(LINEAGE)))
+    abundance[:, :n_part] = comp[:, :n_part]
+    cell_type_idx = np.repeat(np.tile(np.arange(n_part), n_spots), comp[:, :n_part].ravel())
+    spot_of_cell = np.repeat(np.arange(n_spots), comp[:, :n_part].sum(1))
     library = rng.lognormal(np.log(2500.0), 0.4, size=len(cell_type_idx))
-    np.add.at(counts, (spot_of_cell[:, None], part_cols[None, :]), model.sample(cell_type_idx, library, rng))
+    np.add.at(counts, (spot_of_cell[:, None], space.part_cols[None, :]),
+              space.model.sample(cell_type_idx, library, rng))
     spot_of_lineage = np.repeat(np.arange(n_spots), comp[:, -1])
-    fates = np.where(rng.random(len(spot_of_lineage)) < p_alpha[spot_of_lineage], "alpha", "beta")
-    in_spots = lineage_cells(programme, fates, pace(spec, driver_z[spot_of_lineage]), rng)
-    np.add.at(counts, (spot_of_lineage[:, None], lin_cols[None, :]), in_spots["spliced"] + in_spots["unspliced"])
-    np.add.at(counts, spot_of_lineage, niche_counts(spec, log_z[spot_of_lineage], niche_cols, len(genes), rng))
-    np.add.at(abundance, (spot_of_lineage, len(partners) + pd.Index(LINEAGE).get_indexer(in_spots["branch"])), 1)
-    counts = rng.binomial(counts, spec.capture_efficiency).astype(np.int32)
+    insensitive = insensitive_cells(spec, len(spot_of_lineage), rng)
+    p_alpha = np.where(insensitive, 0.5, layout.p_alpha[spot_of_lineage])
+    fates = np.where(rng.random(len(spot_of_lineage)) < p_alpha, "alpha", "beta")
+    speed = np.where(insensitive, 1.0, pace(spec, driver_z[spot_of_lineage]))
+    cells = lineage_cells(space.programme, fates, speed, rng, insensitive, spec.n_receptor_genes)
+    np.add.at(counts, (spot_of_lineage[:, None], space.lin_cols[None, :]), cells["spliced"] + cells["unspliced"])
+    np.add.at(counts, spot_of_lineage, niche_counts(spec, layout.log_z[spot_of_lineage], space.niche_cols,
+                                                    len(space.genes), rng))
+    np.add.at(abundance, (spot_of_lineage, n_part + pd.Index(LINEAGE).get_indexer(cells["branch"])), 1)
+    return rng.binomial(counts, spec.capture_efficiency).astype(np.int32), abundance, n_cells
 
+
+def _spot_data(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, rng: np.random.Generator) -> ad.AnnData:
+    """The spots as an AnnData with the simulated truth (see the module docstring)."""
+    counts, abundance, n_cells = _spot_counts(spec, layout, space, rng)
+    partners = list(spec.partners)
     types = partners + LINEAGE
     truth = true_pair_colocalization(abundance)
     pairs = sorted({tuple(sorted((types[a], types[b]))) for a in range(len(types)) for b in range(len(types))
                     if a != b and truth[a, b] > 1.0})
-    spots = ad.AnnData(
-        X=sp.csr_matrix(counts),
-        obs=pd.DataFrame({"n_cells_true": n_cells, "driver_density": density[:, partners.index(spec.driver)]},
-                         index=pd.Index([f"spot_{i:04d}" for i in range(n_spots)], name="spot_id")),
-        var=genes.copy(),
-    )
-    spots.obsm["spatial"] = xy
+    obs = pd.DataFrame({"n_cells_true": n_cells, "driver_density": layout.present[:, partners.index(spec.driver)],
+                        "true_p_alpha": layout.p_alpha},
+                       index=pd.Index([f"spot_{i:04d}" for i in range(len(layout.xy))], name="spot_id"))
+    spots = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=space.genes.copy())
+    spots.obsm["spatial"] = layout.xy
     spots.obsm["true_abundance"] = abundance.astype(np.float32)
-    spots.obsm["true_partner_density"] = pd.DataFrame(density, index=spots.obs_names, columns=partners)
+    spots.obsm["true_partner_density"] = pd.DataFrame(layout.present, index=spots.obs_names, columns=partners)
     spots.uns["cell_types"] = np.asarray(types)
     spots.uns["true_pair_colocalization"] = truth
     spots.uns["colocalized_pairs"] = np.asarray(pairs) if pairs else np.empty((0, 2), dtype=str)
+    return spots
 
-    # reference: partner cells, then lineage cells each with a home spot chosen given its fate
-    share = abundance[:, : len(partners)].sum(0) / abundance[:, : len(partners)].sum()
-    ref_types = rng.choice(len(partners), size=spec.n_reference_partner_cells, p=share)
-    ref_part = model.sample(ref_types, rng.lognormal(np.log(3000.0), 0.45, size=len(ref_types)), rng)
-    n_lineage_total = spec.n_reference_lineage_cells
-    fate = rng.choice(["alpha", "beta"], size=n_lineage_total)
-    home = np.empty(n_lineage_total, dtype=int)
-    for f, w in (("alpha", p_alpha), ("beta", 1 - p_alpha)):
-        sel = np.flatnonzero(fate == f)
+
+def _lineage_reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
+                       rng: np.random.Generator) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference lineage cells, each with a fate and then a home drawn given it:
+    (counts dict, fate, home spot, niche counts)."""
+    n_spots, n = len(layout.xy), spec.n_reference_lineage_cells
+    fate = rng.choice(["alpha", "beta"], size=n)
+    insensitive = insensitive_cells(spec, n, rng)
+    home = np.empty(n, dtype=int)
+    for f, w in (("alpha", layout.p_alpha), ("beta", 1 - layout.p_alpha)):
+        sel = np.flatnonzero((fate == f) & ~insensitive)
         home[sel] = rng.choice(n_spots, size=len(sel), p=w / w.sum())
-    speed = pace(spec, driver_z[home])
-    lin = lineage_cells(programme, fate, speed, rng)
-    n_ref = len(ref_types) + n_lineage_total
-    x = sp.lil_matrix((n_ref, len(genes)), dtype=np.int32)
-    x[: len(ref_types), part_cols] = ref_part
-    spliced = np.zeros((n_ref, len(genes)), dtype=np.int32)
-    unspliced = np.zeros((n_ref, len(genes)), dtype=np.int32)
-    spliced[len(ref_types):, lin_cols] = lin["spliced"]
-    unspliced[len(ref_types):, lin_cols] = lin["unspliced"]
-    velocity = np.zeros((n_ref, len(genes)), dtype=np.float32)
-    velocity[len(ref_types):, lin_cols] = lin["velocity"]
-    niche = np.zeros((n_ref, len(genes)), dtype=np.int32)
-    niche[len(ref_types):] = niche_counts(spec, log_z[home], niche_cols, len(genes), rng)
-    x = sp.csr_matrix(x) + sp.csr_matrix(spliced + unspliced + niche)
-    cell_type = [partners[t] for t in ref_types] + list(lin["branch"])
+    home[insensitive] = rng.choice(n_spots, size=int(insensitive.sum())) if insensitive.any() else home[insensitive]
+    driver_z = layout.log_z[:, spec.partners.index(spec.driver)]
+    speed = np.where(insensitive, 1.0, pace(spec, driver_z[home]))
+    lin = lineage_cells(space.programme, fate, speed, rng, insensitive, spec.n_receptor_genes)
+    lin["speed"], lin["insensitive"] = speed, insensitive
+    niche = niche_counts(spec, layout.log_z[home], space.niche_cols, len(space.genes), rng)
+    return lin, fate, home, niche
+
+
+def _reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, spots: ad.AnnData,
+               rng: np.random.Generator) -> ad.AnnData:
+    """Partner cells, then lineage cells with their homes, layers and true partner densities."""
+    partners = list(spec.partners)
+    abundance = spots.obsm["true_abundance"][:, :len(partners)]
+    ref_types = rng.choice(len(partners), size=spec.n_reference_partner_cells, p=abundance.sum(0) / abundance.sum())
+    ref_part = space.model.sample(ref_types, rng.lognormal(np.log(3000.0), 0.45, size=len(ref_types)), rng)
+    lin, fate, home, niche = _lineage_reference(spec, layout, space, rng)
+    n_part, n_ref = len(ref_types), len(ref_types) + len(fate)
+    layers = {key: np.zeros((n_ref, len(space.genes)), dtype=np.float32 if key == "true_velocity" else np.int32)
+              for key in ("spliced", "unspliced", "true_velocity", "niche")}
+    layers["spliced"][n_part:, space.lin_cols] = lin["spliced"]
+    layers["unspliced"][n_part:, space.lin_cols] = lin["unspliced"]
+    layers["true_velocity"][n_part:, space.lin_cols] = lin["velocity"]
+    layers["niche"][n_part:] = niche
+    x = sp.lil_matrix((n_ref, len(space.genes)), dtype=np.int32)
+    x[:n_part, space.part_cols] = ref_part
+    x = sp.csr_matrix(x) + sp.csr_matrix(layers["spliced"] + layers["unspliced"] + layers.pop("niche"))
+    blank = np.full(n_part, np.nan)
     obs = pd.DataFrame({
-        "cell_type": pd.Categorical(cell_type, categories=types),
-        "is_lineage": np.r_[np.zeros(len(ref_types), bool), np.ones(n_lineage_total, bool)],
-        "fate": np.r_[np.full(len(ref_types), ""), fate],
-        "pseudotime": np.r_[np.full(len(ref_types), np.nan), lin["pseudotime"]],
-        "speed": np.r_[np.full(len(ref_types), np.nan), speed],
-        "home_spot": np.r_[np.full(len(ref_types), ""), spots.obs_names[home]],
+        "cell_type": pd.Categorical([partners[t] for t in ref_types] + list(lin["branch"]), categories=partners + LINEAGE),
+        "is_lineage": np.r_[np.zeros(n_part, bool), np.ones(len(fate), bool)],
+        "fate": np.r_[np.full(n_part, ""), fate], "pseudotime": np.r_[blank, lin["pseudotime"]],
+        "speed": np.r_[blank, lin["speed"]], "home_spot": np.r_[np.full(n_part, ""), spots.obs_names[home]],
+        "true_p_alpha": np.r_[blank, np.where(lin["insensitive"], 0.5, layout.p_alpha[home])],
+        "niche_chooser": np.r_[np.zeros(n_part, bool), ~lin["insensitive"]],
     }, index=pd.Index([f"envcell_{i:05d}" for i in range(n_ref)], name="cell_id"))
-    reference = ad.AnnData(X=x, obs=obs, var=genes.copy())
-    reference.layers["spliced"] = sp.csr_matrix(spliced)
-    reference.layers["unspliced"] = sp.csr_matrix(unspliced)
-    reference.layers["true_velocity"] = sp.csr_matrix(velocity)
+    reference = ad.AnnData(X=x, obs=obs, var=space.genes.copy())
+    for key, value in layers.items():
+        reference.layers[key] = sp.csr_matrix(value)
     home_density = np.full((n_ref, len(partners)), np.nan)
-    home_density[len(ref_types):] = density[home]
+    home_density[n_part:] = layout.present[home]
     reference.obsm["true_partner_density"] = pd.DataFrame(home_density, index=reference.obs_names, columns=partners)
-    table = ligand_target(spec, lineage_genes, rng)
-    truth_info = {"driver": spec.driver, "partners": np.asarray(partners), "fate_gain": spec.fate_gain,
+    return reference
+
+
+def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec(), intervention: Intervention | None = None
+                         ) -> tuple[ad.AnnData, ad.AnnData, pd.DataFrame]:
+    """Return ``(spots, reference, ligand_target)``; see the module docstring for the keys.
+
+    With an ``intervention`` the same tissue (same seed, same partner layout) is simulated with the
+    partner removed, strengthened or its ligand blocked before any cell chooses its fate; the
+    true fate proportions it leads to are in ``uns['environment_truth']['fate_share']``.
+    """
+    rng = sample_rng(spec.seed, "environment")
+    layout = tissue_layout(spec, rng, intervention)
+    space = _gene_space(spec, rng)
+    spots = _spot_data(spec, layout, space, rng)
+    reference = _reference(spec, layout, space, spots, rng)
+    table = ligand_target(spec, space.programme.genes, rng)
+    share = true_fate_share(spec, intervention)["alpha"]
+    truth_info = {"driver": spec.driver, "partners": np.asarray(spec.partners), "fate_gain": spec.fate_gain,
                   "speed_gain": spec.speed_gain,
-                  "niche_genes": {p: genes.index[c].to_numpy() for p, c in zip(partners, niche_cols)},
-                  "driver_ligand": CELL_TYPES[spec.driver]["markers"][0]}
+                  "niche_genes": {p: space.genes.index[c].to_numpy() for p, c in zip(spec.partners, space.niche_cols)},
+                  "driver_ligand": CELL_TYPES[spec.driver]["markers"][0],
+                  "fate_share": {"alpha": share, "beta": 1.0 - share},
+                  "intervention": "none" if intervention is None else repr(intervention)}
     spots.uns["environment_truth"] = truth_info
     reference.uns["environment_truth"] = truth_info
     return spots, reference, table
+
+
+def spec_from_config(sim: dict) -> EnvironmentSpec:
+    """The :class:`EnvironmentSpec` of the config's ``simulate`` block (its ``seed`` and optional
+    ``environment`` mapping of spec fields)."""
+    cfg = dict(sim.get("environment") or {})
+    for key in ("grid", "partners"):
+        if key in cfg:
+            cfg[key] = tuple(cfg[key])
+    return EnvironmentSpec(seed=sim["seed"], **cfg)
 
 
 def write_environment(sim: dict, spots: str, reference: str, ligand_target_tsv: str) -> None:
@@ -272,11 +442,7 @@ def write_environment(sim: dict, spots: str, reference: str, ligand_target_tsv: 
     """
     from cellfate.io import write_h5ad, write_table
 
-    cfg = dict(sim.get("environment") or {})
-    for key in ("grid", "partners"):
-        if key in cfg:
-            cfg[key] = tuple(cfg[key])
-    spot_data, ref, table = simulate_environment(EnvironmentSpec(seed=sim["seed"], **cfg))
+    spot_data, ref, table = simulate_environment(spec_from_config(sim))
     write_h5ad(spot_data, spots)
     write_h5ad(ref, reference)
     write_table(table, ligand_target_tsv, index=True)

@@ -23,13 +23,14 @@ import scipy.io
 import scipy.sparse as sp
 
 from cellfate.io import atomic_path, write_h5ad
-from cellfate.simulate.expression import CELL_TYPES
+from cellfate.simulate.expression import CELL_TYPES, SUBTYPES
 from cellfate.simulate.rdata_writer import write_rdata_dgcmatrix
 
 #: Cell Ontology and UBERON ids used by the CELLxGENE writer.
 CELL_ONTOLOGY = {
     "T cell": "CL:0000084", "B cell": "CL:0000236", "macrophage": "CL:0000235", "hepatocyte": "CL:0000182",
     "endothelial cell": "CL:0000115", "fibroblast": "CL:0000057", "epithelial cell": "CL:0000066",
+    "CD4-positive, alpha-beta T cell": "CL:0000624", "CD8-positive, alpha-beta T cell": "CL:0000625",
 }
 UBERON = {"liver": "UBERON:0002107", "lung": "UBERON:0002048", "spleen": "UBERON:0002106", "kidney": "UBERON:0002113"}
 
@@ -74,7 +75,7 @@ def write_panglaodb_tables(samples: list[dict], metadata_path: str | Path, annot
         meta.append([s["sra"], s["srs"], s["tissue"].capitalize(), "10x chromium", "Mus musculus",
                      "Illumina HiSeq 4000", "15000", "1200", str(len(s["cell_types"])), "0", "1", "\\N"])
         for k, t in enumerate(s["cell_types"]):
-            annot.append([s["sra"], s["srs"], str(k), str(CELL_TYPES[t]["panglaodb"]), "1e-10", "1e-08", "30.5"])
+            annot.append([s["sra"], s["srs"], str(k), str({**CELL_TYPES, **SUBTYPES}[t]["panglaodb"]), "1e-10", "1e-08", "30.5"])
     with atomic_path(metadata_path) as tmp:
         tmp.write_text(quoted(meta))
     with atomic_path(annotations_path) as tmp:

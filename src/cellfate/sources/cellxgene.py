@@ -17,6 +17,7 @@ import pandas as pd
 from cellfate.errors import CellfateError
 from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.readers import check_unique, read_h5ad, read_json
+from cellfate.synonyms import SynonymTable
 
 
 def dataset_asset_url(listing: str | Path, dataset_id: str) -> str:
@@ -36,8 +37,8 @@ def dataset_asset_url(listing: str | Path, dataset_id: str) -> str:
     raise CellfateError(f"dataset {dataset_id} is not in the listing ({len(datasets)} datasets)", listing)
 
 
-def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | None = None
-                           ) -> tuple[ad.AnnData, pd.DataFrame]:
+def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | None = None,
+                           synonyms: SynonymTable | None = None) -> tuple[ad.AnnData, pd.DataFrame]:
     """One dataset as AnnData (cells x ENSMUSG ids, raw counts) and its unresolved-gene table."""
     data = read_h5ad(h5ad, what="CELLxGENE h5ad", min_cells=0)
     if data.n_obs == 0 or data.n_vars == 0:
@@ -54,7 +55,7 @@ def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | N
     if "feature_name" in data.var:  # keep the published symbols where the id carries none
         names = data.var["feature_name"].reindex(var_names).astype(str).to_numpy()
         symbols = [s or n for s, n in zip(symbols, names)]
-    counts, var, unresolved = harmonise_genes(counts, ids, symbols, h5ad)
+    counts, var, unresolved = harmonise_genes(counts, ids, symbols, h5ad, synonyms)
     obs_in = data.obs
     label = obs_in["cell_type"].astype(str) if "cell_type" in obs_in else pd.Series("unknown", index=obs_in.index)
     tissue_col = obs_in["tissue"].astype(str).to_numpy() if "tissue" in obs_in else "unknown"
@@ -66,7 +67,7 @@ def read_cellxgene_dataset(h5ad: str | Path, *, dataset_id: str, tissue: str | N
             "sample": dataset_id,
             "tissue": tissue if tissue else tissue_col,
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(label, h5ad, "" if "cell_type" in obs_in else "no obs column 'cell_type'").to_numpy(),
             "is_primary_data": primary,
         },
         index=pd.Index([f"{dataset_id}:{c}" for c in obs_in.index], name="cell_id"),

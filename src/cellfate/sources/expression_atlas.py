@@ -17,6 +17,7 @@ import scipy.io
 from cellfate.errors import CellfateError
 from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.readers import check_unique
+from cellfate.synonyms import SynonymTable
 
 CELL_TYPE_COLUMNS = (
     "Factor Value[inferred cell type - authors labels]",
@@ -32,8 +33,8 @@ def _member(names: list[str], suffix: str, path: str | Path) -> str:
     return hits[0]
 
 
-def read_atlas_experiment(archive: str | Path, design: str | Path, *, accession: str, tissue: str | None = None
-                          ) -> tuple[ad.AnnData, pd.DataFrame]:
+def read_atlas_experiment(archive: str | Path, design: str | Path, *, accession: str, tissue: str | None = None,
+                          synonyms: SynonymTable | None = None) -> tuple[ad.AnnData, pd.DataFrame]:
     """One experiment as AnnData (cells x ENSMUSG ids) and its unresolved-gene table."""
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -51,7 +52,7 @@ def read_atlas_experiment(archive: str | Path, design: str | Path, *, accession:
         raise CellfateError(f"matrix is {matrix.shape} but rows/cols list {len(genes)} genes x {len(cols)} cells", archive)
     counts = check_counts(matrix.T, archive)
     ids, symbols = parse_gene_ids(genes)
-    counts, var, unresolved = harmonise_genes(counts, ids, symbols, archive)
+    counts, var, unresolved = harmonise_genes(counts, ids, symbols, archive, synonyms)
 
     try:
         table = pd.read_csv(design, sep="\t", dtype=str, keep_default_na=False)
@@ -73,7 +74,10 @@ def read_atlas_experiment(archive: str | Path, design: str | Path, *, accession:
             "sample": accession,
             "tissue": tissue if tissue else (part.fillna("unknown").to_numpy() if part is not None else "unknown"),
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(
+                label, design, f"label column {label_column}" if label_column else
+                f"no cell-type column ({', '.join(CELL_TYPE_COLUMNS)}) in the design, or no cell id matches its Assay column",
+            ).to_numpy(),
             "is_primary_data": True,
         },
         index=pd.Index([f"{accession}:{c}" for c in cols], name="cell_id"),

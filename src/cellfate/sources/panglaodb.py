@@ -18,6 +18,7 @@ from cellfate.errors import CellfateError
 from cellfate.harmonise import check_counts, harmonise_cell_types, harmonise_genes, parse_gene_ids
 from cellfate.readers import check_unique
 from cellfate.sources.rdata import read_rdata_dgcmatrix
+from cellfate.synonyms import SynonymTable
 
 
 def read_metadata(path: str | Path) -> pd.DataFrame:
@@ -55,15 +56,20 @@ def read_clusters(path: str | Path) -> pd.Series:
 
 
 def read_panglaodb_sample(
-    rdata: str | Path, clusters: str | Path, annotations: str | Path, *, sra: str, srs: str, tissue: str
+    rdata: str | Path, clusters: str | Path, annotations: str | Path, *, sra: str, srs: str, tissue: str,
+    synonyms: SynonymTable | None = None,
 ) -> tuple[ad.AnnData, pd.DataFrame]:
     """One sample as AnnData (cells x ENSMUSG ids, int32 counts) and its unresolved-gene table."""
     matrix, rows, cols = read_rdata_dgcmatrix(rdata)
     check_unique(cols, "cell barcode", rdata)
     counts = check_counts(matrix.T, rdata)
     ids, symbols = parse_gene_ids(rows)
-    counts, var, unresolved = harmonise_genes(counts, ids, symbols, rdata)
-    cluster = read_clusters(clusters).reindex(cols)
+    counts, var, unresolved = harmonise_genes(counts, ids, symbols, rdata, synonyms)
+    cluster_table = read_clusters(clusters)
+    cluster = cluster_table.reindex(cols)
+    why = (f"none of the {len(cluster_table)} barcodes of the clusters file is a cell of the counts "
+           f"(clusters e.g. {list(cluster_table.index[:1])}, counts e.g. {list(cols[:1])}: a '-1' suffix on one side?)"
+           if len(cluster_table) and cluster.isna().all() else "no cluster has a cell-type annotation")
     names = read_annotations(annotations, sra, srs)
     label = cluster.map(lambda c: names.get(int(c), "Unknown") if pd.notna(c) else "Unknown")
     obs = pd.DataFrame(
@@ -73,7 +79,7 @@ def read_panglaodb_sample(
             "sample": f"{sra}_{srs}",
             "tissue": tissue,
             "cell_type_source": label.to_numpy(),
-            "cell_type": harmonise_cell_types(label).to_numpy(),
+            "cell_type": harmonise_cell_types(label, clusters, why).to_numpy(),
             "is_primary_data": True,
         },
         index=pd.Index([f"{sra}_{srs}:{b}" for b in cols], name="cell_id"),

@@ -2,10 +2,9 @@
 
 Each PanglaoDB sample is an ``.RData`` file holding one object ``sm``: genes x cells, row names
 such as ``Xkr4_ENSMUSG00000051951``, column names the cell barcodes. R is not needed to read it:
-the ``rdata`` package parses R's serialization format into a tree of objects, and a dgCMatrix is
-just compressed-sparse-column arrays in its slots (``i``, ``p``, ``x``, ``Dim``, ``Dimnames``), so
-the matrix is assembled here directly. The high-level ``rdata`` converter is not used because it
-does not turn S4 objects into anything useful.
+``rdata.read_rda`` parses R's serialization format and hands each S4 ``dgCMatrix`` (its slots
+``i``, ``p``, ``x``, ``Dim``, ``Dimnames``) to the constructor registered here, which checks the
+slots as R's ``validObject()`` would and builds the compressed-sparse-column matrix.
 
 Downloads go wrong in mundane ways (an HTML error page saved as ``.RData``, a cut-off transfer, a
 sample saved with another object name), so every such problem becomes a one-line
@@ -19,13 +18,15 @@ import gzip
 import lzma
 import os
 import warnings
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import rdata
 import scipy.sparse as sp
-from rdata.parser import RObject, RObjectType
 
 from cellfate.errors import CellfateError
 
@@ -34,22 +35,15 @@ _DECOMPRESSORS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzm
 _WORKSPACE_MAGICS = {b"RDX2\n", b"RDX3\n", b"RDA2\n", b"RDA3\n", b"RDB2\n", b"RDB3\n"}
 _RDS_MAGICS = (b"X\n", b"A\n", b"B\n")  # saveRDS() output: one bare object, no workspace header
 
-# How R itself would name an unclassed object of each type, for error messages.
-_R_TYPE_NAMES = {
-    RObjectType.NIL: "NULL",
-    RObjectType.NILVALUE: "NULL",
-    RObjectType.LGL: "logical",
-    RObjectType.INT: "integer",
-    RObjectType.REAL: "numeric",
-    RObjectType.CPLX: "complex",
-    RObjectType.STR: "character",
-    RObjectType.VEC: "list",
-    RObjectType.CLO: "function",
-    RObjectType.ENV: "environment",
-    RObjectType.S4: "S4 object",
-}
+# How R names the storage type of a converted vector or matrix, for error messages.
+_R_TYPE_NAMES = {"b": "logical", "i": "integer", "u": "integer", "f": "numeric", "c": "complex", "U": "character"}
 
-_LATIN1_FLAG = 1 << 2  # CHARSXP levels bits (R's LATIN1_MASK)
+
+@dataclass(frozen=True)
+class _DgCMatrix:
+    """A dgCMatrix as ``rdata`` hands it over: the S4 slots, not yet checked."""
+
+    slots: SimpleNamespace
 
 
 def _check_is_workspace(path: Path) -> None:
@@ -76,72 +70,44 @@ def _check_is_workspace(path: Path) -> None:
     raise CellfateError("not an R workspace (.RData): unrecognised file header", path)
 
 
-def _deref(obj: RObject) -> RObject:
-    """Follow R's back-references (a repeated symbol or environment is written once, then referred to)."""
-    while obj.info.type is RObjectType.REF:
-        obj = obj.referenced_object
-    return obj
+def _describe(obj: Any) -> str:
+    """Name the kind of object found, the way ``class()`` in R would (after ``rdata``'s conversion)."""
+    if isinstance(obj, pd.DataFrame):
+        return "data.frame"
+    if isinstance(obj, pd.Categorical | pd.Series):
+        return "factor"
+    if isinstance(obj, SimpleNamespace) and hasattr(obj, "class"):
+        return "/".join(str(c) for c in np.atleast_1d(getattr(obj, "class")))
+    if isinstance(obj, np.ndarray):
+        type_name = _R_TYPE_NAMES.get(obj.dtype.kind, str(obj.dtype))
+        return f"base R matrix ({type_name})" if obj.ndim == 2 else type_name
+    if obj is None:
+        return "NULL"
+    return "list" if isinstance(obj, list | dict) else type(obj).__name__
 
 
-def _text(char: RObject) -> str | None:
-    """The Python string in one CHARSXP; None for ``NA``."""
-    char = _deref(char)
-    if char.value is None:
-        return None
-    encoding = "latin-1" if char.info.gp & _LATIN1_FLAG else "utf-8"
-    return char.value.decode(encoding, errors="replace")
-
-
-def _pairlist(obj: RObject | None) -> Iterator[tuple[str | None, RObject]]:
-    """Yield ``(tag, value)`` for each cell of a pairlist (the workspace, or an attribute list)."""
-    while obj is not None and (obj := _deref(obj)).info.type is RObjectType.LIST:
-        car, cdr = obj.value
-        tag = None if obj.tag is None else _text(_deref(obj.tag).value)
-        yield tag, _deref(car)
-        obj = cdr
-
-
-def _attributes(obj: RObject) -> dict[str | None, RObject]:
-    """An object's attributes; for an S4 object these are its slots, plus ``class``."""
-    return dict(_pairlist(obj.attributes))
-
-
-def _strings(obj: RObject) -> list[str | None]:
-    return [_text(c) for c in obj.value] if obj.info.type is RObjectType.STR else []
-
-
-def _describe(obj: RObject) -> str:
-    """Name the kind of object found, the way ``class()`` in R would."""
-    attrs = _attributes(obj)
-    classes = [c for c in _strings(attrs["class"]) if c] if "class" in attrs else []
-    if classes:
-        return "/".join(classes)
-    type_name = _R_TYPE_NAMES.get(obj.info.type, obj.info.type.name.lower())
-    return f"base R matrix ({type_name})" if "dim" in attrs else type_name
-
-
-def _names(attrs: dict[str | None, RObject], axis: int, length: int, what: str, path: Path) -> list[str]:
+def _names(slots: SimpleNamespace, axis: int, length: int, what: str, path: Path) -> list[str]:
     """Row (axis 0) or column (axis 1) names from the Dimnames slot, which must be complete."""
-    dimnames = attrs.get("Dimnames")
-    if dimnames is None or dimnames.info.type is not RObjectType.VEC or len(dimnames.value) != 2:
+    dimnames = getattr(slots, "Dimnames", None)
+    if not isinstance(dimnames, list) or len(dimnames) != 2:
         raise CellfateError("dgCMatrix has a malformed Dimnames slot", path)
-    entry = _deref(dimnames.value[axis])
-    if entry.info.type is not RObjectType.STR:
+    entry = dimnames[axis]
+    if entry is None:
         raise CellfateError(f"dgCMatrix has no {what} names (Dimnames[[{axis + 1}]] is NULL)", path)
-    names = _strings(entry)
+    names = list(np.asarray(entry, dtype=object))
     if len(names) != length:
         raise CellfateError(f"dgCMatrix has {length} {what}s but {len(names)} {what} names", path)
-    if None in names:
+    if any(n is None or (isinstance(n, float) and np.isnan(n)) for n in names):
         raise CellfateError(f"dgCMatrix has NA among its {what} names", path)
-    return names  # type: ignore[return-value]  # no None left
+    return [str(n) for n in names]
 
 
-def _slot(attrs: dict[str | None, RObject], slot: str, rtype: RObjectType, path: Path) -> np.ndarray:
-    obj = attrs.get(slot)
-    if obj is None or obj.info.type is not rtype:
-        found = "missing" if obj is None else _describe(obj)
-        raise CellfateError(f"dgCMatrix slot {slot} should be {_R_TYPE_NAMES[rtype]} but is {found}", path)
-    return np.asarray(obj.value)
+def _slot(slots: SimpleNamespace, slot: str, kinds: str, r_type: str, path: Path) -> np.ndarray:
+    value = getattr(slots, slot, None)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
+        found = "missing" if value is None else _describe(value)
+        raise CellfateError(f"dgCMatrix slot {slot} should be {r_type} but is {found}", path)
+    return value
 
 
 def _check_slots(i: np.ndarray, p: np.ndarray, x: np.ndarray, n_rows: int, n_cols: int, path: Path) -> None:
@@ -158,6 +124,20 @@ def _check_slots(i: np.ndarray, p: np.ndarray, x: np.ndarray, n_rows: int, n_col
         raise CellfateError(f"inconsistent dgCMatrix: row indices outside 0..{n_rows - 1}", path)
 
 
+def _parse(path: Path) -> dict[str, Any]:
+    """Every object of the workspace, each dgCMatrix wrapped unchecked; parser failures as one line."""
+    constructors = {**rdata.conversion.DEFAULT_CLASS_MAP, "dgCMatrix": lambda obj, attrs: _DgCMatrix(obj)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rdata warns about constructs we do not use
+            return rdata.read_rda(path, constructor_dict=constructors)
+    except MemoryError:
+        raise
+    except Exception as exc:  # the parser fails on bad bytes with assorted exception types
+        detail = f"{type(exc).__name__}: {exc}"[:200]
+        raise CellfateError(f"corrupt or truncated R workspace ({detail})", path) from None
+
+
 def read_rdata_dgcmatrix(
     path: str | os.PathLike[str], name: str = "sm"
 ) -> tuple[sp.csc_matrix, list[str], list[str]]:
@@ -170,37 +150,24 @@ def read_rdata_dgcmatrix(
     """
     path = Path(path)
     _check_is_workspace(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # rdata warns about constructs we do not use
-            parsed = rdata.parser.parse_file(path)
-    except MemoryError:
-        raise
-    except Exception as exc:  # the parser fails on bad bytes with assorted exception types
-        detail = f"{type(exc).__name__}: {exc}"[:200]
-        raise CellfateError(f"corrupt or truncated R workspace ({detail})", path) from None
-
-    objects = dict(_pairlist(parsed.object))
+    objects = _parse(path)
     if name not in objects:
         present = ", ".join(f"`{n}`" for n in objects) or "none"
         raise CellfateError(f"no object named `{name}` in the workspace (objects present: {present})", path)
     obj = objects[name]
-    attrs = _attributes(obj)
-    classes = _strings(attrs["class"]) if "class" in attrs else []
-    if obj.info.type is not RObjectType.S4 or classes[:1] != ["dgCMatrix"]:
+    if not isinstance(obj, _DgCMatrix):
         raise CellfateError(f"`{name}` is a {_describe(obj)}, not a dgCMatrix (Matrix package)", path)
-
-    dim = _slot(attrs, "Dim", RObjectType.INT, path)
+    slots = obj.slots
+    dim = _slot(slots, "Dim", "iu", "integer", path)
     if dim.shape != (2,) or dim.min() < 0:
         raise CellfateError(f"inconsistent dgCMatrix: Dim slot is {dim.tolist()}", path)
     n_rows, n_cols = (int(d) for d in dim)
-    i = _slot(attrs, "i", RObjectType.INT, path)
-    p = _slot(attrs, "p", RObjectType.INT, path)
-    x = _slot(attrs, "x", RObjectType.REAL, path)
+    i = _slot(slots, "i", "iu", "integer", path)
+    p = _slot(slots, "p", "iu", "integer", path)
+    x = _slot(slots, "x", "f", "numeric", path)
     _check_slots(i, p, x, n_rows, n_cols, path)
-    row_names = _names(attrs, 0, n_rows, "row", path)
-    col_names = _names(attrs, 1, n_cols, "column", path)
-
+    row_names = _names(slots, 0, n_rows, "row", path)
+    col_names = _names(slots, 1, n_cols, "column", path)
     matrix = sp.csc_matrix(
         (x.astype(np.float64, copy=False), i.astype(np.int32, copy=False), p.astype(np.int32, copy=False)),
         shape=(n_rows, n_cols),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -20,8 +21,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from cellfate.counts import check_count_values
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path
+from cellfate.nn.device import resolve_device
 from cellfate.spatial import train as training
 from cellfate.spatial.module import DeepColorModule, ModuleConfig
 
@@ -61,15 +64,7 @@ def counts_matrix(adata: ad.AnnData, path: PathLike | None, what: str) -> sp.csr
     """The raw counts (``layers['counts']`` if present, else ``X``) as CSR, checked to be counts."""
     x = adata.layers["counts"] if "counts" in adata.layers else adata.X
     x = sp.csr_matrix(x)
-    data = x.data
-    if data.size and not np.isfinite(data).all():
-        raise CellfateError(f"{what} counts contain NaN or infinite values; DeepCOLOR needs raw integer counts", path)
-    if data.size and (data < 0).any():
-        raise CellfateError(f"{what} counts contain negative values; DeepCOLOR needs raw integer counts", path)
-    if data.size and not np.array_equal(data, np.round(data)):
-        frac = data[data != np.round(data)][:1]
-        raise CellfateError(f"{what} counts are not integers (e.g. {float(frac[0]):g}): DeepCOLOR needs raw counts, "
-                            "not normalised or log-transformed values", path)
+    check_count_values(x.data, f"{what} counts", path)
     return x
 
 
@@ -149,8 +144,8 @@ class DeepColor:
         data = match_inputs(cells, spots, config.min_gene_counts, cells_path, spots_path)
         torch.manual_seed(config.train.seed)
         model = cls(config, data.genes, data.spot_names)
-        model.module.to(device)
-        model.device = torch.device(device)
+        model.device = resolve_device(device)
+        model.module.to(model.device)
         rows = training.Rows(data.cells, model.device)
         spot_x = torch.as_tensor(data.spots.toarray(), dtype=torch.float32, device=model.device)
         log.info("fitting DeepCOLOR: %d cells, %d spots, %d genes", data.cells.shape[0], spot_x.shape[0], len(data.genes))
@@ -183,16 +178,26 @@ class DeepColor:
         return training.map_inputs(self.module, rows, z).cpu().numpy()
 
     @torch.no_grad()
-    def map2sp(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Cells x spots from :meth:`map_inputs`: each spot's share of every cell (columns sum to 1
-        over all cells)."""
+    def map2sp_blocks(self, features: np.ndarray, chunk: int = 4096) -> Iterator[tuple[slice, np.ndarray]]:
+        """Rows of :meth:`map2sp`, ``chunk`` cells at a time (a new float32 array each): for
+        outputs that must never hold all cells x spots at once."""
         self.module.eval()
         z = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         totals = training.map_totals(self.module, z, chunk)
-        out = np.empty((len(z), len(self.spot_names)), dtype=np.float32)
         for i in range(0, len(z), chunk):
-            out[i:i + chunk] = (self.module.map_scores(z[i:i + chunk]) / totals).cpu().numpy()
+            yield slice(i, min(i + chunk, len(z))), (self.module.map_scores(z[i:i + chunk]) / totals).cpu().numpy()
+
+    def map2sp(self, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Cells x spots from :meth:`map_inputs`: each spot's share of every cell (columns sum to 1
+        over all cells)."""
+        out = np.empty((len(features), len(self.spot_names)), dtype=np.float32)
+        for rows, block in self.map2sp_blocks(features, chunk):
+            out[rows] = block
         return out
+
+    def gene_scale(self) -> np.ndarray:
+        """The per-gene scale the spot mixtures are multiplied by."""
+        return torch.nn.functional.softplus(self.module.raw_gene_scale).detach().cpu().numpy()
 
     @torch.no_grad()
     def imputed(self, zl: np.ndarray, map2sp: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -200,8 +205,7 @@ class DeepColor:
         out = np.zeros((map2sp.shape[1], len(self.genes)), dtype=np.float64)
         for i in range(0, len(zl), chunk):
             out += map2sp[i:i + chunk].T.astype(np.float64) @ self.expression(zl[i:i + chunk])
-        scale = torch.nn.functional.softplus(self.module.raw_gene_scale).cpu().numpy()
-        return (out * scale).astype(np.float32)
+        return (out * self.gene_scale()).astype(np.float32)
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: PathLike) -> None:
@@ -223,8 +227,9 @@ class DeepColor:
         meta = json.loads((path / "config.json").read_text())
         config = DeepColorConfig.from_dict(meta["deepcolor"])
         module = DeepColorModule(ModuleConfig(**meta["module"]))
-        module.load_state_dict(torch.load(path / "module.pt", map_location=device, weights_only=True))
-        module.to(device).eval()
+        where = resolve_device(device)
+        module.load_state_dict(torch.load(path / "module.pt", map_location=where, weights_only=True))
+        module.to(where).eval()
         genes = pd.Index((path / "genes.txt").read_text().split("\n")[:-1])
         spots = pd.Index((path / "spots.txt").read_text().split("\n")[:-1])
         history_file = path / "history.tsv"

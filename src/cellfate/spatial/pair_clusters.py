@@ -2,10 +2,10 @@
 
 Each colocalization edge (i, j) becomes one point with feature z_i + z_j (order-free, so the pair
 is described by both partners' states); a kNN graph with Leiden (resolution 0.1 by default, coarse
-on purpose) groups the pairs and UMAP draws them. The graph and Leiden are built directly
-(scipy's k-d tree, igraph, leidenalg) and the layout is :mod:`cellfate.umap_layout` on the same
-neighbours, rather than scanpy / umap-learn, whose imports and numba compilation cost more than
-the clustering itself at this size. Edges are sampled (seeded) above ``max_pairs`` so the
+on purpose) groups the pairs and UMAP draws them. The neighbours, graph and Leiden are
+:mod:`cellfate.neighbours` and the layout is :mod:`cellfate.umap_layout` on the same neighbours,
+rather than scanpy / umap-learn, whose imports and numba compilation cost more than the
+clustering itself at this size. Edges are sampled (seeded) above ``max_pairs`` so the
 cost stays bounded whatever the number of edges.
 """
 
@@ -17,27 +17,10 @@ import numpy as np
 import pandas as pd
 
 from cellfate.errors import CellfateError
-from cellfate.umap_layout import nearest_neighbours, umap_layout
+from cellfate.neighbours import leiden_clusters, nearest_neighbours
+from cellfate.umap_layout import umap_layout
 
 log = logging.getLogger(__name__)
-
-
-def neighbour_graph(idx: np.ndarray) -> "igraph.Graph":
-    """Undirected kNN graph of ``idx`` (cells x k, self excluded): an edge if either end lists the other."""
-    import igraph
-
-    src = np.repeat(np.arange(len(idx)), idx.shape[1])
-    pairs = {(min(a, b), max(a, b)) for a, b in zip(src.tolist(), idx.ravel().tolist()) if a != b}
-    return igraph.Graph(n=len(idx), edges=sorted(pairs))
-
-
-def leiden(graph: "igraph.Graph", resolution: float, seed: int) -> np.ndarray:
-    """Leiden communities (RB configuration model, as scanpy's default) as integer labels."""
-    import leidenalg
-
-    part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
-                                    resolution_parameter=resolution, seed=seed, n_iterations=-1)
-    return np.asarray(part.membership)
 
 
 def pair_clusters(edges: pd.DataFrame, latent: pd.DataFrame, max_pairs: int = 20_000, n_neighbors: int = 15,
@@ -57,9 +40,9 @@ def pair_clusters(edges: pd.DataFrame, latent: pd.DataFrame, max_pairs: int = 20
     out = edges.assign(pair_type=pair_type)
     if len(edges) < 3:
         return out.assign(cluster="0", umap_1=0.0, umap_2=0.0)
-    dist, idx = nearest_neighbours(feature, n_neighbors)
-    clusters = leiden(neighbour_graph(idx), resolution, seed)
-    xy = umap_layout(feature, seed=seed, knn=(dist, idx)) if umap else np.full((len(edges), 2), np.nan)
+    knn = nearest_neighbours(feature, n_neighbors)
+    clusters = leiden_clusters(feature, resolution=resolution, seed=seed, knn=knn)
+    xy = umap_layout(feature, seed=seed, knn=knn) if umap else np.full((len(edges), 2), np.nan)
     log.info("%d pairs in %d clusters", len(edges), len(set(clusters)))
     return out.assign(cluster=clusters.astype(str), umap_1=xy[:, 0], umap_2=xy[:, 1])
 

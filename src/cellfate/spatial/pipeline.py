@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sparse
 import torch
 
+from cellfate.counts import dense
 from cellfate.errors import CellfateError
 from cellfate.io import atomic_path, write_h5ad, write_table
 from cellfate.readers import read_h5ad
@@ -31,8 +32,8 @@ from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
 from cellfate.spatial import validation
 from cellfate.spatial.cell_level import cell_level_metrics
-from cellfate.spatial.model import (DeepColor, DeepColorConfig, type_distributions, type_shares,
-                                   type_shares_from_p)
+from cellfate.spatial.map_outputs import write_p_mat
+from cellfate.spatial.model import DeepColor, DeepColorConfig, type_shares_from_p
 from cellfate.spatial.pair_clusters import pair_clusters as cluster_pairs
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
-                    "clusters_per_type": 3, "n_neighbors": 15, "holdout": 0.2, "n_permutations": 200, "alpha": 0.05,
-                    "min_counts": 10, "n_modes": 3, "n_fits": 1, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
+                    "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
+                    "min_counts": 10, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
 
@@ -75,27 +76,10 @@ def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
-def _entropy(p: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per row of p, -sum p log p, a block of rows at a time (temporaries stay block-sized)."""
-    out = np.empty(len(p))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(0, len(p), chunk):
-            block = np.asarray(p[i:i + chunk])
-            out[i:i + chunk] = -np.nansum(np.where(block > 0, block * np.log(block), 0.0), axis=1)
-    return out
-
-
-def _write_npy(array: np.ndarray, path: PathLike) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-
 def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h5ad: PathLike, p_mat: PathLike,
-              mapped_spots: PathLike, cfg: Config | None = None, threads: int = 1) -> DeepColor:
+              mapped_spots: PathLike, cfg: Config | None = None) -> DeepColor:
     """Rule ``deepcolor``: fit, save the model, write the cells, p_mat and the mapped spots."""
     cfg = settings(cfg)
-    torch.set_num_threads(max(1, int(threads)))
     cells = read_h5ad(reference, what="reference h5ad")
     spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
     labels = _labels(cells, cfg["cell_type_key"], reference)
@@ -103,21 +87,17 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
-    # one dense cells x spots array: map2sp, read for the spot-level outputs, then turned into
-    # p_mat in place (map2sp = p_mat * map_total is recovered from the two files)
-    map2sp = model.map2sp(model.map_inputs(*_mapping_view(cells, model, zl)))
-    total = map2sp.sum(1)
+    # p_mat is written a block of cells at a time; no cells x spots array is held (map_outputs)
+    features = model.map_inputs(*_mapping_view(cells, model, zl))
+    summary = write_p_mat(model, features, zl, labels, p_mat)
     mapped = spot_data[:, model.genes].copy()
-    mapped.obsm["deepcolor_type_share"] = type_shares(map2sp, labels).set_index(mapped.obs_names)
-    mapped.layers["deepcolor_imputed"] = model.imputed(zl, map2sp)
-    p = map2sp
-    np.divide(p, np.maximum(total, 1e-30)[:, None], out=p)
-    _write_npy(p, p_mat)
-    mapped.obsm["deepcolor_type_distribution"] = type_distributions(p, labels).set_index(mapped.obs_names)
+    mapped.obsm["deepcolor_type_share"] = summary.type_share.set_index(mapped.obs_names)
+    mapped.layers["deepcolor_imputed"] = summary.imputed
+    mapped.obsm["deepcolor_type_distribution"] = summary.type_distribution.set_index(mapped.obs_names)
 
     cells.obsm["X_zl"] = zl
-    cells.obs["map_total"] = total
-    cells.obs["map_entropy"] = _entropy(p)
+    cells.obs["map_total"] = summary.map_total
+    cells.obs["map_entropy"] = summary.entropy
     cells.var["deepcolor_used"] = cells.var_names.isin(model.genes)
     cells.uns["deepcolor"] = {"n_genes": len(model.genes), "n_spots": len(model.spot_names),
                               "cell_type_key": cfg["cell_type_key"], "p_mat": os.path.basename(str(p_mat))}
@@ -195,7 +175,7 @@ def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_t
 
 def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: PathLike, out_tsv: PathLike,
              cfg: Config | None = None, environment_modes: PathLike | None = None,
-             negative_modes: PathLike | None = None) -> pd.DataFrame:
+             negative_modes: PathLike | None = None, forward_table: PathLike | None = None) -> pd.DataFrame:
     """Rule ``spatial_validation``: map correlation, colocalization AUROC/Spearman, cell-level map
     metrics (on a tissue with cell homes), and the environment analysis' named partners on the
     positive and the negative control, against the simulated truth."""
@@ -217,6 +197,8 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
         extra.update(environment_rows(_read_modes(environment_modes), negative=False))
     if negative_modes is not None:
         extra.update(environment_rows(_read_modes(negative_modes), negative=True))
+    if forward_table is not None:  # the forward analysis against the simulator re-run (issue 16)
+        extra.update(validation.forward_rows(pd.read_csv(forward_table, sep="\t")))
     table = validation.validation_table(shares, matrix, spot_data.obsm["true_abundance"], dict(spot_data.uns), extra)
     write_table(table, out_tsv)
     return table
@@ -302,58 +284,63 @@ def _per10k(x: Any) -> Any:
     return sparse.diags(scale) @ x if sparse.issparse(x) else x * scale[:, None]
 
 
-def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
-                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None, threads: int = 1) -> pd.DataFrame:
-    """Rule ``environment_dynamics``: conditioned dynamics of the modelled cells, Jacobian modes,
-    per-gene velocity change of mode 1 and the ligands that would cause it."""
-    cfg = settings(cfg)
-    e = cfg["environment"]
-    torch.set_num_threads(max(1, int(threads)))
-    cells = ad.read_h5ad(cells_h5ad)
-    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
+def _lineage(cells: ad.AnnData, e: dict[str, Any], cfg: Config, path: PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Cell type labels, the mask of the modelled cells and the partner types, checked."""
+    labels = _labels(cells, cfg["cell_type_key"], path).to_numpy()
     lineage = np.isin(labels, e["cells"])
     if lineage.sum() < 20:
-        raise CellfateError(f"only {lineage.sum()} cells of the types {e['cells']} (spatial.environment.cells)", cells_h5ad)
+        raise CellfateError(f"only {lineage.sum()} cells of the types {e['cells']} (spatial.environment.cells)", path)
+    if lineage.sum() < 2 * int(e["folds"]):
+        raise CellfateError(f"{lineage.sum()} modelled cells for {e['folds']} folds (spatial.environment.folds)", path)
     for layer in ("spliced", "unspliced"):
         if layer not in cells.layers:
-            raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", cells_h5ad)
-    partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
-    c, names, column_types = _condition(cells, lineage, labels, list(partners), e, p_mat, cells_h5ad, cfg["seed"])
-    c = env.standardise(c)
+            raise CellfateError(f"no layers[{layer!r}]: environment dynamics needs spliced and unspliced counts", path)
+    return labels, lineage, list(e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]])
+
+
+def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
+                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None) -> pd.DataFrame:
+    """Rule ``environment_dynamics``: cross-fitted conditioned dynamics of the modelled cells,
+    Jacobian modes, per-gene velocity change of mode 1 and the ligands that would cause it. On the
+    simulated tissue the same analysis also runs with the true partner densities as c: that
+    control tells a failure of the analysis from a condition that carries no environment."""
+    cfg = settings(cfg)
+    e = cfg["environment"]
+    cells = ad.read_h5ad(cells_h5ad)
+    labels, lineage, partners = _lineage(cells, e, cfg, cells_h5ad)
+    c, names, column_types = _condition(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"])
     sub = cells[lineage]
-    spliced = _dense(sub.layers["spliced"])
-    unspliced = _dense(sub.layers["unspliced"])
-    hold = np.sort(np.random.default_rng(cfg["seed"]).permutation(len(c))[: int(round(e["holdout"] * len(c)))])
-    train = np.setdiff1d(np.arange(len(c)), hold)
-    keep = spliced[train].sum(0) >= max(1, e["min_counts"])  # VICDYF needs spliced counts in every gene
+    spliced, unspliced = (dense(sub.layers[k]) for k in ("spliced", "unspliced"))  # one lineage: few cells
+    folds = env.crossfit_folds(len(c), int(e["folds"]), cfg["seed"])
+    # VICDYF needs spliced counts in every gene of every fold's training cells
+    keep = np.all([np.delete(spliced, f, 0).sum(0) >= max(1, e["min_counts"]) for f in folds], axis=0)
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
-    log.info("environment dynamics: %d cells (%d held out), %d genes, conditions %s", lineage.sum(), len(hold),
-             keep.sum(), names)
+    log.info("environment dynamics: %d cells in %d folds, %d genes, conditions %s", len(c), len(folds), keep.sum(), names)
     s, u = spliced[:, keep], unspliced[:, keep]
-    modes, fits = _analyse(s, u, c, names, column_types, e["condition"], (train, hold), mcfg, e, cfg["seed"])
+    modes, fits = _analyse(s, u, env.standardise(c), names, column_types, e["condition"], folds, mcfg, e, cfg["seed"])
     truth = cells.uns.get("environment_truth")
     tables = [modes]
     if truth is not None:
         modes["is_true_driver"] = modes["partner_type"] == str(truth["driver"])
         if e["condition"] != "truth" and "true_partner_density" in cells.obsm:
-            # The control on the simulated tissue: the same analysis with the true partner densities
-            # as c, which tells a failure of the analysis from a condition that carries no environment.
-            c_true, _, _ = _condition(cells, lineage, labels, list(partners), {**e, "condition": "truth"}, p_mat,
-                                      cells_h5ad)
-            control, _ = _analyse(s, u, env.standardise(c_true), list(partners), list(partners), "truth",
-                                  (train, hold), mcfg, e, cfg["seed"])
-            control["is_true_driver"] = control["partner"] == str(truth["driver"])
-            tables.append(control)
+            c_true, _, _ = _condition(cells, lineage, labels, partners, {**e, "condition": "truth"}, p_mat, cells_h5ad)
+            control, _ = _analyse(s, u, env.standardise(c_true), partners, partners, "truth", folds, mcfg, e, cfg["seed"])
+            tables.append(control.assign(is_true_driver=control["partner"] == str(truth["driver"])))
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
+    _write_mode_one(cells, labels, sub.var_names[keep], modes, fits, ligand_target, genes_tsv, ligands_tsv, truth)
+    return modes
 
+
+def _write_mode_one(cells: ad.AnnData, labels: np.ndarray, gene_ids: pd.Index, modes: pd.DataFrame, fits: list,
+                    ligand_target: PathLike, genes_tsv: PathLike, ligands_tsv: PathLike, truth: Any) -> None:
+    """Mode 1's per-gene velocity change (mean over the fits) and the ligands that would cause it,
+    weighted by the expression of mode 1's leading partner."""
     first = modes[modes["mode"] == 1]
-    change = np.mean([env.velocity_change(m, z, j, first["weight"].to_numpy()) for m, z, j in fits], axis=0)
-    gene_ids = sub.var_names[keep]
-    symbols = sub.var.loc[gene_ids, "symbol"].astype(str).to_numpy() if "symbol" in sub.var else np.asarray(gene_ids)
+    change = np.mean([env.velocity_change(f.module, f.z_train, f.jacobian, first["weight"].to_numpy()) for f in fits], axis=0)
+    symbols = cells.var.loc[gene_ids, "symbol"].astype(str).to_numpy() if "symbol" in cells.var else np.asarray(gene_ids)
     genes = pd.DataFrame({"gene_id": gene_ids, "gene": symbols, "velocity_change": change, "abs_velocity_change": np.abs(change)})
     write_table(genes.sort_values("abs_velocity_change", ascending=False), genes_tsv)
-
     top_partner = first.sort_values("abs_weight", ascending=False)["partner_type"].iloc[0]
     partner_expr = _type_expression(cells, labels, top_partner) if top_partner in labels else None
     series = pd.Series(change, index=symbols)
@@ -362,53 +349,66 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     if truth is not None:
         scores["is_true_ligand"] = scores["ligand"] == str(truth["driver_ligand"])
     write_table(scores, ligands_tsv)
-    return modes
+
+
+@dataclasses.dataclass(frozen=True)
+class _FoldFit:
+    """The conditioned dynamics fitted without one fold's cells."""
+
+    module: Any
+    hold: np.ndarray
+    z_train: torch.Tensor
+    jacobian: np.ndarray  # at the training cells
 
 
 def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], types: list[str], condition: str,
-             split: tuple[np.ndarray, np.ndarray], mcfg: env.EnvironmentConfig, e: dict[str, Any],
-             seed: int) -> tuple[pd.DataFrame, list]:
-    """Fits on the training cells, modes, how much of c the state explains, and the conditional
-    permutation test on the held-out cells (per partner column and per mode). A partner is
-    ``named`` when mode 1 (the mode the analysis reads) passes ``alpha`` and the partner's own
-    column passes ``alpha`` / number of columns (Bonferroni): with three partners and three modes
-    tested per run, an uncorrected 0.05 named a partner in the negative control (seed 0, mode 2)."""
-    train, hold = split
-    modes, fits = _environment_fits(s[train], u[train], c[train], names, mcfg, e)
+             folds: list[np.ndarray], mcfg: env.EnvironmentConfig, e: dict[str, Any],
+             seed: int) -> tuple[pd.DataFrame, list[_FoldFit]]:
+    """One fit per fold (each without the fold's cells), modes of their stacked Jacobians, how much
+    of c the state explains, and the cross-fitted conditional permutation test per partner column
+    and per mode. A partner is ``significant`` when mode 1 (the mode the analysis reads) passes
+    ``alpha`` and its own column passes ``alpha`` / number of columns (Bonferroni: an uncorrected
+    0.05 over three partners named a partner in the negative control; Holm's step-down, tried with
+    cross-fitting, named one too). It is ``named`` when it also carries more than an equal share of mode 1
+    (weight^2 > 1 / columns): a column tests whether a partner adds to the others, and a mapped
+    colocalization is a noisy proxy of the density at the cell's home of which every partner's
+    column holds a part, so with all cells held out every column can add something; the mode says
+    through which partner the drift responds."""
+    fits = [_fold_fit(s, u, c, hold, dataclasses.replace(mcfg, seed=mcfg.seed + k)) for k, hold in enumerate(folds)]
+    modes = env.environment_modes(np.concatenate([f.jacobian for f in fits]), names, e["n_modes"])
     modes.insert(0, "condition", condition)
     modes["partner_type"] = modes["partner"].map(dict(zip(names, types)))
-    r2 = env.state_explains_condition(fits[0][1].cpu().numpy(), c[train], seed=seed)
+    r2 = env.state_explains_condition(env.latent_mean(fits[0].module, s).cpu().numpy(), c, seed=seed)
     modes["state_r2"] = modes["partner"].map(dict(zip(names, r2)))
-    directions = {name: np.eye(len(names))[k] for k, name in enumerate(names)}
+    for name in np.asarray(names)[r2 > 0.9]:
+        log.warning("condition %s (%s) is a function of the cells' own state (R^2 %.2f from z): its effect on "
+                    "the dynamics cannot be told from the state's, and the test has no power to name it",
+                    name, condition, r2[names.index(name)])
+    directions = {name: [np.eye(len(names))[k]] * len(fits) for k, name in enumerate(names)}
+    own = [env.environment_modes(f.jacobian, names, e["n_modes"]) for f in fits]  # each fold tests its own modes
     for k in modes["mode"].unique():
-        directions[f"mode {k}"] = modes.loc[modes["mode"] == k, "weight"].to_numpy()
-    module = fits[0][0]
-    z_hold = env.latent_mean(module, s[hold]).cpu().numpy()
-    test = env.conditional_permutation_test(module, s[hold], u[hold], c[hold], z_hold, directions,
-                                            int(e["n_permutations"]), seed).set_index("direction")
+        directions[f"mode {k}"] = [m.loc[m["mode"] == k, "weight"].to_numpy() for m in own]
+    held = [env.HeldOut.of(f.module, s[f.hold], u[f.hold], c[f.hold]) for f in fits]
+    test = env.conditional_permutation_test(held, directions, int(e["n_permutations"]), seed).set_index("direction")
     modes["partner_p_value"] = modes["partner"].map(test["p_value"])
     modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
     modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
-    modes["named"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < e["alpha"])
-                      & (modes["partner_p_value"] < e["alpha"] / len(names)))
-    return modes, fits
+    return name_partners(modes, e["alpha"]), fits
 
 
-def _environment_fits(spliced: np.ndarray, unspliced: np.ndarray, c: np.ndarray, names: list[str],
-                      mcfg: env.EnvironmentConfig, e: dict[str, Any]) -> tuple[pd.DataFrame, list]:
-    """``n_fits`` seeded fits of the conditioned dynamics, their Jacobians stacked into one SVD.
-
-    Several fits: one fit's drift may lean on whichever partner happens to correlate with z; what
-    all fits share is the environment's effect. Returns the modes and (module, z, Jacobian) per fit.
-    """
-    fits = []
-    for k in range(max(1, int(e["n_fits"]))):
-        module = env.fit_conditioned_dynamics(spliced, unspliced, c, dataclasses.replace(mcfg, seed=mcfg.seed + k))
-        z = env.latent_mean(module, spliced)
-        fits.append((module, z, env.condition_jacobian(module, z, torch.as_tensor(c, dtype=torch.float32))))
-    return env.environment_modes(np.concatenate([j for _, _, j in fits]), names, e["n_modes"]), fits
+def name_partners(modes: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """``significant``: mode 1 passes alpha and the partner's column alpha / columns (Bonferroni);
+    ``named``: significant and carrying more than an equal share of mode 1 (weight^2 > 1 / columns)."""
+    n_columns = modes["partner"].nunique()
+    modes["significant"] = ((modes["mode"] == 1) & (modes["mode_p_value"] < alpha)
+                            & (modes["partner_p_value"] < alpha / n_columns))
+    modes["named"] = modes["significant"] & (modes["weight"] ** 2 > 1.0 / n_columns)
+    return modes
 
 
-def _dense(x: Any) -> np.ndarray:
-    """A count layer as a dense float array (the modelled cells are few: one lineage)."""
-    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float32)
+def _fold_fit(s: np.ndarray, u: np.ndarray, c: np.ndarray, hold: np.ndarray, mcfg: env.EnvironmentConfig) -> _FoldFit:
+    """Fit on every cell but ``hold``; the drift's Jacobian in c at the training cells."""
+    train = np.setdiff1d(np.arange(len(c)), hold)
+    module = env.fit_conditioned_dynamics(s[train], u[train], c[train], mcfg)
+    z = env.latent_mean(module, s[train])
+    return _FoldFit(module, hold, z, env.condition_jacobian(module, z, torch.as_tensor(c[train], dtype=torch.float32)))

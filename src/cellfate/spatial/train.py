@@ -11,19 +11,19 @@ NaN restores the last good state and ends the phase instead of ending the run.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
-from cellfate.optim import Adam
+from cellfate.counts import dense
+from cellfate.nn.adam import Adam
+from cellfate.nn.training import Phase, Stopping, fit_batches, run_phase
+from cellfate.spatial.count_table import CountTable
 from cellfate.spatial.module import DeepColorModule
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ class Rows:
         if sp.issparse(x) and x.shape[0] * x.shape[1] > dense_limit:
             self.csr, self.dense = sp.csr_matrix(x, dtype=np.float32), None
         else:
-            arr = x.toarray() if sp.issparse(x) else np.asarray(x)
-            self.csr, self.dense = None, torch.as_tensor(arr, dtype=torch.float32, device=device)
+            self.csr, self.dense = None, torch.as_tensor(dense(x), device=device)
 
     def __getitem__(self, idx: np.ndarray) -> torch.Tensor:
         if self.dense is not None:
@@ -90,73 +89,8 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarra
     return np.array_split(rng.permutation(n), max(1, math.ceil(n / batch_size)))
 
 
-class EarlyStopping:
-    """Tracks the best evaluation loss and its state; says stop after ``patience`` flat epochs.
-
-    ``last_good`` is the state after the latest finite epoch, restored when a loss turns NaN
-    before any best state exists.
-    """
-
-    def __init__(self, module: torch.nn.Module, patience: int, min_delta: float, enabled: bool) -> None:
-        self.module, self.patience, self.min_delta, self.enabled = module, patience, min_delta, enabled
-        self.best = math.inf
-        self.best_state: dict | None = None
-        self.last_good = copy.deepcopy(module.state_dict())
-        self.wait = 0
-
-    def good(self) -> None:
-        self.last_good = copy.deepcopy(self.module.state_dict())
-
-    def step(self, value: float) -> bool:
-        threshold = self.best - self.min_delta * abs(self.best) if math.isfinite(self.best) else math.inf
-        if value < threshold:
-            self.best, self.wait = value, 0
-            self.best_state = copy.deepcopy(self.module.state_dict())
-        else:
-            self.wait += 1
-        return self.enabled and self.wait >= self.patience
-
-    def restore(self, failed: bool) -> None:
-        """After a NaN: the best state, else the last good one. Otherwise the best state when
-        early stopping is on (with it off the final state stays, for fixed-epoch comparisons)."""
-        if failed:
-            self.module.load_state_dict(self.best_state or self.last_good)
-        elif self.enabled and self.best_state is not None:
-            self.module.load_state_dict(self.best_state)
-
-
-def run_phase(name: str, module: torch.nn.Module, params: list, epochs: int, cfg: TrainConfig,
-               step: Callable[[Adam, int], dict[str, float]], evaluate: Callable[[], float],
-               warmup: int = 0, lr: float | None = None) -> list[dict]:
-    """The shared epoch loop: Adam fresh per phase, NaN guard, early stopping, progress bar.
-
-    Early stopping (and the best state it restores) starts after ``warmup`` epochs, while the
-    objective itself is still changing.
-    """
-    optimizer = Adam(params, lr=lr if lr is not None else cfg.lr)
-    stopper = EarlyStopping(module, cfg.patience, cfg.min_delta, cfg.early_stopping)
-    history: list[dict] = []
-    failed = False
-    start = time.perf_counter()
-    bar = tqdm(range(epochs), desc=f"DeepCOLOR {name}", mininterval=2.0, leave=False)
-    for epoch in bar:
-        parts = step(optimizer, epoch)
-        held = evaluate()
-        if not all(math.isfinite(v) for v in (*parts.values(), held)):
-            log.warning("%s: loss became NaN at epoch %d; restoring the last good state", name, epoch)
-            failed = True
-            break
-        history.append({"phase": name, "epoch": epoch, **parts, "eval_loss": held})
-        bar.set_postfix(loss=f"{parts['loss']:.1f}", eval=f"{held:.1f}", refresh=False)
-        if epoch >= warmup and stopper.step(held):
-            log.info("%s: early stop at epoch %d (best eval loss %.3f)", name, epoch, stopper.best)
-            break
-        if stopper.best_state is None:
-            stopper.good()
-    stopper.restore(failed)
-    log.info("%s: %d epochs in %.1f s, eval loss %.3f", name, len(history), time.perf_counter() - start,
-             stopper.best if math.isfinite(stopper.best) else (history[-1]["eval_loss"] if history else math.nan))
-    return history
+def _stopping(cfg: TrainConfig) -> Stopping:
+    return Stopping(patience=cfg.patience, min_delta=cfg.min_delta, enabled=cfg.early_stopping)
 
 
 def _mean_parts(parts: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[str, float]:
@@ -176,20 +110,22 @@ def train_sc(module: DeepColorModule, cells: Rows, cfg: TrainConfig, rng: np.ran
     last = {"loss": math.inf}
     module.init_rate_scale(cells[train[: min(len(train), 20_000)]])
     const = log_factorials(cells)
+    table = CountTable(cells.dense, keep_codes=True) if cells.dense is not None else None
+
+    def batch_table(idx: np.ndarray) -> CountTable | None:
+        return table.rows(torch.as_tensor(train[idx], device=const.device)) if table is not None else None
 
     def step(optimizer: Adam, epoch: int) -> dict[str, float]:
         module.train()
-        parts, sizes = [], []
         kl_weight = min(1.0, (epoch + 1) / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0
-        for idx in batches(len(train), cfg.batch_size, rng):
-            out = module.sc_loss(cells[train[idx]], kl_weight=kl_weight)
-            optimizer.zero_grad()
-            out["loss"].backward()
-            optimizer.step()
+        split = batches(len(train), cfg.batch_size, rng)
+        out = fit_batches(optimizer, (module.sc_loss(cells[train[idx]], kl_weight=kl_weight, table=batch_table(idx))
+                                      for idx in split), "loss")
+        parts = []
+        for idx, p in zip(split, out):
             c = const[torch.as_tensor(train[idx], device=const.device)].mean()
-            parts.append({"loss": out["loss"].detach() + c, "nll": out["nll"].detach() + c, "kl": out["kl"].detach()})
-            sizes.append(len(idx))
-        last.update(_mean_parts(parts, sizes))
+            parts.append({"loss": p["loss"] + c, "nll": p["nll"] + c, "kl": p["kl"]})
+        last.update(_mean_parts(parts, [len(idx) for idx in split]))
         return dict(last)
 
     def evaluate() -> float:
@@ -200,14 +136,9 @@ def train_sc(module: DeepColorModule, cells: Rows, cfg: TrainConfig, rng: np.ran
             return float(module.sc_loss(held_x, sample=False)["loss"]) + held_const
 
     held_const = float(const[torch.as_tensor(held, device=const.device)].mean()) if n_hold else 0.0
-    for p in module.map_parameters():
-        p.requires_grad_(False)
-    try:
-        return run_phase("phase 1 (single-cell VAE)", module, module.sc_parameters(), cfg.epochs_sc, cfg, step, evaluate,
-                          warmup=cfg.kl_warmup)
-    finally:
-        for p in module.map_parameters():
-            p.requires_grad_(True)
+    phase = Phase("DeepCOLOR phase 1 (single-cell VAE)", module.sc_parameters(), cfg.epochs_sc, cfg.lr, step, evaluate,
+                  warmup=cfg.kl_warmup, label="phase 1 (single-cell VAE)")
+    return run_phase(module, phase, _stopping(cfg))[0]
 
 
 @torch.no_grad()
@@ -269,15 +200,12 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
     decoded = module.config.map_rate == "decoded"
     rate_mean = decode(module, z_mean) if decoded else None
     k = z_mean.shape[1]
-    for p in module.sc_parameters():
-        p.requires_grad_(False)
     last = {"loss": math.inf}
     const = float(torch.lgamma(spots + 1.0).sum(-1).mean())
+    table = CountTable(spots) if module.config.spatial_likelihood == "nb" else None
 
-    def step(optimizer: Adam, epoch: int) -> dict[str, float]:
-        module.train()
-        parts, sizes = [], []
-        for idx in batches(cells.n, cfg.map_batch_size, rng):
+    def losses(split: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        for idx in split:
             t = torch.as_tensor(idx, device=z_mean.device)
             feat = features[t]
             if cfg.sample_z_in_map:
@@ -287,24 +215,19 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
                     rate = module.decode(z) if decoded else module.map_rate(cells[idx], z)
             else:
                 rate = rate_mean[t] if decoded else module.map_rate(cells[idx], z_mean[t])
-            out = module.spatial_loss(feat, rate, spots, spot_size)
-            optimizer.zero_grad()
-            out["loss"].backward()
-            optimizer.step()
-            parts.append({k: v.detach() + const for k, v in out.items()})
-            sizes.append(len(idx))
-        last.update(_mean_parts(parts, sizes))
+            yield module.spatial_loss(feat, rate, spots, spot_size, table)
+
+    def step(optimizer: Adam, epoch: int) -> dict[str, float]:
+        module.train()
+        split = batches(cells.n, cfg.map_batch_size, rng)
+        out = fit_batches(optimizer, losses(split), "loss")
+        last.update(_mean_parts([{name: v + const for name, v in p.items()} for p in out], [len(idx) for idx in split]))
         return dict(last)
 
-    def evaluate() -> float:
-        return last["loss"]
-
-    try:
-        return run_phase("phase 2 (spatial map)", module, module.map_parameters(), cfg.epochs_map, cfg, step, evaluate,
-                         lr=cfg.map_lr)
-    finally:
-        for p in module.sc_parameters():
-            p.requires_grad_(True)
+    phase = Phase("DeepCOLOR phase 2 (spatial map)", module.map_parameters(), cfg.epochs_map,
+                  cfg.map_lr if cfg.map_lr is not None else cfg.lr, step, lambda: last["loss"],
+                  label="phase 2 (spatial map)")
+    return run_phase(module, phase, _stopping(cfg))[0]
 
 
 @torch.no_grad()

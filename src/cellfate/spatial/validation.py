@@ -76,3 +76,20 @@ def validation_table(shares: pd.DataFrame, type_matrix: pd.DataFrame, true_abund
     for key, value in (extra or {}).items():
         rows.append((key, "", value))
     return pd.DataFrame(rows, columns=["metric", "subject", "value"])
+
+
+def forward_rows(table: pd.DataFrame) -> dict[str, float]:
+    """The forward analysis' validation rows (for spatial/validation.tsv): shares of the effect
+    rows with the right sign and within 2x, and of the null rows whose interval covers 0 (first
+    fate only: with two fates the second row mirrors the first)."""
+    if "true_shift" not in table:
+        return {}
+    first = table[table["fate"] == table["fate"].iloc[0]].dropna(subset=["true_shift"])
+    effect, null = first[~first["true_null"].astype(bool)], first[first["true_null"].astype(bool)]
+    out = {}
+    if len(effect):
+        out["forward_sign_ok"] = float(effect["sign_ok"].mean())
+        out["forward_within_2x"] = float(effect["within_2x"].mean())
+    if len(null):
+        out["forward_null_covers_zero"] = float(null["covers_zero"].mean())
+    return out

@@ -1,0 +1,316 @@
+"""Forward analysis: what the fitted environment-dependent dynamics say the tissue will become.
+
+From each progenitor's latent state z0 and condition c (its environment), the fitted dynamics are
+integrated as a stochastic differential equation, dz = s mu(z, c) dt + s sigma(z, c) dW
+(Euler-Maruyama), where mu and sigma are the drift and diffusion of VICDYF's dynamics posterior
+q(d~ | z, c) and s its displacement scale (d = s d~ is the latent displacement per unit of the
+kinetics' time, the time in which ds/dt = J_dec d). Many paths per cell run as one batch.
+
+Terminal states are found from the data: the modelled cells' latent means are cut into small
+k-means clusters (about ``cells_per_cluster`` cells each), and a cluster whose cells are at least
+``min_share`` of one fate type (a cell type named as a fate: the lineage's ends) absorbs the
+paths that reach it; a path still unabsorbed at the horizon is given the fate with the largest
+share in its nearest cluster (the share absorbed is reported, so a horizon too short shows).
+Clusters rather than every cell's neighbours: the nearest-cell vote (top-k of paths x cells
+distances at every step) took two thirds of the integration time. A cell's fate probabilities are
+the shares of its paths per fate; the tissue's fate proportions are their mean over the
+progenitors.
+
+The time step is set from the data so no choice of units matters: a step moves a path by
+``step`` times the median nearest-neighbour distance between cells at the median drift. The
+integration stops once 99% of the paths are absorbed, or at the horizon: ``horizon`` times the
+time the median drift needs to cross the largest distance from the progenitors to the farthest
+cells of a fate (the centroid of its ``end_quantile`` farthest). It must be long: the drift in
+the trunk is a quarter of the median, and at a horizon of 2 crossings a third of the paths were
+unabsorbed (seed 0), so the read-out was that of the trunk, not of the fate choice.
+Optionally (``subspace`` < 1) each increment is projected onto the principal axes of the cells'
+latent means: VICDYF's posterior leaves unused axes with a diffusion near 1 while the cells
+spread there by hundredths.
+
+An intervention changes every progenitor's condition c and nothing else (:func:`intervene`), and
+the shift in fate proportions is the difference of two integrations that share their random
+numbers (common random numbers: the shift's noise is that of the difference, not of each side).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cellfate.dynamics.module import VicdyfModule
+from cellfate.errors import CellfateError
+
+KINDS = ("remove", "scale", "block_ligand", "condition")
+CHECK_EVERY = 2  # steps between absorption checks (a step moves half a cell spacing)
+STOP_SHARE = 0.99  # the integration stops once this share of the paths is absorbed
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """Integration and read-out settings (see the module docstring)."""
+
+    n_paths: int = 50
+    step: float = 0.5  # median drift step, in median nearest-neighbour distances
+    horizon: float = 20.0  # upper bound, in crossings of the lineage at the median drift
+    max_steps: int = 1000
+    end_quantile: float = 0.5  # share of each fate's cells, farthest from the progenitors, that are its end
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Terminals:
+    """The fates' regions of latent space: small clusters of the modelled cells, each with the
+    share of every fate among its cells; a path is absorbed by a fate once the cluster nearest to
+    it is at least ``min_share`` that fate."""
+
+    fates: list[str]
+    centres: torch.Tensor  # clusters x latent
+    shares: torch.Tensor  # clusters x fates
+    min_share: float
+    origin: torch.Tensor  # the progenitors' centroid
+    ends: torch.Tensor  # fates x latent, each fate's farthest cells' centroid (sets the horizon)
+    basis: torch.Tensor  # latent x axes: orthonormal principal axes the data spans
+
+    def vote(self, z: torch.Tensor) -> torch.Tensor:
+        """Points x fates: the fate shares of each point's nearest cluster."""
+        return self.shares[torch.cdist(z, self.centres).argmin(1)]
+
+
+def terminal_states(z: np.ndarray, labels: np.ndarray, progenitors: list[str], fates: list[str],
+                    cells_per_cluster: int = 15, min_share: float = 0.8, end_quantile: float = 0.5,
+                    seed: int = 0, subspace: float = 1.0) -> Terminals:
+    """The fates' regions from the data (see the module docstring)."""
+    from sklearn.cluster import KMeans
+
+    start = z[np.isin(labels, progenitors)]
+    if len(start) == 0:
+        raise CellfateError(f"no progenitor cells (types {progenitors}) to start from")
+    origin = start.mean(0)
+    ends = []
+    for fate in fates:
+        cells = z[labels == fate]
+        if len(cells) < 3:
+            raise CellfateError(f"fewer than 3 cells of fate {fate!r}: no terminal state can be found")
+        dist = np.linalg.norm(cells - origin, axis=1)
+        ends.append(cells[dist >= np.quantile(dist, 1.0 - end_quantile)].mean(0))
+    k = int(np.clip(len(z) // max(1, cells_per_cluster), 2, len(z)))
+    groups = KMeans(n_clusters=k, n_init=2, random_state=seed).fit(z)
+    shares = np.array([[np.mean(labels[groups.labels_ == g] == f) for f in fates] for g in range(k)])
+    as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+    return Terminals(list(fates), as_t(groups.cluster_centers_), as_t(shares), float(min_share), as_t(origin),
+                     as_t(np.array(ends)), as_t(data_subspace(z, subspace)))
+
+
+def data_subspace(z: np.ndarray, variance: float) -> np.ndarray:
+    """Latent x k orthonormal axes: the leading principal axes of the cells' latent means that
+    hold ``variance`` of their variance (1: every axis). Axes the posterior left unused (cells
+    spread there by hundredths while the diffusion is about 1) would otherwise fill with noise that
+    takes paths where the drift was never fitted."""
+    centred = z - z.mean(0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    if variance >= 1.0:
+        return np.eye(z.shape[1])
+    cum = np.cumsum(sv**2) / max(float((sv**2).sum()), 1e-30)
+    k = int(np.searchsorted(cum, variance) + 1)
+    return vt[:k].T
+
+
+@torch.no_grad()
+def time_grid(module: VicdyfModule, z: np.ndarray, c: np.ndarray, z0: np.ndarray, terminals: Terminals,
+              cfg: ForwardConfig) -> tuple[float, int]:
+    """(dt, number of steps) from the data's scales (see the module docstring)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(2, len(z))
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z)
+    spacing = float(np.median(dist[:, -1])) or 1e-3
+    mu = module.drift(torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(c, dtype=torch.float32))
+    speed = float(module.config.d_scale * mu.norm(dim=1).median())
+    if speed <= 0:
+        raise CellfateError("the fitted drift is zero: nothing to integrate")
+    dt = cfg.step * spacing / speed
+    span = float((terminals.ends - terminals.origin).norm(dim=1).max())
+    n_steps = int(min(cfg.max_steps, max(1, math.ceil(cfg.horizon * span / (cfg.step * spacing)))))
+    return dt, n_steps
+
+
+@torch.no_grad()
+def integrate(module: VicdyfModule, z0: torch.Tensor, c: torch.Tensor, terminals: Terminals, dt: float,
+              n_steps: int, n_paths: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Euler-Maruyama paths from every cell: (cells x paths fate index, cells x paths absorbed).
+
+    The noise comes from a generator seeded with ``seed`` and is drawn for every path at every
+    step, absorbed or not, so two calls with the same seed and shapes share their random numbers.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    basis = terminals.basis  # latent x kept axes: the increments stay in the data's subspace
+    z = z0.repeat_interleave(n_paths, dim=0).clone()
+    cond = c.repeat_interleave(n_paths, dim=0)
+    fate = torch.full((len(z),), -1, dtype=torch.long)
+    scale, root = module.config.d_scale, math.sqrt(dt)
+    for step in range(n_steps):
+        free = fate < 0
+        noise = torch.randn(z.shape, generator=gen)  # for every path: calls with one seed share them
+        mu, sigma = module.dynamics_posterior(z[free], cond[free])
+        z[free] += ((scale * (mu * dt + sigma * root * noise[free])) @ basis) @ basis.T
+        if step % CHECK_EVERY == CHECK_EVERY - 1 or step == n_steps - 1:  # the vote is the costly part
+            share, best = terminals.vote(z[free]).max(1)
+            fate[free] = torch.where(share >= terminals.min_share, best, -1)
+            if float((fate >= 0).float().mean()) >= STOP_SHARE:
+                break
+    absorbed = fate >= 0
+    if not bool(absorbed.all()):  # the fate of the nearest cluster that is mostly one fate
+        dist = torch.cdist(z[~absorbed], terminals.centres)
+        owned = terminals.shares.max(1).values >= terminals.min_share
+        dist[:, ~owned] = torch.inf
+        fate[~absorbed] = terminals.shares[dist.argmin(1)].argmax(1)
+    shape = (len(z0), n_paths)
+    return fate.reshape(shape).numpy(), absorbed.reshape(shape).numpy()
+
+
+def fate_probabilities(outcomes: np.ndarray, n_fates: int) -> np.ndarray:
+    """Cells x fates: the share of each cell's paths ending in each fate."""
+    return np.stack([(outcomes == k).mean(1) for k in range(n_fates)], axis=1)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The analysed cells' raw condition, how it is scaled and what its columns are."""
+
+    raw: np.ndarray  # cells x columns, before standardisation
+    names: list[str]
+    types: list[str]  # the partner type (or experimental condition) of each column
+    scale: str  # 'ln' (log density), 'log2' (colocalization), 'share' (neighbourhood) or 'onehot'
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.raw.mean(0)
+
+    @property
+    def sd(self) -> np.ndarray:
+        return np.maximum(self.raw.std(0), 1e-12)
+
+    def standardised(self, raw: np.ndarray | None = None) -> np.ndarray:
+        """``raw`` (default the cells' own) on the scale the model was fitted on."""
+        return ((self.raw if raw is None else raw) - self.mean) / self.sd
+
+
+def _columns(cond: Condition, partner: str) -> np.ndarray:
+    cols = np.flatnonzero(np.asarray(cond.types) == partner)
+    if len(cols) == 0:
+        raise CellfateError(f"intervention on {partner!r}: no condition column of that partner "
+                            f"({sorted(set(cond.types))})")
+    return cols
+
+
+def _removed(cond: Condition, raw: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The partner gone: its columns at the least exposure seen in any analysed cell (a share: 0)."""
+    out = raw.copy()
+    out[:, cols] = 0.0 if cond.scale == "share" else cond.raw[:, cols].min(0)
+    return out
+
+
+def intervene(cond: Condition, raw: np.ndarray, spec: dict, senders: dict[str, list[str]] | None = None) -> np.ndarray:
+    """The condition of cells (``raw``, cells x columns) under one intervention entry.
+
+    ``remove`` a partner: its columns fall to the lowest exposure any analysed cell has (where the
+    partner is absent in the data; extrapolating below it would read the drift where it was never
+    fitted). ``scale`` by ``factor``: a log density or log2 colocalization moves by log(factor), a
+    neighbourhood share is multiplied (at most 1). ``block_ligand``: every partner that sends the
+    ligand (``senders``, from expression) is removed as a source of signal. ``condition``: the
+    one-hot experimental condition is switched to ``value``.
+    """
+    kind = spec.get("kind")
+    if kind == "condition":
+        if cond.scale != "onehot" or spec.get("value") not in cond.names:
+            raise CellfateError(f"intervention {spec.get('name')!r}: condition {spec.get('value')!r} is not one of "
+                                f"the one-hot conditions {cond.names}")
+        out = np.zeros_like(raw)
+        out[:, cond.names.index(spec["value"])] = 1.0
+        return out
+    if kind == "block_ligand":
+        partners = (senders or {}).get(str(spec.get("ligand")), [])
+        if not partners:
+            raise CellfateError(f"intervention {spec.get('name')!r}: no partner sends ligand {spec.get('ligand')!r}")
+        return _removed(cond, raw, np.concatenate([_columns(cond, p) for p in partners]))
+    cols = _columns(cond, str(spec.get("partner")))
+    if kind == "remove":
+        return _removed(cond, raw, cols)
+    if kind != "scale":
+        raise CellfateError(f"intervention {spec.get('name')!r}: unknown kind {kind!r} (one of {KINDS})")
+    factor = float(spec.get("factor", 2.0))
+    out = raw.copy()
+    if cond.scale == "share":
+        out[:, cols] = np.minimum(out[:, cols] * factor, 1.0)
+    else:
+        out[:, cols] += np.log(factor) if cond.scale == "ln" else np.log2(factor)
+    return out
+
+
+def bootstrap_shift(base: np.ndarray, treated: np.ndarray, fate: int, n_boot: int = 1000, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """(shift, low, high) of the tissue's share of ``fate``, treated minus untreated.
+
+    ``base`` and ``treated`` are fits x cells x paths fate indices. The interval resamples the fits
+    and, within each drawn fit, the paths (both with replacement): it carries the spread between
+    fits (what another training would have said) and the paths' sampling noise.
+    """
+    per_path = (treated == fate).mean(1) - (base == fate).mean(1)  # fits x paths
+    n_fits, n_paths = per_path.shape
+    rng = np.random.default_rng(seed)
+    fits = rng.integers(n_fits, size=(n_boot, n_fits))
+    paths = rng.integers(n_paths, size=(n_boot, n_fits, n_paths))
+    reps = per_path[fits[:, :, None], paths].mean(axis=(1, 2))
+    tail = (1.0 - level) / 2.0
+    return float(per_path.mean()), float(np.quantile(reps, tail)), float(np.quantile(reps, 1.0 - tail))
+
+
+def ligand_senders(expression: pd.DataFrame, labels: np.ndarray, partners: list[str], min_share: float = 0.5
+                   ) -> dict[str, list[str]]:
+    """Per ligand (gene symbol): the partner types whose mean expression is at least ``min_share``
+    of the highest type mean: the cells a blocking antibody would silence."""
+    means = pd.DataFrame({t: expression[labels == t].mean(0) for t in pd.unique(labels)})
+    top = means.max(1).replace(0.0, np.nan)
+    out: dict[str, list[str]] = {}
+    for gene in means.index:
+        senders = [p for p in partners if p in means and means.at[gene, p] >= min_share * top.get(gene, np.nan)]
+        if senders:
+            out[str(gene)] = senders
+    return out
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Fate entropy in bits along the last axis."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=-1)
+
+
+@torch.no_grad()
+def decompose(module: VicdyfModule, z0: np.ndarray, c_std: np.ndarray, terminals: Terminals, dt: float, n_steps: int,
+              n_paths: int, n_conditions: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Per progenitor: its fate uncertainty split into the environment's part and its own.
+
+    At the cell's own state z, paths run under ``n_conditions`` environments drawn from the
+    progenitors' own conditions (the cell's own first): p_k = its fate probabilities under the
+    k-th. The total uncertainty is the entropy of their mean, H(mean_k p_k); the intrinsic part is
+    the mean entropy at a fixed environment, mean_k H(p_k) (what the diffusion alone leaves open);
+    the environmental part is their difference, the mutual information between environment and
+    fate (in bits), and ``environmental_share`` its share of the total.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(z0)
+    draws = np.c_[np.arange(n), rng.integers(n, size=(n, n_conditions - 1))]  # cells x conditions
+    z = torch.as_tensor(np.repeat(z0, n_conditions, axis=0), dtype=torch.float32)
+    c = torch.as_tensor(c_std[draws.ravel()], dtype=torch.float32)
+    outcomes, _ = integrate(module, z, c, terminals, dt, n_steps, n_paths, seed)
+    p = fate_probabilities(outcomes, len(terminals.fates)).reshape(n, n_conditions, -1)
+    total = _entropy(p.mean(1))
+    intrinsic = _entropy(p).mean(1)
+    environmental = np.maximum(total - intrinsic, 0.0)
+    return pd.DataFrame({"total_entropy": total, "intrinsic_entropy": intrinsic, "environmental_mi": environmental,
+                         "environmental_share": environmental / np.maximum(total, 1e-12),
+                         "fate_sd_over_environments": p[:, :, 0].std(1)})

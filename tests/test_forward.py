@@ -1,0 +1,189 @@
+"""Forward analysis: integration, interventions, intervals and the decomposition on dynamics whose
+answer is known (an oracle SDE), the simulator under interventions, and the rule end to end."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cellfate.errors import CellfateError
+from cellfate.simulate.environment import (EnvironmentSpec, Intervention, simulate_environment, spec_from_config,
+                                           true_fate_share)
+from cellfate.spatial import forward as fw
+from cellfate.spatial import forward_pipeline as fp
+from cellfate.spatial.validation import forward_rows
+
+
+class OracleSDE:
+    """Latent (x, y, w): x advances at unit speed; past x = 1, y is pushed away from 0 (the branch)
+    and, when the cell is niche-sensitive (w > 0), toward the sign of its first condition column.
+    Column 2 acts on nothing. Fate alpha is y > 0 at the end, beta y < 0."""
+
+    config = SimpleNamespace(d_scale=1.0)
+
+    def __init__(self, gain: float = 3.0, noise: float = 0.35) -> None:
+        self.gain, self.noise = gain, noise
+
+    def dynamics_posterior(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, w = z[:, 0], z[:, 1], z[:, 2]
+        past = torch.sigmoid((x - 1.0) * 8.0)
+        sensitive = (w > 0).float()
+        dy = past * (1.5 * y + sensitive * self.gain * c[:, 0])
+        drift = torch.stack([torch.ones_like(x) * (x < 3.0), dy, torch.zeros_like(x)], dim=1)
+        return drift, torch.full_like(z, self.noise) * torch.tensor([0.0, 1.0, 0.0])
+
+    def drift(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.dynamics_posterior(z, c)[0]
+
+
+def _lineage(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Data cells along the oracle's trajectories: the trunk, then the two arms."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 3, n)
+    arm = rng.choice([-1.0, 1.0], n)
+    y = np.where(x < 1, 0.0, arm * (x - 1)) + rng.normal(0, 0.05, n)
+    w = rng.choice([-1.0, 1.0], n)
+    labels = np.where(x < 1, "progenitor", np.where(arm > 0, "alpha", "beta"))
+    return np.c_[x, y, w], labels
+
+
+def _setup(n_prog: int = 60, seed: int = 0):
+    z, labels = _lineage(seed=seed)
+    terminals = fw.terminal_states(z, labels, ["progenitor"], ["alpha", "beta"], seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    z0 = np.c_[rng.uniform(0, 0.3, n_prog), np.zeros(n_prog), np.ones(n_prog)]
+    raw = np.c_[rng.normal(0, 1, n_prog), rng.normal(0, 1, n_prog)]
+    cond = fw.Condition(raw, ["fibroblast", "macrophage"], ["fibroblast", "macrophage"], "ln")
+    return OracleSDE(), z, labels, terminals, z0, cond
+
+
+def _shares(model, z0, c_std, terminals, seed=0, n_paths=40):
+    out, absorbed = fw.integrate(model, torch.as_tensor(z0, dtype=torch.float32), torch.as_tensor(c_std, dtype=torch.float32),
+                                 terminals, dt=0.05, n_steps=120, n_paths=n_paths, seed=seed)
+    return out, absorbed
+
+
+def test_oracle_fates_follow_the_condition_and_interventions_move_them() -> None:
+    model, z, labels, terminals, z0, cond = _setup()
+    base, absorbed = _shares(model, z0, cond.standardised(), terminals)
+    assert absorbed.mean() > 0.9
+    p_alpha = fw.fate_probabilities(base, 2)[:, 0]
+    assert np.corrcoef(p_alpha, cond.raw[:, 0])[0, 1] > 0.7  # the niche decides
+    removed, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "remove", "partner": "fibroblast"})), terminals)
+    doubled, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "scale", "partner": "fibroblast", "factor": 2.0})), terminals)
+    null, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "remove", "partner": "macrophage"})), terminals)
+    shift, low, high = fw.bootstrap_shift(base[None], removed[None], 0)
+    assert shift < -0.2 and high < 0  # fibroblast gone: alpha falls, and the interval says so
+    shift, low, high = fw.bootstrap_shift(base[None], doubled[None], 0)
+    assert shift > 0.05 and low > 0
+    shift, low, high = fw.bootstrap_shift(base[None], null[None], 0)
+    assert low <= 0 <= high and shift == 0  # common random numbers: no effect, no shift at all
+
+
+def test_interval_spans_the_fits() -> None:
+    base = np.zeros((3, 10, 20), dtype=int)
+    treated = base.copy()
+    treated[0, :, :5] = 1  # one fit says fate 0 falls by a quarter, the others say nothing
+    shift, low, high = fw.bootstrap_shift(base, treated, 0, n_boot=2000)
+    assert shift == pytest.approx(-0.25 / 3)
+    assert low < -0.1 and high == 0.0
+
+
+def test_decomposition_separates_niche_choosers_from_random_choosers() -> None:
+    model, z, labels, terminals, z0, cond = _setup(n_prog=80)
+    z0[:, 2] = np.where(np.arange(len(z0)) % 2 == 0, 1.0, -1.0)  # half choose by niche, half at random
+    parts = fw.decompose(model, z0, cond.standardised(), terminals, dt=0.05, n_steps=120, n_paths=20, n_conditions=8)
+    niche = z0[:, 2] > 0
+    assert roc_auc_score(niche, parts["environmental_share"]) >= 0.8
+    assert parts.loc[~niche, "intrinsic_entropy"].mean() > parts.loc[niche, "intrinsic_entropy"].mean()
+
+
+def test_interventions_on_each_scale() -> None:
+    raw = np.array([[0.0, 0.2, 1.0, 0.0], [2.0, 0.4, 0.0, 1.0]])
+    log2 = fw.Condition(raw[:, :2], ["fibroblast:0", "fibroblast:1"], ["fibroblast", "fibroblast"], "log2")
+    assert np.allclose(fw.intervene(log2, log2.raw, {"kind": "scale", "partner": "fibroblast", "factor": 4}), raw[:, :2] + 2)
+    assert np.allclose(fw.intervene(log2, log2.raw, {"kind": "remove", "partner": "fibroblast"}), [[0.0, 0.2], [0.0, 0.2]])
+    blocked = fw.intervene(log2, log2.raw, {"kind": "block_ligand", "ligand": "Col1a1"}, {"Col1a1": ["fibroblast"]})
+    assert np.allclose(blocked, [[0.0, 0.2], [0.0, 0.2]])
+    share = fw.Condition(raw[:, :2] / 4, ["a", "b"], ["a", "b"], "share")
+    assert np.allclose(fw.intervene(share, share.raw, {"kind": "scale", "partner": "a", "factor": 4})[:, 0], [0.0, 1.0])
+    onehot = fw.Condition(raw[:, 2:], ["wt", "ko"], ["wt", "ko"], "onehot")
+    assert np.allclose(fw.intervene(onehot, onehot.raw, {"kind": "condition", "value": "ko"}), [[0, 1], [0, 1]])
+    with pytest.raises(CellfateError, match="no condition column"):
+        fw.intervene(log2, log2.raw, {"name": "x", "kind": "remove", "partner": "T cell"})
+    with pytest.raises(CellfateError, match="no partner sends"):
+        fw.intervene(log2, log2.raw, {"name": "x", "kind": "block_ligand", "ligand": "Lyz2"}, {})
+
+
+def test_settings_refuse_bad_interventions() -> None:
+    with pytest.raises(CellfateError, match="unknown spatial.forward"):
+        fp.forward_settings({"forward": {"paths": 3}})
+    with pytest.raises(CellfateError, match="distinct name"):
+        fp.forward_settings({"forward": {"interventions": [{"name": "a", "kind": "remove"}, {"name": "a", "kind": "remove"}]}})
+    with pytest.raises(CellfateError, match="kind must be"):
+        fp.forward_settings({"forward": {"interventions": [{"name": "a", "kind": "delete"}]}})
+
+
+SMALL = dict(grid=(10, 10), n_reference_partner_cells=120, n_reference_lineage_cells=300, n_genes=80, n_dynamic_genes=40)
+
+
+def test_simulator_under_intervention_records_the_true_shares() -> None:
+    spec = EnvironmentSpec(seed=1, **SMALL)
+    base = true_fate_share(spec)
+    removed = Intervention("remove", "fibroblast")
+    spots, ref, _ = simulate_environment(spec, removed)
+    assert spots.uns["environment_truth"]["fate_share"]["alpha"] == pytest.approx(true_fate_share(spec, removed)["alpha"])
+    assert true_fate_share(spec, removed)["alpha"] < base["alpha"] - 0.2  # the driver gone: few alpha
+    assert true_fate_share(spec, Intervention("scale", "fibroblast", 2.0))["alpha"] > base["alpha"]
+    assert true_fate_share(spec, Intervention("block_ligand", ligand="Col1a1"))["alpha"] == pytest.approx(
+        true_fate_share(spec, removed)["alpha"])
+    assert true_fate_share(spec, Intervention("remove", "macrophage")) == base  # not the driver
+    assert spots.obsm["true_abundance"][:, 0].sum() == 0  # no fibroblast cell left
+    assert ref.obs["true_p_alpha"].dropna().max() < 0.1  # every lineage cell's home lost its signal
+    with pytest.raises(ValueError, match="needs a ligand"):
+        Intervention("block_ligand")
+
+
+def test_rule_end_to_end(tmp_path) -> None:
+    sim = {"seed": 0, "environment": SMALL}
+    _, ref, _ = simulate_environment(spec_from_config(sim))
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    ivs = [{"name": "fibroblast removed", "kind": "remove", "partner": "fibroblast"},
+           {"name": "macrophage removed", "kind": "remove", "partner": "macrophage"}]
+    cfg = {"seed": 0, "environment": {"epochs_vae": 10, "epochs_dynamics": 10},
+           "forward": {"condition": "truth", "interventions": ivs, "n_fits": 2, "n_paths": 8, "n_conditions": 3,
+                       "decomposition_paths": 4, "n_bootstrap": 50}}
+    table = fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t.tsv", tmp_path / "c.tsv", cfg, sim)
+    assert list(table["intervention"]) == ["fibroblast removed"] * 2 + ["macrophage removed"] * 2
+    assert (table["low"] <= table["shift"]).all() and (table["shift"] <= table["high"]).all()
+    assert table["true_shift"].iloc[0] < -0.2 and table["true_null"].iloc[2]
+    cells = pd.read_csv(tmp_path / "c.tsv", sep="\t")
+    prog = cells[cells["is_progenitor"]]
+    assert np.allclose(prog["p_alpha"] + prog["p_beta"], 1.0)
+    assert prog["environmental_share"].between(0, 1).all()
+    assert set(forward_rows(table)) == {"forward_sign_ok", "forward_within_2x", "forward_null_covers_zero"}
+    with pytest.raises(CellfateError, match="no cell of type"):
+        fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t2.tsv", tmp_path / "c2.tsv",
+                            {**cfg, "forward": {**cfg["forward"], "fates": ["alpha", "delta"]}}, sim)
+    assert not (tmp_path / "t2.tsv").exists()
+
+
+def test_simulator_random_choosers_lack_the_receptor_and_ignore_the_niche() -> None:
+    spec = EnvironmentSpec(seed=2, insensitive_share=0.5, **SMALL)
+    _, ref, _ = simulate_environment(spec)
+    lin = ref[ref.obs["is_lineage"].to_numpy()]
+    chooser = lin.obs["niche_chooser"].to_numpy(bool)
+    assert 0.35 < chooser.mean() < 0.65
+    assert np.allclose(lin.obs.loc[~chooser, "true_p_alpha"], 0.5) and np.allclose(lin.obs.loc[~chooser, "speed"], 1.0)
+    assert lin.obs.loc[chooser, "true_p_alpha"].std() > 0.2
+    spliced = lin.layers["spliced"].toarray()
+    expressed = spliced[chooser].mean(0) > 0.5
+    ratio = spliced[~chooser][:, expressed].mean(0) / spliced[chooser][:, expressed].mean(0)
+    assert (ratio < 0.3).sum() == spec.n_receptor_genes  # the receptor genes, and no other gene, fall
+    base = true_fate_share(EnvironmentSpec(seed=2, **SMALL))["alpha"]
+    assert true_fate_share(spec)["alpha"] == pytest.approx(0.5 * base + 0.25)
