@@ -94,3 +94,32 @@ def real_tissue(grid: int = 20, seed: int = 0, n_reference: int | None = None) -
     xy = np.stack(np.meshgrid(np.arange(grid), np.arange(grid), indexing="xy"), -1).reshape(-1, 2).astype(float)
     return {"spots": spots, "cells": cells.astype(np.int32), "labels": ref_labels, "types": types,
             "abundance": abundance, "xy": xy, "genes": genes}
+
+
+def main() -> None:
+    """Write one real-cell tissue as two h5ad files (spots, reference) for a look or another tool."""
+    import argparse
+
+    import anndata as ad
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for spots.h5ad and reference.h5ad")
+    parser.add_argument("--grid", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", type=int, default=None, help="resample the reference to this many cells")
+    args = parser.parse_args()
+    tissue = real_tissue(args.grid, args.seed, args.reference)
+    var = pd.DataFrame(index=tissue["genes"].astype(str))
+    spots = ad.AnnData(tissue["spots"], var=var, obsm={"spatial": tissue["xy"]})
+    spots.obsm["true_abundance"] = tissue["abundance"]
+    reference = ad.AnnData(tissue["cells"], var=var, obs=pd.DataFrame({"cell_type": tissue["labels"]}))
+    from pathlib import Path
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    spots.write_h5ad(Path(args.out) / "spots.h5ad")
+    reference.write_h5ad(Path(args.out) / "reference.h5ad")
+
+
+if __name__ == "__main__":
+    main()
