@@ -90,6 +90,14 @@ def test_true_drivers_move_progenitors_toward_their_fate_and_decoys_do_not(scree
         assert part["mean_shift"].median() > part["control_mean_shift"].iloc[0]
 
 
+def test_figure(screens, tmp_path) -> None:
+    from cellfate.plotting.foundation import fluctuation_perturbation
+
+    screens["true"].to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    fluctuation_perturbation(tmp_path / "t.tsv", tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
 def test_drivers_of_the_other_fate_are_not_significant(screens) -> None:
     """Negative control: each fate handed the other fate's genes as its 'drivers' (measured 3/12
     significant, against 8/12 for the true drivers)."""

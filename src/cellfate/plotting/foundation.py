@@ -231,7 +231,7 @@ def fluctuation_perturbation(table_tsv: str | os.PathLike[str], path: str | os.P
             rows = part[part["group"] == group]
             jitter = x + rng.uniform(-0.18, 0.18, len(rows))
             filled = rows["significant"].fillna(False).astype(bool).to_numpy()
-            ax.scatter(jitter, rows["mean_shift"], s=28, edgecolors=colour, facecolors=np.where(filled, colour, "white"))
+            ax.scatter(jitter, rows["mean_shift"], s=28, edgecolors=colour, facecolors=[colour if f else "white" for f in filled])
             if len(rows):
                 ax.hlines(rows["mean_shift"].median(), x - 0.3, x + 0.3, color=colour, lw=2)
         tested = part[part["group"].isin(["driver", "decoy"])]
