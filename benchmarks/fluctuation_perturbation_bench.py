@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cellfate.foundation.fate_screen import run
+from cellfate.foundation.fate_screen import run, set_tests
 
 
 def main() -> None:
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--results", default="results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--n-drivers", type=int, default=10)
+    parser.add_argument("--model", default=None, help="model folder (default: <results>/pretrain/model)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -35,13 +36,14 @@ def main() -> None:
             table = run(
                 str(r / "dynamics/bifurcation.h5ad"),
                 str(r / "dynamics/bifurcation/fluctuation_genes.tsv"),
-                str(r / "pretrain/model"),
+                args.model or str(r / "pretrain/model"),
                 str(r / "tokenize/gene_medians.tsv"),
                 f"{tmp}/t.tsv",
                 spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed},
                 settings={"device": "cpu", "max_tokens": 64, "pooling": "mean"},
                 truth_h5ad=str(r / "simulated/bifurcation/truth.h5ad"),
             )
+        sets = set_tests(table).set_index(["fate", "group"])["set_fdr"]
         for fate, part in table.groupby("fate"):
             drivers, decoys = part[part["group"] == "driver"], part[part["group"] == "decoy"]
             rows.append(
@@ -54,6 +56,8 @@ def main() -> None:
                     "driver_max_fdr": drivers["fdr"].max(),
                     "decoys_significant": f"{int(decoys['significant'].sum())}/{len(decoys)}",
                     "decoy_min_fdr": decoys["fdr"].min(),
+                    "driver_set_fdr": sets[(fate, "driver")],
+                    "decoy_set_fdr": sets[(fate, "decoy")],
                 }
             )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2g}"))

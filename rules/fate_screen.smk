@@ -27,6 +27,7 @@ def fate_screen_targets():
         for name in velocity_names()
         for target in (
             f"{FM}/fluctuation_perturbation/{name}.tsv",
+            f"{FM}/fluctuation_perturbation/{name}.summary.tsv",
             f"{RESULTS}/figures/{name}/fluctuation_perturbation.png",
         )
     ]
@@ -40,7 +41,8 @@ rule fluctuation_perturbation:
         medians=TOKENIZE["gene_medians"] or f"{TOK}/gene_medians.tsv",
         truth=fate_screen_truth,
     output:
-        f"{FM}/fluctuation_perturbation/{{name}}.tsv",
+        table=f"{FM}/fluctuation_perturbation/{{name}}.tsv",
+        summary=f"{FM}/fluctuation_perturbation/{{name}}.summary.tsv",
     log:
         f"{LOGS}/foundation/fluctuation_perturbation/{{name}}.log",
     benchmark:
@@ -60,7 +62,8 @@ rule fluctuation_perturbation:
 
 rule figure_fluctuation_perturbation:
     input:
-        f"{FM}/fluctuation_perturbation/{{name}}.tsv",
+        table=f"{FM}/fluctuation_perturbation/{{name}}.tsv",
+        summary=f"{FM}/fluctuation_perturbation/{{name}}.summary.tsv",
     output:
         report(
             f"{RESULTS}/figures/{{name}}/fluctuation_perturbation.png",

@@ -5,5 +5,7 @@ from cellfate.workflow import run
 
 run(
     snakemake,
-    lambda: foundation.fluctuation_perturbation(snakemake.input[0], snakemake.output[0], fdr=snakemake.params.fdr),
+    lambda: foundation.fluctuation_perturbation(
+        snakemake.input.table, snakemake.output[0], summary_tsv=snakemake.input.summary, fdr=snakemake.params.fdr
+    ),
 )
