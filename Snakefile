@@ -45,7 +45,7 @@ TARGETS = [
     *FOUNDATION_TARGETS,
     *dynamics_targets(),
     *SPATIAL_TARGETS,
-    *fate_screen_targets(),
+    *FATE_SCREEN_TARGETS,
 ]
 
 

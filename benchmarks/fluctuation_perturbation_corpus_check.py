@@ -1,5 +1,9 @@
-"""Feasibility: a tiny model pretrained (from scratch, demo settings) on the demo corpus PLUS the
-bifurcation's cells (mapped tokens, 3 copies): does the screen then find VICDYF's drivers?"""
+"""Is the demo's negative result the vocabulary? A tiny model pretrained from scratch (the demo's
+settings, STEPS steps) on the demo corpus PLUS the bifurcation's cells (mapped tokens, 3 copies),
+then the fluctuation -> perturbation screen with it, seeds 0-2. Writes under /tmp/fp_feas.
+
+Run after the demo: ``PYTHONPATH=src .venv/bin/python benchmarks/fluctuation_perturbation_corpus_check.py 800``
+"""
 import sys, json, numpy as np, pandas as pd, anndata as ad, torch, datasets, logging
 from pathlib import Path
 torch.set_num_threads(2)
@@ -9,6 +13,7 @@ from cellfate.corpus.tokenizer import RankValueTokenizer
 from cellfate.corpus.dictionary import load_gene_medians
 from cellfate.foundation.train import TrainSettings, train
 r = Path("results"); out = Path("/tmp/fp_feas")
+out.mkdir(parents=True, exist_ok=True)
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 800
 adata = ad.read_h5ad(r / "dynamics/bifurcation.h5ad")
 pre = load_pretrained(str(r / "pretrain/model"), "cpu")

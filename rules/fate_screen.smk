@@ -9,20 +9,15 @@ FATE_SCREEN_SPEC = canonical(
 )
 
 
-def fate_screen_truth(wildcards):
-    """The simulated truth (the genes' true fates, for the table) where the data are the demo's."""
-    return (
-        [f"{SIM}/bifurcation/truth.h5ad"]
-        if SIMULATED and wildcards.name == "bifurcation"
-        else []
-    )
-
-
-def fate_screen_targets():
-    """The table and figure of every velocity sample, when the config asks for the screen."""
-    if not (FATE_SCREEN and DYNAMICS.get("fate_key") and DYNAMICS.get("fates")):
-        return []
-    return [
+# The simulated truth (the genes' true fates, for the table) where the data are the demo's.
+fate_screen_truth = lambda wildcards: (
+    [f"{SIM}/bifurcation/truth.h5ad"]
+    if SIMULATED and wildcards.name == "bifurcation"
+    else []
+)
+# The table, summary and figure of every velocity sample, when the config asks for the screen.
+FATE_SCREEN_TARGETS = (
+    [
         target
         for name in velocity_names()
         for target in (
@@ -31,6 +26,9 @@ def fate_screen_targets():
             f"{RESULTS}/figures/{name}/fluctuation_perturbation.png",
         )
     ]
+    if FATE_SCREEN and DYNAMICS.get("fate_key") and DYNAMICS.get("fates")
+    else []
+)
 
 
 rule fluctuation_perturbation:
