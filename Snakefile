@@ -31,6 +31,7 @@ include: "rules/foundation.smk"
 include: "rules/velocity.smk"
 include: "rules/dynamics.smk"
 include: "rules/spatial.smk"
+include: "rules/fate_screen.smk"
 
 
 # Every result of the run: each stage's targets (empty for a stage the config turns off).
@@ -44,6 +45,7 @@ TARGETS = [
     *FOUNDATION_TARGETS,
     *dynamics_targets(),
     *SPATIAL_TARGETS,
+    *FATE_SCREEN_TARGETS,
 ]
 
 

@@ -52,6 +52,8 @@ def test_demo_dag_is_complete(tmp_path) -> None:
     # the forward analysis on the positive tissue, its table and both figures
     for rule in ("forward_analysis", "figure_forward_shifts", "figure_forward_decomposition"):
         assert jobs[rule] == 1, rule
+    # the two seeds together: VICDYF's fluctuation drivers perturbed in the foundation model
+    assert jobs["fluctuation_perturbation"] == jobs["figure_fluctuation_perturbation"] == 1
 
 
 def test_paper_dag_builds() -> None:

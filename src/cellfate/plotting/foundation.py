@@ -215,3 +215,45 @@ def cross_species(
         f"accuracy {row.get('knn_accuracy', np.nan):.3f}",
     )
     save(fig, path)
+
+
+def fluctuation_perturbation(
+    table_tsv: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    summary_tsv: str | os.PathLike[str] | None = None,
+    fdr: float = 0.05,
+) -> None:
+    """Per fate: each overexpressed gene's mean shift toward the fate, VICDYF's drivers against the
+    random decoys and the control genes they are tested against (filled: FDR < ``fdr``); with the
+    summary, each set's gene-level FDR under its label."""
+    table = pd.read_csv(table_tsv, sep="\t")
+    summary = pd.read_csv(summary_tsv, sep="\t") if summary_tsv else pd.DataFrame(columns=["fate", "group", "set_fdr"])
+    set_fdr = {(str(r.fate), r.group): r.set_fdr for r in summary.itertuples()}
+    fates = list(dict.fromkeys(table["fate"].astype(str)))
+    fig, axes = plt.subplots(1, len(fates), figsize=(4.2 * len(fates), 4.2), squeeze=False, sharey=True)
+    colours = {"driver": PALETTE[3], "decoy": PALETTE[0], "control": PALETTE[7]}
+    rng = np.random.default_rng(0)
+    for ax, fate in zip(axes[0], fates):
+        part = table[table["fate"].astype(str) == fate]
+        for x, (group, colour) in enumerate(colours.items()):
+            rows = part[part["group"] == group]
+            jitter = x + rng.uniform(-0.18, 0.18, len(rows))
+            filled = rows["significant"].fillna(False).astype(bool).to_numpy()
+            ax.scatter(jitter, rows["mean_shift"], s=28, edgecolors=colour, facecolors=[colour if f else "white" for f in filled])
+            if len(rows):
+                ax.hlines(rows["mean_shift"].median(), x - 0.3, x + 0.3, color=colour, lw=2)
+        tested = part[part["group"].isin(["driver", "decoy"])]
+        counts = {g: f"{int(r['significant'].sum())}/{len(r)}" for g, r in tested.groupby("group")}
+        labels = [
+            f"{g}s\n{counts.get(g, '')}" + (f"\nset FDR {set_fdr[(fate, g)]:.2g}" if (fate, g) in set_fdr else "")
+            for g in colours
+        ]
+        ax.set_xticks(range(len(colours)), labels, fontsize=8)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(f"overexpressed in progenitors -> {fate}", fontsize=9)
+    axes[0, 0].set_ylabel("mean shift toward the fate: cos(perturbed, fate) - cos(original, fate)", fontsize=8)
+    fig.suptitle(
+        f"VICDYF's fluctuation drivers in the foundation model (filled: one-sided rank-sum vs controls, BH FDR < {fdr:g})",
+        fontsize=9,
+    )
+    save(fig, path)
