@@ -4,6 +4,13 @@ then the fluctuation -> perturbation screen with it, seeds 0-2. Writes under /tm
 
 Run after the demo: ``PYTHONPATH=src .venv/bin/python benchmarks/fluctuation_perturbation_corpus_check.py 800``
 """
+import argparse
+
+_parser = argparse.ArgumentParser(description="Pretrain the tiny demo model on the demo corpus plus the "
+                                  "bifurcation's cells, then run the fluctuation -> perturbation screen with it.")
+_parser.add_argument("steps", nargs="?", type=int, default=800, help="pretraining steps (default 800)")
+ARGS = _parser.parse_args()
+
 import sys, json, numpy as np, pandas as pd, anndata as ad, torch, datasets, logging
 from pathlib import Path
 torch.set_num_threads(2)
@@ -14,7 +21,7 @@ from cellfate.corpus.dictionary import load_gene_medians
 from cellfate.foundation.train import TrainSettings, train
 r = Path("results"); out = Path("/tmp/fp_feas")
 out.mkdir(parents=True, exist_ok=True)
-steps = int(sys.argv[1]) if len(sys.argv) > 1 else 800
+steps = ARGS.steps
 adata = ad.read_h5ad(r / "dynamics/bifurcation.h5ad")
 pre = load_pretrained(str(r / "pretrain/model"), "cpu")
 tok = RankValueTokenizer(pre.vocab.token_to_id, load_gene_medians(str(r / "tokenize/gene_medians.tsv")), "v2", 64)
