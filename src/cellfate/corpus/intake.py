@@ -24,7 +24,7 @@ from cellfate.synonyms import load_synonyms
 log = logging.getLogger(__name__)
 
 
-def _write(adata: ad.AnnData, unresolved: pd.DataFrame, h5ad: str, genes: str) -> None:
+def write_harmonised(adata: ad.AnnData, unresolved: pd.DataFrame, h5ad: str, genes: str) -> None:
     lost = unresolved["total_counts"].sum()
     total = lost + adata.X.sum()
     log.info("%s: %d cells x %d genes; %d gene names unresolved (%.3f%% of counts)",
@@ -40,7 +40,7 @@ def read_panglaodb(row: Mapping[str, Any], rdata: str, clusters: str, annotation
     """PanglaoDB sample -> harmonised h5ad + unresolved-gene table (``synonyms``: MGI's table, optional)."""
     adata, unresolved = read_panglaodb_sample(rdata, clusters, annotations, sra=row["sra"], srs=row["srs"],
                                               tissue=row["tissue"], synonyms=load_synonyms(synonyms))
-    _write(adata, unresolved, h5ad, genes)
+    write_harmonised(adata, unresolved, h5ad, genes)
 
 
 def read_expression_atlas(row: Mapping[str, Any], archive: str, design: str, h5ad: str, genes: str,
@@ -48,14 +48,14 @@ def read_expression_atlas(row: Mapping[str, Any], archive: str, design: str, h5a
     """Expression Atlas experiment -> harmonised h5ad + unresolved-gene table."""
     adata, unresolved = read_atlas_experiment(archive, design, accession=row["accession"],
                                               tissue=row.get("tissue") or None, synonyms=load_synonyms(synonyms))
-    _write(adata, unresolved, h5ad, genes)
+    write_harmonised(adata, unresolved, h5ad, genes)
 
 
 def read_cellxgene(row: Mapping[str, Any], dataset: str, h5ad: str, genes: str, synonyms: str | None = None) -> None:
     """CELLxGENE dataset -> harmonised h5ad + unresolved-gene table."""
     adata, unresolved = read_cellxgene_dataset(dataset, dataset_id=row["dataset_id"], tissue=row.get("tissue") or None,
                                                synonyms=load_synonyms(synonyms))
-    _write(adata, unresolved, h5ad, genes)
+    write_harmonised(adata, unresolved, h5ad, genes)
 
 
 def qc_sample(harmonised: str, thresholds: Mapping[str, Any], h5ad: str, table: str) -> None:

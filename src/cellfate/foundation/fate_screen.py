@@ -39,7 +39,7 @@ from cellfate.corpus.tokenizer import RankValueTokenizer, normalise_gene_id
 from cellfate.errors import CellfateError
 from cellfate.foundation.embed import Embedder, load_pretrained
 from cellfate.foundation.perturb import GeneMatrix, Perturber, make_jobs, originals, state_embeddings
-from cellfate.foundation.screen import RunSettings, _embedder
+from cellfate.foundation.screen import RunSettings, make_embedder
 from cellfate.foundation.stats import benjamini_hochberg
 from cellfate.io import write_table
 
@@ -214,12 +214,17 @@ def test_against_controls(shifts: pd.DataFrame, groups: Mapping[str, Sequence[st
 
 def adjust(table: pd.DataFrame, fdr: float) -> pd.DataFrame:
     """BH within each tested group (drivers; decoys) across all fates; ``significant``: FDR < ``fdr``."""
-    table = table.copy()
-    table["fdr"] = np.nan
+    table = _bh_within_groups(table.copy(), "p_value", "fdr")
+    table["significant"] = table["fdr"].lt(fdr)
+    return table
+
+
+def _bh_within_groups(table: pd.DataFrame, p_column: str, fdr_column: str) -> pd.DataFrame:
+    """BH over the rows of each tested group (drivers; decoys) on its own: decoys never dilute drivers."""
+    table[fdr_column] = np.nan
     for group in ("driver", "decoy"):
         rows = table["group"] == group
-        table.loc[rows, "fdr"] = benjamini_hochberg(table.loc[rows, "p_value"].to_numpy())
-    table["significant"] = table["fdr"].lt(fdr)
+        table.loc[rows, fdr_column] = benjamini_hochberg(table.loc[rows, p_column].to_numpy())
     return table
 
 
@@ -250,11 +255,7 @@ def set_tests(table: pd.DataFrame, fdr: float = 0.05) -> pd.DataFrame:
                     "set_p_value": float(p),
                 }
             )
-    out = pd.DataFrame(rows)
-    out["set_fdr"] = np.nan
-    for group in ("driver", "decoy"):
-        mask = out["group"] == group
-        out.loc[mask, "set_fdr"] = benjamini_hochberg(out.loc[mask, "set_p_value"].to_numpy())
+    out = _bh_within_groups(pd.DataFrame(rows), "set_p_value", "set_fdr")
     out["set_significant"] = out["set_fdr"].lt(fdr)
     return out
 
@@ -333,7 +334,7 @@ def run(
         *(int(mapping["surrogate"].sum()), len(mapping)),
     )
     table = screen_fates(
-        _embedder(pretrained, run_settings), rows, state, drivers, detected, mapping, screen, run_settings.batch_size
+        make_embedder(pretrained, run_settings), rows, state, drivers, detected, mapping, screen, run_settings.batch_size
     )
     var = ad.read_h5ad(truth_h5ad, backed="r").var if truth_h5ad else adata.var
     table = _annotate(table, var)

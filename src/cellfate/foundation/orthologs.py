@@ -217,13 +217,13 @@ def convert_sample(
 ) -> None:
     """Rule read_cross_species: human h5ad -> ``harmonised/cross_species/{sample}.h5ad`` (+ dropped genes,
     class table), in the same form as the mouse sources' harmonised samples so that QC takes it."""
-    from cellfate.corpus.intake import _write  # the harmonised samples' one writer
+    from cellfate.corpus.intake import write_harmonised  # the harmonised samples' one writer
     from cellfate.io import write_table
 
     adata, dropped, by_class = read_human_sample(h5ad, sample=sample, tissue=tissue, cell_type_column=cell_type_column,
                                                  synonyms=load_synonyms(synonyms))
     write_table(by_class.assign(sample=sample, source=ortholog_source()), out_orthologs)
-    _write(adata, dropped, out_h5ad, out_genes)
+    write_harmonised(adata, dropped, out_h5ad, out_genes)
 
 
 def summary_row(orthologs_tsv: str | os.PathLike[str]) -> dict[str, object]:

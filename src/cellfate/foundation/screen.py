@@ -190,7 +190,7 @@ def _check_states(shards: Sequence[str], experiment: Experiment) -> None:
         raise CellfateError(f"perturbation {experiment.name!r}: no cell has {column} = {missing[0]!r}; known: {known}")
 
 
-def _embedder(pretrained: Pretrained, settings: RunSettings) -> Embedder:
+def make_embedder(pretrained: Pretrained, settings: RunSettings) -> Embedder:
     embedder = Embedder(
         pretrained,
         layer=settings.layer,
@@ -343,7 +343,7 @@ def run_screen(
     check_token_range(cells, pretrained.vocab.vocab_size, token_dictionary)
     cells = cut_to(cells, settings.max_tokens, token_to_id)
     labels = cells.obs[column].astype(str).to_numpy()
-    embedder = _embedder(pretrained, settings)
+    embedder = make_embedder(pretrained, settings)
     chosen = np.concatenate(
         [_choose(labels, s, experiment.max_state_cells, experiment.seed) for s in experiment.states]
     )

@@ -24,7 +24,7 @@ from cellfate.io import write_table
 from cellfate.spatial import environment as env
 from cellfate.spatial import forward as fw
 from cellfate.counts import dense
-from cellfate.spatial.pipeline import _condition, _labels, _per10k, settings
+from cellfate.spatial.pipeline import condition_matrix, cell_type_labels, per10k, settings
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -61,7 +61,7 @@ def read_lineage(cells_h5ad: PathLike, p_mat: PathLike | None, s_cfg: dict, f: d
     """The modelled cells (AnnData view), their labels, the lineage mask and their raw condition."""
     e = s_cfg["environment"]
     cells = ad.read_h5ad(cells_h5ad)
-    labels = _labels(cells, s_cfg["cell_type_key"], cells_h5ad).to_numpy()
+    labels = cell_type_labels(cells, s_cfg["cell_type_key"], cells_h5ad).to_numpy()
     lineage = np.isin(labels, e["cells"])
     for group in ("progenitors", "fates"):
         missing = [t for t in f[group] if t not in set(labels[lineage])]
@@ -71,7 +71,7 @@ def read_lineage(cells_h5ad: PathLike, p_mat: PathLike | None, s_cfg: dict, f: d
                                 cells_h5ad)
     how = f["condition"] or e["condition"]
     partners = e["partners"] or [t for t in pd.unique(labels) if t not in e["cells"]]
-    raw, names, types = _condition(cells, lineage, labels, list(partners), {**e, "condition": how}, p_mat or "",
+    raw, names, types = condition_matrix(cells, lineage, labels, list(partners), {**e, "condition": how}, p_mat or "",
                                    cells_h5ad, s_cfg["seed"])
     return cells, labels, lineage, fw.Condition(np.asarray(raw, dtype=float), list(names), list(types),
                                                 SCALES.get(how, "onehot"))
@@ -87,7 +87,7 @@ def fit_models(s: np.ndarray, u: np.ndarray, cond: fw.Condition, e: dict, n_fits
 
 def senders_of(cells: ad.AnnData, labels: np.ndarray, partners: list[str], share: float) -> dict[str, list[str]]:
     """Ligand (symbol) -> the partner types that express it (see :func:`forward.ligand_senders`)."""
-    norm = _per10k(cells.X)
+    norm = per10k(cells.X)
     norm = np.asarray(norm.toarray() if hasattr(norm, "toarray") else norm)
     symbols = cells.var["symbol"].astype(str).to_numpy() if "symbol" in cells.var else np.asarray(cells.var_names)
     frame = pd.DataFrame(norm, columns=symbols)

@@ -70,7 +70,8 @@ def settings(cfg: Config | None) -> dict[str, Any]:
     return out
 
 
-def _labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
+def cell_type_labels(adata: ad.AnnData, key: str, path: PathLike) -> pd.Series:
+    """The cells' type labels as strings; a missing column is a one-line error naming ``path``."""
     if key not in adata.obs:
         raise CellfateError(f"no obs column {key!r} with the cell types (spatial.cell_type_key)", path)
     return adata.obs[key].astype(str)
@@ -82,7 +83,7 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     cfg = settings(cfg)
     cells = read_h5ad(reference, what="reference h5ad")
     spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
-    labels = _labels(cells, cfg["cell_type_key"], reference)
+    labels = cell_type_labels(cells, cfg["cell_type_key"], reference)
     config = DeepColorConfig.from_dict({"seed": cfg["seed"], **cfg["deepcolor"]})
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
@@ -134,7 +135,7 @@ def colocalization(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, e
     p = np.load(p_mat, mmap_mode="r")
     if p.shape[0] != cells.n_obs:
         raise CellfateError(f"p_mat has {p.shape[0]} rows but {cells_h5ad} has {cells.n_obs} cells", p_mat)
-    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
+    labels = cell_type_labels(cells, cfg["cell_type_key"], cells_h5ad).to_numpy()
     matrix = coloc.type_colocalization(p, labels, cells.obs["map_total"].to_numpy(), c["drop_fraction"])
     write_table(matrix, types_tsv, index=True)
     edges = coloc.colocalization_edges(p, cells.obs_names, labels, c["threshold"], c["max_cells"], cfg["seed"])
@@ -168,7 +169,7 @@ def ligands(cells_h5ad: PathLike, model_dir: PathLike, edges: PathLike, ligand_t
     cells = ad.read_h5ad(cells_h5ad)
     table = lig.read_ligand_target(ligand_target)
     expression = cell_expression(cells, model_dir)
-    result = lig.ligand_activity(expression, _labels(cells, cfg["cell_type_key"], cells_h5ad), pd.read_parquet(edges),
+    result = lig.ligand_activity(expression, cell_type_labels(cells, cfg["cell_type_key"], cells_h5ad), pd.read_parquet(edges),
                                  table, cfg["ligands"]["n_top_targets"])
     write_table(result, out_tsv)
 
@@ -184,7 +185,7 @@ def validate(cells_h5ad: PathLike, p_mat: PathLike, types_tsv: PathLike, spots: 
     spot_data = read_h5ad(spots, what="spots h5ad")
     if "true_abundance" not in spot_data.obsm:
         raise CellfateError("no obsm['true_abundance']: validation needs the simulated tissue", spots)
-    labels = _labels(cells, cfg["cell_type_key"], cells_h5ad)
+    labels = cell_type_labels(cells, cfg["cell_type_key"], cells_h5ad)
     p = np.load(p_mat, mmap_mode="r")
     shares = type_shares_from_p(p, cells.obs["map_total"].to_numpy(), labels)
     matrix = pd.read_csv(types_tsv, sep="\t", index_col=0)
@@ -231,7 +232,7 @@ def environment_rows(modes: pd.DataFrame, negative: bool) -> dict[str, float]:
     return out
 
 
-def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict[str, Any],
+def condition_matrix(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict[str, Any],
                p_mat: PathLike, path: PathLike, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
     """The condition matrix c of the modelled cells, its column names and each column's partner type.
 
@@ -268,7 +269,7 @@ def _condition(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partn
 
 def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.Series:
     """Per gene symbol: the partner type's mean normalised expression over the highest type mean."""
-    norm = _per10k(cells.X)
+    norm = per10k(cells.X)
     types = pd.unique(labels)
     means = pd.DataFrame({t: np.asarray(norm[labels == t].mean(0)).ravel() for t in types}, index=cells.var_names)
     rel = means[partner] / means.max(1).replace(0, np.nan)
@@ -277,7 +278,7 @@ def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.
     return rel[~rel.index.duplicated()]
 
 
-def _per10k(x: Any) -> Any:
+def per10k(x: Any) -> Any:
     """Counts per 10k per cell (sparse stays sparse)."""
     totals = np.asarray(x.sum(1)).ravel()
     scale = 1e4 / np.maximum(totals, 1.0)
@@ -286,7 +287,7 @@ def _per10k(x: Any) -> Any:
 
 def _lineage(cells: ad.AnnData, e: dict[str, Any], cfg: Config, path: PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Cell type labels, the mask of the modelled cells and the partner types, checked."""
-    labels = _labels(cells, cfg["cell_type_key"], path).to_numpy()
+    labels = cell_type_labels(cells, cfg["cell_type_key"], path).to_numpy()
     lineage = np.isin(labels, e["cells"])
     if lineage.sum() < 20:
         raise CellfateError(f"only {lineage.sum()} cells of the types {e['cells']} (spatial.environment.cells)", path)
@@ -308,7 +309,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     e = cfg["environment"]
     cells = ad.read_h5ad(cells_h5ad)
     labels, lineage, partners = _lineage(cells, e, cfg, cells_h5ad)
-    c, names, column_types = _condition(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"])
+    c, names, column_types = condition_matrix(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"])
     sub = cells[lineage]
     spliced, unspliced = (dense(sub.layers[k]) for k in ("spliced", "unspliced"))  # one lineage: few cells
     folds = env.crossfit_folds(len(c), int(e["folds"]), cfg["seed"])
@@ -324,7 +325,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     if truth is not None:
         modes["is_true_driver"] = modes["partner_type"] == str(truth["driver"])
         if e["condition"] != "truth" and "true_partner_density" in cells.obsm:
-            c_true, _, _ = _condition(cells, lineage, labels, partners, {**e, "condition": "truth"}, p_mat, cells_h5ad)
+            c_true, _, _ = condition_matrix(cells, lineage, labels, partners, {**e, "condition": "truth"}, p_mat, cells_h5ad)
             control, _ = _analyse(s, u, env.standardise(c_true), partners, partners, "truth", folds, mcfg, e, cfg["seed"])
             tables.append(control.assign(is_true_driver=control["partner"] == str(truth["driver"])))
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
