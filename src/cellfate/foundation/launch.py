@@ -200,9 +200,16 @@ def exec_logged(command: Sequence[str], log_path: str | None) -> None:
 def failure_line(failures: Mapping[int, Any]) -> str:
     """One line for torchrun's failed workers: {rank: ProcessFailure} -> ranks and exit codes."""
     ranks = sorted(failures)
-    codes = ", ".join(f"rank {r} exit {getattr(failures[r], 'exitcode', '?')}" for r in ranks[:8])
+    codes = ", ".join(f"rank {r} {_exit_words(getattr(failures[r], 'exitcode', '?'))}" for r in ranks[:8])
     more = f" and {len(ranks) - 8} more" if len(ranks) > 8 else ""
     return f"pretraining failed: {len(ranks)} worker(s) stopped ({codes}{more}); each worker's own error line is above"
+
+
+def _exit_words(code: Any) -> str:
+    """'exit 1', or 'stopped by signal 15' where torchrun ended a worker after another failed."""
+    if isinstance(code, int) and code < 0:
+        return f"stopped by signal {-code}"
+    return f"exit {code}"
 
 
 def run_torchrun(torchrun_args: Sequence[str]) -> int:
