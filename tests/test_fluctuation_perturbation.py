@@ -22,6 +22,7 @@ from cellfate.foundation.embed import Embedder, load_pretrained
 from cellfate.foundation.fate_screen import (
     FateScreenSpec,
     cell_states,
+    run,
     screen_fates,
     set_tests,
     tokenize_counts,
@@ -48,7 +49,8 @@ def world(tmp_path_factory):
     (root / "model" / "token_dictionary.json").write_text(json.dumps(dictionary))
     embedder = Embedder(load_pretrained(str(model_dir), "cpu"), pooling="mean", batch_size=64)
     tokenizer = RankValueTokenizer(dictionary, medians, "v2", 64)
-    return adata, embedder, tokenizer
+    pd.Series(medians, name="median").rename_axis("gene_id").to_csv(root / "medians.tsv", sep="\t")
+    return adata, embedder, tokenizer, root
 
 
 def _drivers(adata, toward: dict[str, str]) -> pd.DataFrame:
@@ -61,7 +63,7 @@ def _drivers(adata, toward: dict[str, str]) -> pd.DataFrame:
 
 
 def _screen(world, toward: dict[str, str]) -> pd.DataFrame:
-    adata, embedder, tokenizer = world
+    adata, embedder, tokenizer, _ = world
     spec = FateScreenSpec.from_config(SPEC)
     mapping = vocabulary_mapping(list(adata.var_names), sorted(tokenizer.gene_token), spec.seed)
     rows = tokenize_counts(adata.layers["spliced"], mapping["model_gene_id"].tolist(), tokenizer)
@@ -117,7 +119,7 @@ def test_set_level_tests(screens) -> None:
 
 
 def test_mapping_and_config_errors(world) -> None:
-    adata, _, tokenizer = world
+    adata, _, tokenizer, _ = world
     mapping = vocabulary_mapping(list(adata.var_names), sorted(tokenizer.gene_token), 0)
     assert mapping["model_gene_id"].is_unique
     kept = ~mapping["surrogate"]
@@ -127,3 +129,35 @@ def test_mapping_and_config_errors(world) -> None:
         FateScreenSpec.from_config({"n_driver": 3})
     with pytest.raises(CellfateError, match="no cell has branch = 'gamma'"):
         cell_states(adata.obs, FateScreenSpec(fates=("alpha", "gamma")))
+
+
+def test_run_keeps_perturbed_cells_within_the_token_budget(world, tmp_path, monkeypatch) -> None:
+    """The rule's path: cells tokenized to ``max_tokens`` (32; the model has 64 positions) and an
+    overexpressed gene inserted at rank 0 must push the lowest-ranked gene out, not make a 33-token
+    cell whose last token sits at a position a model trained on 32-token cells never learnt (on the
+    demo that cost the screen its drivers: driver sets 1/10 over 5 seeds, 5/10 cut back). Also runs
+    the count matrix built once for tokens and detection, and the outputs."""
+    adata, _, _, root = world
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    _drivers(adata, {"alpha": "alpha", "beta": "beta"}).to_csv(tmp_path / "drivers.tsv", sep="\t", index=False)
+    lengths: list[int] = []
+    hidden = Embedder.hidden
+
+    def spy(self, input_ids, attention_mask):
+        lengths.append(int(input_ids.shape[1]))
+        return hidden(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(Embedder, "hidden", spy)
+    out = tmp_path / "out"
+    table = run(
+        *(str(tmp_path / "cells.h5ad"), str(tmp_path / "drivers.tsv"), str(root / "model"), str(root / "medians.tsv")),
+        *(str(out / "t.tsv"), str(out / "s.tsv")),
+        spec=SPEC,
+        settings={"device": "cpu", "max_tokens": 32, "pooling": "mean"},
+    )
+    assert max(lengths) == 32  # full cells were perturbed, and none grew past the budget
+    assert (table["group"] == "driver").sum() == 12 and (table["n_cells"] == SPEC["max_cells"]).all()
+    detected = (adata.layers["spliced"] > 0).sum(0)
+    drawn = table[table["group"] != "driver"]  # decoys and controls: drawn from genes detected in 5+ cells
+    assert drawn["gene_id"].map(dict(zip(adata.var_names, detected))).ge(FateScreenSpec().min_detected).all()
+    assert (out / "t.tsv").is_file() and (out / "s.tsv").is_file()

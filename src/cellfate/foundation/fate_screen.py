@@ -101,11 +101,18 @@ def vocabulary_mapping(gene_ids: Sequence[str], vocabulary: Sequence[str], seed:
     )
 
 
+def count_matrix(counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+    """The counts as the CSR float32 matrix, without stored zeros, that the tokenizer and the
+    detection counts both read (built once per run)."""
+    matrix = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+    matrix.eliminate_zeros()
+    return matrix
+
+
 def tokenize_counts(counts: sp.spmatrix | np.ndarray, model_gene_ids: Sequence[str], tokenizer: RankValueTokenizer) -> list[np.ndarray]:
     """Every cell's rank-value token row (the corpus tokenizer, its medians), in cell order; a cell
     with no known gene is an error (it could not be embedded)."""
-    matrix = sp.csr_matrix(counts, dtype=np.float32)
-    matrix.eliminate_zeros()
+    matrix = counts if isinstance(counts, sp.csr_matrix) and counts.dtype == np.float32 else count_matrix(counts)
     vocab = tokenizer.vocabulary(list(model_gene_ids))
     chunk = Chunk(0, matrix.shape[0], matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data)
     totals = np.asarray(matrix.sum(1), dtype=np.float64).ravel()
@@ -155,7 +162,8 @@ def choose_genes(drivers: pd.DataFrame, detected: pd.Series, fate: str, spec: Fa
     return {"driver": chosen, "decoy": sorted(picked[: spec.n_decoys]), "control": sorted(picked[spec.n_decoys :])}
 
 
-def _pick(cells: np.ndarray, n: int, seed: int, salt: int) -> np.ndarray:
+def pick_cells(cells: np.ndarray, n: int, seed: int, salt: int) -> np.ndarray:
+    """At most ``n`` of ``cells``, drawn with the seed (and a salt per use), in their order."""
     if len(cells) <= n:
         return cells
     return np.sort(np.random.default_rng([seed, salt]).choice(cells, size=n, replace=False))
@@ -169,13 +177,20 @@ def per_cell_shifts(
     tokens: Mapping[str, int],
     spec: FateScreenSpec,
     batch_size: int = 64,
+    max_length: int | None = None,
 ) -> pd.DataFrame:
-    """(gene_id, cell, shift toward ``fate``) of every gene overexpressed in every chosen progenitor."""
+    """(gene_id, cell, shift toward ``fate``) of every gene overexpressed in every chosen progenitor.
+
+    ``max_length`` is the screen's token budget, the length the cells were tokenized to (default: the
+    model's positions). A perturbed cell is cut back to it (the inserted gene pushes the lowest-ranked
+    one out, as Geneformer's perturber does): a model trained on cells of that length never learnt the
+    positions past it, and a token there moves every perturbed cell alike, burying the genes' effects.
+    """
     states = [fate] + [s for s in spec.fates if s != fate] + [spec.progenitor]
-    chosen = np.concatenate([_pick(np.flatnonzero(state == s), spec.max_state_cells, spec.seed, 41) for s in states])
+    chosen = np.concatenate([pick_cells(np.flatnonzero(state == s), spec.max_state_cells, spec.seed, 41) for s in states])
     targets = state_embeddings(embedder, [rows[i] for i in chosen], state[chosen], states)
-    start = _pick(np.flatnonzero(state == spec.progenitor), spec.max_cells, spec.seed, 43)
-    matrix = GeneMatrix.from_rows([rows[i] for i in start], embedder.vocab.token_to_id, embedder.max_length)
+    start = pick_cells(np.flatnonzero(state == spec.progenitor), spec.max_cells, spec.seed, 43)
+    matrix = GeneMatrix.from_rows([rows[i] for i in start], embedder.vocab.token_to_id, max_length or embedder.max_length)
     jobs = make_jobs(matrix, np.array(sorted(set(tokens.values()))), 0, expressed_only=False)
     perturber = Perturber(embedder, batch_size)
     cosine = perturber.cosines(matrix, jobs, targets, desc=f"toward {fate}")
@@ -269,8 +284,10 @@ def screen_fates(
     mapping: pd.DataFrame,
     spec: FateScreenSpec,
     batch_size: int = 64,
+    max_length: int | None = None,
 ) -> pd.DataFrame:
-    """Every fate's screen, tested and BH-adjusted: the table of :func:`run` (without symbols)."""
+    """Every fate's screen, tested and BH-adjusted: the table of :func:`run` (without symbols);
+    ``max_length``: the token budget (:func:`per_cell_shifts`)."""
     token_of = embedder.vocab.token_to_id
     model_gene = mapping.set_index("gene_id")["model_gene_id"]
     parts = []
@@ -278,7 +295,7 @@ def screen_fates(
         groups = choose_genes(drivers, detected, fate, spec)
         genes = [g for group in GROUPS for g in groups[group]]
         tokens = {g: token_of[model_gene[g]] for g in genes}
-        shifts = per_cell_shifts(embedder, rows, state, fate, tokens, spec, batch_size)
+        shifts = per_cell_shifts(embedder, rows, state, fate, tokens, spec, batch_size, max_length)
         part = test_against_controls(shifts, groups).assign(fate=fate)
         ranks = drivers[drivers["fate"].astype(str) == fate].assign(gene_id=lambda d: d["gene_id"].map(normalise_gene_id))
         part["fluctuation_rank"] = part["gene_id"].map(ranks.set_index("gene_id")["rank"])
@@ -324,18 +341,18 @@ def run(
         pretrained.vocab.token_to_id, load_gene_medians(gene_medians), version, max_length, source=model_dir
     )
     mapping = vocabulary_mapping(list(adata.var_names), sorted(tokenizer.gene_token), screen.seed)
-    counts = adata.layers[screen.layer]
+    counts = count_matrix(adata.layers[screen.layer])
     rows = tokenize_counts(counts, mapping["model_gene_id"].tolist(), tokenizer)
-    detected = pd.Series(np.asarray((sp.csr_matrix(counts) > 0).sum(0)).ravel(), index=mapping["gene_id"].to_numpy())
+    detected = np.bincount(counts.indices[counts.data > 0], minlength=counts.shape[1])
+    detected = pd.Series(detected, index=mapping["gene_id"].to_numpy())
     state = cell_states(adata.obs, screen).to_numpy()
     log.info(
         "%d cells (%s), %d of %d genes mapped onto surrogate tokens",
         *(len(state), pd.Series(state).replace("", "other").value_counts().to_dict()),
         *(int(mapping["surrogate"].sum()), len(mapping)),
     )
-    table = screen_fates(
-        make_embedder(pretrained, run_settings), rows, state, drivers, detected, mapping, screen, run_settings.batch_size
-    )
+    embedder = make_embedder(pretrained, run_settings)
+    table = screen_fates(embedder, rows, state, drivers, detected, mapping, screen, run_settings.batch_size, max_length)
     var = ad.read_h5ad(truth_h5ad, backed="r").var if truth_h5ad else adata.var
     table = _annotate(table, var)
     summary = set_tests(table, screen.fdr)
