@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--n-drivers", type=int, default=10)
     parser.add_argument("--model", default=None, help="model folder (default: <results>/pretrain/model)")
+    parser.add_argument("--hidden-layer", type=int, default=None, help="hidden state read (default: the screen's)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="token budget (the demo model was trained at 64)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -39,8 +41,9 @@ def main() -> None:
                 args.model or str(r / "pretrain/model"),
                 str(r / "tokenize/gene_medians.tsv"),
                 f"{tmp}/t.tsv",
-                spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed},
-                settings={"device": "cpu", "max_tokens": 64, "pooling": "mean"},
+                spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed}
+                | ({} if args.hidden_layer is None else {"hidden_layer": args.hidden_layer}),
+                settings={"device": "cpu", "max_tokens": args.max_tokens, "pooling": "mean"},
                 truth_h5ad=str(r / "simulated/bifurcation/truth.h5ad"),
             )
         sets = set_tests(table).set_index(["fate", "group"])["set_fdr"]

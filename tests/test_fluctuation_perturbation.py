@@ -136,15 +136,18 @@ def test_run_keeps_perturbed_cells_within_the_token_budget(world, tmp_path, monk
     overexpressed gene inserted at rank 0 must push the lowest-ranked gene out, not make a 33-token
     cell whose last token sits at a position a model trained on 32-token cells never learnt (on the
     demo that cost the screen its drivers: driver sets 1/10 over 5 seeds, 5/10 cut back). Also runs
-    the count matrix built once for tokens and detection, and the outputs."""
+    the count matrix built once for tokens and detection, the screen's own hidden layer (the
+    second-to-last by default) over foundation.perturb's, and the outputs."""
     adata, _, _, root = world
     adata.write_h5ad(tmp_path / "cells.h5ad")
     _drivers(adata, {"alpha": "alpha", "beta": "beta"}).to_csv(tmp_path / "drivers.tsv", sep="\t", index=False)
     lengths: list[int] = []
+    layers: set[int] = set()
     hidden = Embedder.hidden
 
     def spy(self, input_ids, attention_mask):
         lengths.append(int(input_ids.shape[1]))
+        layers.add(self.layer)
         return hidden(self, input_ids, attention_mask)
 
     monkeypatch.setattr(Embedder, "hidden", spy)
@@ -153,9 +156,10 @@ def test_run_keeps_perturbed_cells_within_the_token_budget(world, tmp_path, monk
         *(str(tmp_path / "cells.h5ad"), str(tmp_path / "drivers.tsv"), str(root / "model"), str(root / "medians.tsv")),
         *(str(out / "t.tsv"), str(out / "s.tsv")),
         spec=SPEC,
-        settings={"device": "cpu", "max_tokens": 32, "pooling": "mean"},
+        settings={"device": "cpu", "max_tokens": 32, "pooling": "mean", "layer": -1},
     )
     assert max(lengths) == 32  # full cells were perturbed, and none grew past the budget
+    assert layers == {1}  # hidden_layer -2 of the 2-layer model: hidden state 1, whatever foundation.perturb says
     assert (table["group"] == "driver").sum() == 12 and (table["n_cells"] == SPEC["max_cells"]).all()
     detected = (adata.layers["spliced"] > 0).sum(0)
     drawn = table[table["group"] != "driver"]  # decoys and controls: drawn from genes detected in 5+ cells

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import anndata as ad
 import numpy as np
@@ -64,6 +64,9 @@ class FateScreenSpec:
     max_cells: int = 60  # progenitors perturbed
     max_state_cells: int = 200  # terminal cells averaged per state embedding
     layer: str = "spliced"
+    # The hidden state read: -2, the second-to-last (Geneformer's read-out for a model not fine-tuned:
+    # the last layer is shaped by the masked-gene objective). The pooling is foundation.perturb's.
+    hidden_layer: int = -2
     fdr: float = 0.05
     seed: int = 0
 
@@ -334,6 +337,7 @@ def run(
     (with each gene's true fate from ``truth_h5ad``'s var, the simulator's, when given)."""
     screen = FateScreenSpec.from_config(spec)
     run_settings = RunSettings(**{k: v for k, v in dict(settings or {}).items() if k in RunSettings.__dataclass_fields__})
+    run_settings = replace(run_settings, layer=screen.hidden_layer)
     adata, drivers = _read_inputs(h5ad, drivers_tsv, screen)
     pretrained = load_pretrained(model_dir, run_settings.device)
     max_length = min(pretrained.config.max_position_embeddings, run_settings.max_tokens or 10**9)
