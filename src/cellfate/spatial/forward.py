@@ -27,9 +27,18 @@ Optionally (``subspace`` < 1) each increment is projected onto the principal axe
 latent means: VICDYF's posterior leaves unused axes with a diffusion near 1 while the cells
 spread there by hundredths.
 
+Free paths leave the data: the drift network is only fitted where cells are, and beyond the ends
+of the lineage (or where the drift at the branch points between the two fates, the mean of two
+diverging futures) it carries paths tens to hundreds of cell spacings away, where the nearest
+cluster decides their fate. The default read-out therefore restricts the same SDE to the cells:
+:func:`state_graph` links each cell to its nearest neighbours, :func:`hop_probabilities` gives a
+hop from cell i to neighbour j the Euler-Maruyama step's density (mixed with a uniform hop so no
+walk stalls), and :func:`absorption` solves exactly for the probability of reaching each fate's
+region first. No horizon, no unabsorbed paths, no path noise.
+
 An intervention changes every progenitor's condition c and nothing else (:func:`intervene`), and
-the shift in fate proportions is the difference of two integrations that share their random
-numbers (common random numbers: the shift's noise is that of the difference, not of each side).
+the shift in fate proportions is the difference of two read-outs from the same cells (on paths,
+with common random numbers: the shift's noise is that of the difference, not of each side).
 """
 
 from __future__ import annotations
