@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000,
     "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
-    "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2, "resample": False,
+    "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2,
 }
 READOUTS = ("graph", "paths")
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
@@ -81,30 +81,12 @@ def read_lineage(cells_h5ad: PathLike, p_mat: PathLike | None, s_cfg: dict, f: d
                                                 SCALES.get(how, "onehot"))
 
 
-def fit_models(s: np.ndarray, u: np.ndarray, cond: fw.Condition, e: dict, n_fits: int, seed: int,
-               resample: bool = False) -> list:
-    """``n_fits`` seeded fits of the conditioned dynamics on the modelled cells.
-
-    With ``resample`` each fit after the first sees a bootstrap resample of the cells (drawn
-    with replacement): fits that differ only in their seed share the one sample's chance
-    associations between a partner's density and the fates, so their spread cannot show how far
-    a no-effect partner's predicted shift is from 0 by chance; resampled fits can.
-    """
+def fit_models(s: np.ndarray, u: np.ndarray, cond: fw.Condition, e: dict, n_fits: int, seed: int) -> list:
+    """``n_fits`` seeded fits of the conditioned dynamics on every modelled cell."""
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=seed)
-    c = cond.standardised()
-    out = []
-    for k in range(max(1, int(n_fits))):
-        rows, rng = np.arange(len(s)), np.random.default_rng(seed + k)
-        for _ in range(20 if resample and k > 0 else 0):  # a resample must keep every gene's spliced counts
-            rows = rng.integers(len(s), size=len(s))
-            if (s[rows].sum(0) > 0).all():
-                break
-        else:
-            rows = np.arange(len(s))
-        out.append(env.fit_conditioned_dynamics(s[rows], u[rows], c[rows], dataclasses.replace(mcfg, seed=seed + k),
-                                                progress=False))
-    return out
+    return [env.fit_conditioned_dynamics(s, u, cond.standardised(), dataclasses.replace(mcfg, seed=seed + k),
+                                         progress=False) for k in range(max(1, int(n_fits)))]
 
 
 def senders_of(cells: ad.AnnData, labels: np.ndarray, partners: list[str], share: float) -> dict[str, list[str]]:
@@ -274,7 +256,7 @@ def forward_analysis(cells_h5ad: PathLike, p_mat: PathLike | None, table_out: Pa
     progenitors = np.isin(lab, f["progenitors"])
     senders = senders_of(cells, labels, sorted(set(cond.types)), float(f["sender_share"]))
     runs, z_first = [], None
-    for k, module in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"], bool(f["resample"]))):
+    for k, module in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"])):
         decompose = k == 0 and int(f["n_conditions"]) > 1  # one fit's decomposition: the costly part
         run, z = run_fit(module, s, lab, cond, progenitors, f, senders, s_cfg["seed"] + k, decompose)
         runs.append(run)
