@@ -115,6 +115,9 @@ def test_absorption_is_the_exact_hitting_probability() -> None:
     b = fw.absorption(graph, p, np.array([0, -1, -1, 1]), 2)
     # h1 = 0.25 + 0.75 h2, h2 = 0.5 h1  ->  h1 = 0.4, h2 = 0.2
     assert np.allclose(b[:, 0], [1.0, 0.4, 0.2, 0.0]) and np.allclose(b.sum(1), 1.0)
+    closed = fw.StateGraph(np.array([1, 2, 2, 1]), np.array([2, 1, 1, 2]), 1.0)  # 1 and 2 only reach each other
+    with pytest.raises(CellfateError, match="reach no fate region"):
+        fw.absorption(closed, np.array([1.0, 0.5, 0.5, 0.0]), np.array([0, -1, -1, 1]), 2)
 
 
 def test_interval_spans_the_fits_and_the_cells() -> None:

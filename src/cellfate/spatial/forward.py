@@ -44,6 +44,7 @@ with common random numbers: the shift's noise is that of the difference, not of 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,8 +185,8 @@ def integrate(module: VicdyfModule, z0: torch.Tensor, c: torch.Tensor, terminals
 @dataclass(frozen=True)
 class StateGraph:
     """The modelled cells' symmetric k-nearest-neighbour graph as edge lists (every edge both
-    ways: a directed kNN graph can hold a closed set of cells, the progenitors' among them, from
-    which no walk leaves) and the time one hop takes."""
+    ways: a directed kNN graph can hold a closed set of cells from which no walk leaves, and one
+    of a fitted tissue did) and the time one hop takes."""
 
     rows: np.ndarray
     cols: np.ndarray
@@ -261,8 +262,13 @@ def absorption(graph: StateGraph, p: np.ndarray, fate: np.ndarray, n_fates: int)
     q = sp.csc_matrix((w[~hit], (index[rows[~hit]], index[cols[~hit]])), shape=(len(trans), len(trans)))
     r = np.zeros((len(trans), n_fates))
     np.add.at(r, (index[rows[hit]], fate[cols[hit]]), w[hit])
-    solved = spsolve((sp.identity(len(trans), format="csc") - q).tocsc(), r)
-    out[trans] = np.asarray(solved).reshape(len(trans), n_fates)
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a singular system is reported below
+        warnings.simplefilter("ignore")
+        solved = np.asarray(spsolve((sp.identity(len(trans), format="csc") - q).tocsc(), r)).reshape(len(trans), -1)
+    if not np.isfinite(solved).all():
+        raise CellfateError("some cells reach no fate region on the cells' kNN graph (a part of the graph without "
+                            "fate cells): raise spatial.forward.graph_neighbours or graph_mix")
+    out[trans] = solved
     return out
 
 
