@@ -162,6 +162,8 @@ def test_interventions_on_each_scale() -> None:
 def test_settings_refuse_bad_interventions() -> None:
     with pytest.raises(CellfateError, match="unknown spatial.forward"):
         fp.forward_settings({"forward": {"paths": 3}})
+    with pytest.raises(CellfateError, match="readout must be one of"):
+        fp.forward_settings({"forward": {"readout": "walk"}})
     with pytest.raises(CellfateError, match="distinct name"):
         fp.forward_settings({"forward": {"interventions": [{"name": "a", "kind": "remove"}, {"name": "a", "kind": "remove"}]}})
     with pytest.raises(CellfateError, match="kind must be"):
@@ -188,7 +190,8 @@ def test_simulator_under_intervention_records_the_true_shares() -> None:
         Intervention("block_ligand")
 
 
-def test_rule_end_to_end(tmp_path) -> None:
+@pytest.mark.parametrize("readout", ["graph", "paths"])
+def test_rule_end_to_end(tmp_path, readout) -> None:
     sim = {"seed": 0, "environment": SMALL}
     _, ref, _ = simulate_environment(spec_from_config(sim))
     ref.write_h5ad(tmp_path / "ref.h5ad")
@@ -196,7 +199,7 @@ def test_rule_end_to_end(tmp_path) -> None:
            {"name": "macrophage removed", "kind": "remove", "partner": "macrophage"}]
     cfg = {"seed": 0, "environment": {"epochs_vae": 10, "epochs_dynamics": 10},
            "forward": {"condition": "truth", "interventions": ivs, "n_fits": 2, "n_paths": 8, "n_conditions": 3,
-                       "decomposition_paths": 4, "n_bootstrap": 50}}
+                       "decomposition_paths": 4, "n_bootstrap": 50, "readout": readout}}
     table = fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t.tsv", tmp_path / "c.tsv", cfg, sim)
     assert list(table["intervention"]) == ["fibroblast removed"] * 2 + ["macrophage removed"] * 2
     assert (table["low"] <= table["shift"]).all() and (table["shift"] <= table["high"]).all()
@@ -206,6 +209,7 @@ def test_rule_end_to_end(tmp_path) -> None:
     assert np.allclose(prog["p_alpha"] + prog["p_beta"], 1.0)
     assert prog["environmental_share"].between(0, 1).all()
     assert set(forward_rows(table)) == {"forward_sign_ok", "forward_within_2x", "forward_null_covers_zero"}
+    assert (table["absorbed"] == 1.0).all() if readout == "graph" else table["absorbed"].between(0, 1).all()
     with pytest.raises(CellfateError, match="no cell of type"):
         fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t2.tsv", tmp_path / "c2.tsv",
                             {**cfg, "forward": {**cfg["forward"], "fates": ["alpha", "delta"]}}, sim)
