@@ -50,7 +50,8 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[pd.DataFr
         path = mapped
     cfg = {"seed": 42, "environment": {"epochs_vae": args.epochs, "epochs_dynamics": args.epochs},
            "forward": {"condition": args.condition, "interventions": INTERVENTIONS, "n_fits": args.fits,
-                       "n_paths": args.paths, "n_conditions": args.conditions, "decomposition_paths": 20}}
+                       "n_paths": args.paths, "n_conditions": args.conditions, "decomposition_paths": 20,
+                       "readout": args.readout}}
     table = fp.forward_analysis(path, p_mat, work / f"table_{seed}.tsv", work / f"cells_{seed}.tsv", cfg, sim)
     cells = pd.read_csv(work / f"cells_{seed}.tsv", sep="\t")
     cells = cells[cells["is_progenitor"]]
@@ -67,14 +68,17 @@ def main() -> None:
     parser.add_argument("--condition", default="truth")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--fits", type=int, default=3)
-    parser.add_argument("--paths", type=int, default=30)
+    parser.add_argument("--paths", type=int, default=30, help="paths per progenitor (--readout paths)")
+    parser.add_argument("--readout", default="graph", choices=["graph", "paths"],
+                        help="fate probabilities on the cells' graph (default) or from free Euler-Maruyama paths")
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--insensitive", type=float, default=0.0,
                         help="share of lineage cells that choose at random (the decomposition's validation)")
     parser.add_argument("--conditions", type=int, default=0, help="environments per progenitor (0: no decomposition)")
     args = parser.parse_args()
     rows, rhos, aurocs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             start = time.perf_counter()
             table, rho, auroc = one_seed(seed, args, Path(tmp))
             rows.append(table)

@@ -26,8 +26,8 @@ class OracleSDE:
 
     config = SimpleNamespace(d_scale=1.0)
 
-    def __init__(self, gain: float = 3.0, noise: float = 0.35) -> None:
-        self.gain, self.noise = gain, noise
+    def __init__(self, gain: float = 3.0, noise: float = 0.35, axes: tuple = (0.0, 1.0, 0.0)) -> None:
+        self.gain, self.noise, self.axes = gain, noise, torch.tensor(axes)
 
     def dynamics_posterior(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, w = z[:, 0], z[:, 1], z[:, 2]
@@ -35,7 +35,7 @@ class OracleSDE:
         sensitive = (w > 0).float()
         dy = past * (1.5 * y + sensitive * self.gain * c[:, 0])
         drift = torch.stack([torch.ones_like(x) * (x < 3.0), dy, torch.zeros_like(x)], dim=1)
-        return drift, torch.full_like(z, self.noise) * torch.tensor([0.0, 1.0, 0.0])
+        return drift, torch.full_like(z, self.noise) * self.axes
 
     def drift(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.dynamics_posterior(z, c)[0]
@@ -77,21 +77,60 @@ def test_oracle_fates_follow_the_condition_and_interventions_move_them() -> None
     removed, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "remove", "partner": "fibroblast"})), terminals)
     doubled, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "scale", "partner": "fibroblast", "factor": 2.0})), terminals)
     null, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "remove", "partner": "macrophage"})), terminals)
-    shift, low, high = fw.bootstrap_shift(base[None], removed[None], 0)
+    alpha = lambda out: fw.fate_probabilities(out, 2)[None, :, 0]  # noqa: E731  (1 fit x cells)
+    shift, low, high = fw.bootstrap_shift(alpha(base), alpha(removed))
     assert shift < -0.2 and high < 0  # fibroblast gone: alpha falls, and the interval says so
-    shift, low, high = fw.bootstrap_shift(base[None], doubled[None], 0)
+    shift, low, high = fw.bootstrap_shift(alpha(base), alpha(doubled))
     assert shift > 0.05 and low > 0
-    shift, low, high = fw.bootstrap_shift(base[None], null[None], 0)
+    shift, low, high = fw.bootstrap_shift(alpha(base), alpha(null))
     assert low <= 0 <= high and shift == 0  # common random numbers: no effect, no shift at all
 
 
-def test_interval_spans_the_fits() -> None:
-    base = np.zeros((3, 10, 20), dtype=int)
+def test_graph_readout_follows_the_condition_and_stays_on_the_cells() -> None:
+    _, z, labels, terminals, _, _ = _setup()
+    model = OracleSDE(axes=(1.0, 1.0, 1.0))  # VICDYF's diffusion has no noiseless axis
+    starts = np.flatnonzero((labels == "progenitor") & (z[:, 2] > 0) & (z[:, 0] < 0.5))  # niche-sensitive
+    rng = np.random.default_rng(3)
+    raw = np.c_[rng.normal(0, 1, len(starts)), rng.normal(0, 1, len(starts))]
+    cond = fw.Condition(raw, ["fibroblast", "macrophage"], ["fibroblast", "macrophage"], "ln")
+    graph = fw.state_graph(model, z, np.zeros((len(z), 2)), n_neighbours=10)
+    assert np.array_equal(np.sort(graph.rows), np.sort(graph.cols))  # every edge both ways
+
+    def share(spec: dict | None) -> np.ndarray:
+        c = cond.standardised(cond.raw if spec is None else fw.intervene(cond, cond.raw, spec))
+        return fw.graph_fates(model, z, terminals, graph, starts, c)
+
+    base = share(None)
+    assert np.allclose(base.sum(1), 1.0)  # every walk ends in a fate: no horizon, no unabsorbed paths
+    assert np.corrcoef(base[:, 0], raw[:, 0])[0, 1] > 0.7  # the niche decides
+    removed = share({"kind": "remove", "partner": "fibroblast"})
+    assert removed[:, 0].mean() < base[:, 0].mean() - 0.2
+    assert share({"kind": "scale", "partner": "fibroblast", "factor": 2.0})[:, 0].mean() > base[:, 0].mean() + 0.05
+    assert np.allclose(share({"kind": "remove", "partner": "macrophage"}), base)  # a column that acts on nothing
+
+
+def test_absorption_is_the_exact_hitting_probability() -> None:
+    graph = fw.StateGraph(np.array([1, 1, 2, 2]), np.array([0, 2, 1, 3]), 1.0)  # a path 0 - 1 - 2 - 3
+    p = np.array([0.25, 0.75, 0.5, 0.5])  # from 1: to 0 a quarter; from 2: either way
+    b = fw.absorption(graph, p, np.array([0, -1, -1, 1]), 2)
+    # h1 = 0.25 + 0.75 h2, h2 = 0.5 h1  ->  h1 = 0.4, h2 = 0.2
+    assert np.allclose(b[:, 0], [1.0, 0.4, 0.2, 0.0]) and np.allclose(b.sum(1), 1.0)
+    closed = fw.StateGraph(np.array([1, 2, 2, 1]), np.array([2, 1, 1, 2]), 1.0)  # 1 and 2 only reach each other
+    with pytest.raises(CellfateError, match="reach no fate region"):
+        fw.absorption(closed, np.array([1.0, 0.5, 0.5, 0.0]), np.array([0, -1, -1, 1]), 2)
+
+
+def test_interval_spans_the_fits_and_the_cells() -> None:
+    base = np.ones((3, 20))
     treated = base.copy()
-    treated[0, :, :5] = 1  # one fit says fate 0 falls by a quarter, the others say nothing
-    shift, low, high = fw.bootstrap_shift(base, treated, 0, n_boot=2000)
+    treated[0] -= 0.25  # one fit says the fate falls by a quarter, the others say nothing
+    shift, low, high = fw.bootstrap_shift(base, treated, n_boot=2000)
     assert shift == pytest.approx(-0.25 / 3)
     assert low < -0.1 and high == 0.0
+    treated = base.copy()
+    treated[:, :2] -= 1.0  # every fit: two cells of twenty lose the fate; the interval spans which cells
+    shift, low, high = fw.bootstrap_shift(base, treated, n_boot=2000)
+    assert shift == pytest.approx(-0.1) and low < -0.12 and -0.08 < high < 0
 
 
 def test_decomposition_separates_niche_choosers_from_random_choosers() -> None:
@@ -123,6 +162,8 @@ def test_interventions_on_each_scale() -> None:
 def test_settings_refuse_bad_interventions() -> None:
     with pytest.raises(CellfateError, match="unknown spatial.forward"):
         fp.forward_settings({"forward": {"paths": 3}})
+    with pytest.raises(CellfateError, match="readout must be one of"):
+        fp.forward_settings({"forward": {"readout": "walk"}})
     with pytest.raises(CellfateError, match="distinct name"):
         fp.forward_settings({"forward": {"interventions": [{"name": "a", "kind": "remove"}, {"name": "a", "kind": "remove"}]}})
     with pytest.raises(CellfateError, match="kind must be"):
@@ -149,7 +190,8 @@ def test_simulator_under_intervention_records_the_true_shares() -> None:
         Intervention("block_ligand")
 
 
-def test_rule_end_to_end(tmp_path) -> None:
+@pytest.mark.parametrize("readout", ["graph", "paths"])
+def test_rule_end_to_end(tmp_path, readout) -> None:
     sim = {"seed": 0, "environment": SMALL}
     _, ref, _ = simulate_environment(spec_from_config(sim))
     ref.write_h5ad(tmp_path / "ref.h5ad")
@@ -157,7 +199,7 @@ def test_rule_end_to_end(tmp_path) -> None:
            {"name": "macrophage removed", "kind": "remove", "partner": "macrophage"}]
     cfg = {"seed": 0, "environment": {"epochs_vae": 10, "epochs_dynamics": 10},
            "forward": {"condition": "truth", "interventions": ivs, "n_fits": 2, "n_paths": 8, "n_conditions": 3,
-                       "decomposition_paths": 4, "n_bootstrap": 50}}
+                       "decomposition_paths": 4, "n_bootstrap": 50, "readout": readout}}
     table = fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t.tsv", tmp_path / "c.tsv", cfg, sim)
     assert list(table["intervention"]) == ["fibroblast removed"] * 2 + ["macrophage removed"] * 2
     assert (table["low"] <= table["shift"]).all() and (table["shift"] <= table["high"]).all()
@@ -167,6 +209,7 @@ def test_rule_end_to_end(tmp_path) -> None:
     assert np.allclose(prog["p_alpha"] + prog["p_beta"], 1.0)
     assert prog["environmental_share"].between(0, 1).all()
     assert set(forward_rows(table)) == {"forward_sign_ok", "forward_within_2x", "forward_null_covers_zero"}
+    assert (table["absorbed"] == 1.0).all() if readout == "graph" else table["absorbed"].between(0, 1).all()
     with pytest.raises(CellfateError, match="no cell of type"):
         fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t2.tsv", tmp_path / "c2.tsv",
                             {**cfg, "forward": {**cfg["forward"], "fates": ["alpha", "delta"]}}, sim)

@@ -27,14 +27,24 @@ Optionally (``subspace`` < 1) each increment is projected onto the principal axe
 latent means: VICDYF's posterior leaves unused axes with a diffusion near 1 while the cells
 spread there by hundredths.
 
+Free paths leave the data: the drift network is only fitted where cells are, and beyond the ends
+of the lineage (or where the drift at the branch points between the two fates, the mean of two
+diverging futures) it carries paths tens to hundreds of cell spacings away, where the nearest
+cluster decides their fate. The default read-out therefore restricts the same SDE to the cells:
+:func:`state_graph` links each cell to its nearest neighbours, :func:`hop_probabilities` gives a
+hop from cell i to neighbour j the Euler-Maruyama step's density (mixed with a uniform hop so no
+walk stalls), and :func:`absorption` solves exactly for the probability of reaching each fate's
+region first. No horizon, no unabsorbed paths, no path noise.
+
 An intervention changes every progenitor's condition c and nothing else (:func:`intervene`), and
-the shift in fate proportions is the difference of two integrations that share their random
-numbers (common random numbers: the shift's noise is that of the difference, not of each side).
+the shift in fate proportions is the difference of two read-outs from the same cells (on paths,
+with common random numbers: the shift's noise is that of the difference, not of each side).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +182,118 @@ def integrate(module: VicdyfModule, z0: torch.Tensor, c: torch.Tensor, terminals
     return fate.reshape(shape).numpy(), absorbed.reshape(shape).numpy()
 
 
+@dataclass(frozen=True)
+class StateGraph:
+    """The modelled cells' symmetric k-nearest-neighbour graph as edge lists (every edge both
+    ways: a directed kNN graph can hold a closed set of cells from which no walk leaves, and one
+    of a fitted tissue did) and the time one hop takes."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    dt: float
+
+
+@torch.no_grad()
+def state_graph(module: VicdyfModule, z: np.ndarray, c: np.ndarray, n_neighbours: int = 15,
+                step: float = 4.0) -> StateGraph:
+    """The graph of the cells' latent means; one hop lasts the time the median drift (at the
+    cells' own conditions ``c``) needs to cross ``step`` median neighbour distances."""
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    k = int(min(max(1, n_neighbours), len(z) - 1))
+    dist, nbr = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    adj = sp.csr_matrix((np.ones(len(z) * k), (np.repeat(np.arange(len(z)), k), nbr[:, 1:].ravel())),
+                        shape=(len(z), len(z)))
+    adj = (adj + adj.T).tocoo()
+    mu = module.drift(torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(c, dtype=torch.float32))
+    speed = float(module.config.d_scale * mu.norm(dim=1).median())
+    if speed <= 0:
+        raise CellfateError("the fitted drift is zero: nothing to integrate")
+    return StateGraph(adj.row, adj.col, step * float(np.median(dist[:, 1:])) / speed)
+
+
+@torch.no_grad()
+def hop_probabilities(module: VicdyfModule, z: np.ndarray, graph: StateGraph, c: np.ndarray,
+                      mix: float = 0.2) -> np.ndarray:
+    """Per edge (i, j): the probability that one hop from cell i lands on cell j under condition
+    ``c`` (one row, every cell).
+
+    It is the Euler-Maruyama step's own density, N(z_j - z_i; s mu_i dt, s^2 sigma_i^2 dt), over
+    i's neighbours: the same SDE as :func:`integrate`, but a path can only be where cells are, so
+    it cannot follow the drift out of the data (where the network was never fitted and free paths
+    ran hundreds of cell spacings away). A share ``mix`` of every hop goes to a uniformly drawn
+    neighbour (the data's own diffusion): where the drift points between the branches no cell
+    lies ahead, and without it a walk would stay there for ever.
+    """
+    n, scale = len(z), module.config.d_scale
+    cond = torch.as_tensor(np.broadcast_to(c, (n, len(c))).copy(), dtype=torch.float32)
+    mu, sigma = module.dynamics_posterior(torch.as_tensor(z, dtype=torch.float32), cond)
+    mean = (scale * mu * graph.dt).double().numpy()
+    var = np.maximum(((scale * sigma) ** 2 * graph.dt).double().numpy(), 1e-12)  # a noiseless axis: the closest hop
+    rows, cols = graph.rows, graph.cols
+    logit = -(((z[cols] - z[rows] - mean[rows]) ** 2) / (2.0 * var[rows])).sum(1)
+    top = np.full(n, -np.inf)
+    np.maximum.at(top, rows, logit)
+    w = np.exp(logit - top[rows])
+    deg = np.bincount(rows, minlength=n)
+    return (1.0 - mix) * w / np.bincount(rows, w, minlength=n)[rows] + mix / deg[rows]
+
+
+def absorption(graph: StateGraph, p: np.ndarray, fate: np.ndarray, n_fates: int) -> np.ndarray:
+    """Cells x fates: the probability that the walk with hop probabilities ``p`` from each cell
+    reaches a cell of each fate (``fate``: its index, -1 for a cell that absorbs nothing) before
+    any other fate: the harmonic solve (I - Q) B = R over the transient cells, exact, so no path
+    count or horizon enters."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    n = len(fate)
+    trans = np.flatnonzero(fate < 0)
+    index = np.full(n, -1)
+    index[trans] = np.arange(len(trans))
+    out = np.zeros((n, n_fates))
+    out[fate >= 0, fate[fate >= 0]] = 1.0
+    if len(trans) == 0:
+        return out
+    keep = fate[graph.rows] < 0
+    rows, cols, w = graph.rows[keep], graph.cols[keep], p[keep]
+    hit = fate[cols] >= 0
+    q = sp.csc_matrix((w[~hit], (index[rows[~hit]], index[cols[~hit]])), shape=(len(trans), len(trans)))
+    r = np.zeros((len(trans), n_fates))
+    np.add.at(r, (index[rows[hit]], fate[cols[hit]]), w[hit])
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a singular system is reported below
+        warnings.simplefilter("ignore")
+        solved = np.asarray(spsolve((sp.identity(len(trans), format="csc") - q).tocsc(), r)).reshape(len(trans), -1)
+    if not np.isfinite(solved).all():
+        raise CellfateError("some cells reach no fate region on the cells' kNN graph (a part of the graph without "
+                            "fate cells): raise spatial.forward.graph_neighbours or graph_mix")
+    out[trans] = solved
+    return out
+
+
+def cell_fates(terminals: Terminals, z: np.ndarray) -> np.ndarray:
+    """Per cell: the fate whose region holds it (its nearest cluster is at least ``min_share``
+    that fate), or -1."""
+    share, best = terminals.vote(torch.as_tensor(z, dtype=torch.float32)).max(1)
+    return torch.where(share >= terminals.min_share, best, -1).numpy()
+
+
+def graph_fates(module: VicdyfModule, z: np.ndarray, terminals: Terminals, graph: StateGraph, starts: np.ndarray,
+                c: np.ndarray, mix: float = 0.2) -> np.ndarray:
+    """Starts x fates: each start cell's fate probabilities under its own condition (``c``, one
+    row per start), from :func:`absorption`. Equal conditions share one solve."""
+    fate = cell_fates(terminals, z)
+    n_fates = len(terminals.fates)
+    unique, inverse = np.unique(np.asarray(c, dtype=float), axis=0, return_inverse=True)
+    out = np.zeros((len(starts), n_fates))
+    for u, row in enumerate(unique):
+        who = np.flatnonzero(inverse.ravel() == u)
+        solved = absorption(graph, hop_probabilities(module, z, graph, row, mix), fate, n_fates)
+        out[who] = solved[np.asarray(starts)[who]]
+    return out
+
+
 def fate_probabilities(outcomes: np.ndarray, n_fates: int) -> np.ndarray:
     """Cells x fates: the share of each cell's paths ending in each fate."""
     return np.stack([(outcomes == k).mean(1) for k in range(n_fates)], axis=1)
@@ -251,22 +373,25 @@ def intervene(cond: Condition, raw: np.ndarray, spec: dict, senders: dict[str, l
     return out
 
 
-def bootstrap_shift(base: np.ndarray, treated: np.ndarray, fate: int, n_boot: int = 1000, level: float = 0.95,
+def bootstrap_shift(base: np.ndarray, treated: np.ndarray, n_boot: int = 1000, level: float = 0.95,
                     seed: int = 0) -> tuple[float, float, float]:
-    """(shift, low, high) of the tissue's share of ``fate``, treated minus untreated.
+    """(shift, low, high) of the tissue's share of one fate, treated minus untreated.
 
-    ``base`` and ``treated`` are fits x cells x paths fate indices. The interval resamples the fits
-    and, within each drawn fit, the paths (both with replacement): it carries the spread between
-    fits (what another training would have said) and the paths' sampling noise.
+    ``base`` and ``treated`` are fits x cells: each progenitor's probability of the fate in each
+    fit. The interval resamples the fits and, within each drawn fit, the progenitors (both with
+    replacement): it carries the spread between fits (what another training would have said) and
+    which progenitors the tissue happened to hold. Paths are not resampled: the treated and
+    untreated runs share their random numbers (or the graph read-out has none), so their noise
+    is in the per-cell difference already.
     """
-    per_path = (treated == fate).mean(1) - (base == fate).mean(1)  # fits x paths
-    n_fits, n_paths = per_path.shape
+    per_cell = np.asarray(treated, dtype=float) - np.asarray(base, dtype=float)  # fits x cells
+    n_fits, n_cells = per_cell.shape
     rng = np.random.default_rng(seed)
     fits = rng.integers(n_fits, size=(n_boot, n_fits))
-    paths = rng.integers(n_paths, size=(n_boot, n_fits, n_paths))
-    reps = per_path[fits[:, :, None], paths].mean(axis=(1, 2))
+    cells = rng.integers(n_cells, size=(n_boot, n_fits, n_cells))
+    reps = per_cell[fits[:, :, None], cells].mean(axis=(1, 2))
     tail = (1.0 - level) / 2.0
-    return float(per_path.mean()), float(np.quantile(reps, tail)), float(np.quantile(reps, 1.0 - tail))
+    return float(per_cell.mean()), float(np.quantile(reps, tail)), float(np.quantile(reps, 1.0 - tail))
 
 
 def ligand_senders(expression: pd.DataFrame, labels: np.ndarray, partners: list[str], min_share: float = 0.5
@@ -289,28 +414,36 @@ def _entropy(p: np.ndarray) -> np.ndarray:
         return -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=-1)
 
 
-@torch.no_grad()
-def decompose(module: VicdyfModule, z0: np.ndarray, c_std: np.ndarray, terminals: Terminals, dt: float, n_steps: int,
-              n_paths: int, n_conditions: int = 8, seed: int = 0) -> pd.DataFrame:
-    """Per progenitor: its fate uncertainty split into the environment's part and its own.
-
-    At the cell's own state z, paths run under ``n_conditions`` environments drawn from the
-    progenitors' own conditions (the cell's own first): p_k = its fate probabilities under the
-    k-th. The total uncertainty is the entropy of their mean, H(mean_k p_k); the intrinsic part is
-    the mean entropy at a fixed environment, mean_k H(p_k) (what the diffusion alone leaves open);
-    the environmental part is their difference, the mutual information between environment and
-    fate (in bits), and ``environmental_share`` its share of the total.
-    """
+def condition_draws(n: int, n_conditions: int, seed: int = 0) -> np.ndarray:
+    """Cells x conditions: indices of the progenitors whose conditions each cell is run under,
+    its own first and then ``n_conditions`` - 1 drawn at random."""
     rng = np.random.default_rng(seed)
-    n = len(z0)
-    draws = np.c_[np.arange(n), rng.integers(n, size=(n, n_conditions - 1))]  # cells x conditions
-    z = torch.as_tensor(np.repeat(z0, n_conditions, axis=0), dtype=torch.float32)
-    c = torch.as_tensor(c_std[draws.ravel()], dtype=torch.float32)
-    outcomes, _ = integrate(module, z, c, terminals, dt, n_steps, n_paths, seed)
-    p = fate_probabilities(outcomes, len(terminals.fates)).reshape(n, n_conditions, -1)
+    return np.c_[np.arange(n), rng.integers(n, size=(n, n_conditions - 1))]
+
+
+def uncertainty_parts(p: np.ndarray) -> pd.DataFrame:
+    """Per progenitor, from p (cells x conditions x fates, the fate probabilities under each
+    drawn environment): the total uncertainty is the entropy of their mean, H(mean_k p_k); the
+    intrinsic part the mean entropy at a fixed environment, mean_k H(p_k) (what the diffusion
+    alone leaves open); the environmental part their difference, the mutual information between
+    environment and fate (in bits), and ``environmental_share`` its share of the total."""
     total = _entropy(p.mean(1))
     intrinsic = _entropy(p).mean(1)
     environmental = np.maximum(total - intrinsic, 0.0)
     return pd.DataFrame({"total_entropy": total, "intrinsic_entropy": intrinsic, "environmental_mi": environmental,
                          "environmental_share": environmental / np.maximum(total, 1e-12),
                          "fate_sd_over_environments": p[:, :, 0].std(1)})
+
+
+@torch.no_grad()
+def decompose(module: VicdyfModule, z0: np.ndarray, c_std: np.ndarray, terminals: Terminals, dt: float, n_steps: int,
+              n_paths: int, n_conditions: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Per progenitor: its fate uncertainty split into the environment's part and its own
+    (:func:`uncertainty_parts`), from paths run at the cell's own state z under ``n_conditions``
+    environments drawn from the progenitors' own conditions (:func:`condition_draws`)."""
+    n = len(z0)
+    draws = condition_draws(n, n_conditions, seed)
+    z = torch.as_tensor(np.repeat(z0, n_conditions, axis=0), dtype=torch.float32)
+    c = torch.as_tensor(c_std[draws.ravel()], dtype=torch.float32)
+    outcomes, _ = integrate(module, z, c, terminals, dt, n_steps, n_paths, seed)
+    return uncertainty_parts(fate_probabilities(outcomes, len(terminals.fates)).reshape(n, n_conditions, -1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anndata as ad
@@ -34,7 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000,
     "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
+    "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2,
 }
+READOUTS = ("graph", "paths")
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
 NULL_TOLERANCE = 1e-9  # a true shift this small is no effect (a partner that does not act)
 
@@ -50,6 +52,8 @@ def forward_settings(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dic
     names = [str(i.get("name", "")) for i in f["interventions"]]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise CellfateError("every spatial.forward.interventions entry needs a distinct name")
+    if f["readout"] not in READOUTS:
+        raise CellfateError(f"spatial.forward.readout must be one of {READOUTS}, not {f['readout']!r}")
     for item in f["interventions"]:
         if item.get("kind") not in fw.KINDS:
             raise CellfateError(f"spatial.forward intervention {item.get('name')!r}: kind must be one of {fw.KINDS}")
@@ -97,42 +101,68 @@ def senders_of(cells: ad.AnnData, labels: np.ndarray, partners: list[str], share
 
 @dataclasses.dataclass
 class FitRun:
-    """One fit's forward runs: progenitor outcomes (cells x paths) untreated and per intervention."""
+    """One fit's forward runs: the progenitors' fate probabilities (cells x fates) untreated and
+    per intervention, and the share of paths absorbed within the horizon (1 on the graph)."""
 
     base: np.ndarray
     treated: dict[str, np.ndarray]
     absorbed: float
-    probabilities: np.ndarray  # progenitors x fates, untreated
     decomposition: pd.DataFrame | None = None
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.base
+
+
+def _graph_reader(module: Any, z: np.ndarray, terminals: fw.Terminals, cond: fw.Condition, f: dict
+                  ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]:
+    """(cell indices, standardised conditions) -> (fate probabilities, absorbed share 1) on the
+    cells' graph (:func:`forward.graph_fates`)."""
+    graph = fw.state_graph(module, z, cond.standardised(), int(f["graph_neighbours"]), float(f["graph_step"]))
+    log.info("forward: graph of %d cells, %d edges, hop dt %.3g", len(z), len(graph.rows), graph.dt)
+    return lambda idx, c: (fw.graph_fates(module, z, terminals, graph, idx, c, float(f["graph_mix"])), 1.0)
+
+
+def _path_reader(module: Any, z: np.ndarray, terminals: fw.Terminals, cond: fw.Condition, starts: np.ndarray,
+                 f: dict, seed: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]:
+    """The same from Euler-Maruyama paths (:func:`forward.integrate`; one seed for every call:
+    common random numbers between the arms)."""
+    cfg = fw.ForwardConfig(n_paths=int(f["n_paths"]), step=float(f["step"]), horizon=float(f["horizon"]),
+                           max_steps=int(f["max_steps"]), seed=seed)
+    dt, n_steps = fw.time_grid(module, z, cond.standardised(), z[starts], terminals, cfg)
+    log.info("forward: %d paths per cell, %d steps of dt %.3g", cfg.n_paths, n_steps, dt)
+
+    def read(idx: np.ndarray, c: np.ndarray, n_paths: int = cfg.n_paths) -> tuple[np.ndarray, float]:
+        out, absorbed = fw.integrate(module, torch.as_tensor(z[idx], dtype=torch.float32),
+                                     torch.as_tensor(c, dtype=torch.float32), terminals, dt, n_steps, n_paths, seed)
+        return fw.fate_probabilities(out, len(terminals.fates)), float(absorbed.mean())
+    return read
 
 
 def run_fit(module: Any, s: np.ndarray, labels: np.ndarray, cond: fw.Condition, progenitors: np.ndarray, f: dict,
             senders: dict[str, list[str]], seed: int, decompose: bool = False) -> tuple[FitRun, np.ndarray]:
-    """Integrate one fit from the progenitors, untreated and under every intervention (common
-    random numbers: one seed for all). Returns the runs and the fit's latent means."""
+    """Read one fit's fate probabilities from the progenitors, untreated and under every
+    intervention (``readout``: on the cells' graph, or by free paths). Returns the runs and the
+    fit's latent means."""
     z = env.latent_mean(module, s).cpu().numpy()
     terminals = fw.terminal_states(z, labels, f["progenitors"], f["fates"], int(f["cells_per_cluster"]),
-                                   float(f["min_share"]), seed=seed,
-                                   subspace=float(f["subspace"]))
-    cfg = fw.ForwardConfig(n_paths=int(f["n_paths"]), step=float(f["step"]), horizon=float(f["horizon"]),
-                           max_steps=int(f["max_steps"]), seed=seed)
-    z0 = z[progenitors]
-    dt, n_steps = fw.time_grid(module, z, cond.standardised(), z0, terminals, cfg)
-    z0_t = torch.as_tensor(z0, dtype=torch.float32)
-
-    def outcome(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c = torch.as_tensor(cond.standardised(raw), dtype=torch.float32)
-        return fw.integrate(module, z0_t, c, terminals, dt, n_steps, cfg.n_paths, seed)
-
+                                   float(f["min_share"]), seed=seed, subspace=float(f["subspace"]))
+    starts = np.flatnonzero(progenitors)
+    read = (_graph_reader(module, z, terminals, cond, f) if f["readout"] == "graph"
+            else _path_reader(module, z, terminals, cond, starts, f, seed))
     raw0 = cond.raw[progenitors]
-    base, absorbed = outcome(raw0)
-    treated = {i["name"]: outcome(fw.intervene(cond, raw0, i, senders))[0] for i in f["interventions"]}
-    run = FitRun(base, treated, float(absorbed.mean()), fw.fate_probabilities(base, len(f["fates"])))
+    base, absorbed = read(starts, cond.standardised(raw0))
+    treated = {i["name"]: read(starts, cond.standardised(fw.intervene(cond, raw0, i, senders)))[0]
+               for i in f["interventions"]}
+    run = FitRun(base, treated, absorbed)
     if decompose:
-        run.decomposition = fw.decompose(module, z0, cond.standardised(raw0), terminals, dt, n_steps,
-                                         int(f["decomposition_paths"]), int(f["n_conditions"]), seed)
-    log.info("forward: %d progenitors x %d paths, %d steps of dt %.3g, %.0f%% absorbed", len(z0), cfg.n_paths, n_steps,
-             dt, 100 * run.absorbed)
+        n_c = int(f["n_conditions"])
+        draws = fw.condition_draws(len(starts), n_c, seed)
+        c_all = cond.standardised(raw0)[draws.ravel()]
+        p = (read(np.repeat(starts, n_c), c_all)[0] if f["readout"] == "graph"
+             else read(np.repeat(starts, n_c), c_all, int(f["decomposition_paths"]))[0])
+        run.decomposition = fw.uncertainty_parts(p.reshape(len(starts), n_c, -1))
+    log.info("forward: %d progenitors, %.0f%% absorbed", len(starts), 100 * run.absorbed)
     return run, z
 
 
@@ -155,15 +185,16 @@ def shift_table(runs: list[FitRun], f: dict, truth: dict[str, dict[str, float]] 
     """One row per intervention and fate: predicted shares and shift with the bootstrap interval,
     and on a simulated tissue the true shift and the validation checks."""
     rows = []
-    base = np.stack([r.base for r in runs])
+    base = np.stack([r.base for r in runs])  # fits x progenitors x fates
     for item in f["interventions"]:
         treated = np.stack([r.treated[item["name"]] for r in runs])
         for k, fate in enumerate(f["fates"]):
-            shift, low, high = fw.bootstrap_shift(base, treated, k, int(f["n_bootstrap"]), float(f["level"]), seed)
-            share = float((base == k).mean())
+            shift, low, high = fw.bootstrap_shift(base[..., k], treated[..., k], int(f["n_bootstrap"]),
+                                                  float(f["level"]), seed)
+            share = float(base[..., k].mean())
             row = {"intervention": item["name"], "kind": item["kind"],
                    "target": item.get("partner") or item.get("ligand") or item.get("value"), "fate": fate,
-                   "predicted_share": share, "predicted_share_treated": float((treated == k).mean()),
+                   "predicted_share": share, "predicted_share_treated": float(treated[..., k].mean()),
                    "shift": shift, "low": low, "high": high, "relative_shift": shift / max(share, 1e-12),
                    "absorbed": float(np.mean([r.absorbed for r in runs]))}
             if truth is not None and item["name"] in truth:
