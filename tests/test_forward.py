@@ -78,11 +78,11 @@ def test_oracle_fates_follow_the_condition_and_interventions_move_them() -> None
     doubled, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "scale", "partner": "fibroblast", "factor": 2.0})), terminals)
     null, _ = _shares(model, z0, cond.standardised(fw.intervene(cond, cond.raw, {"kind": "remove", "partner": "macrophage"})), terminals)
     alpha = lambda out: fw.fate_probabilities(out, 2)[None, :, 0]  # noqa: E731  (1 fit x cells)
-    shift, low, high = fw.bootstrap_shift(alpha(base), alpha(removed))
+    shift, low, high = fw.shift_interval(alpha(base), alpha(removed))
     assert shift < -0.2 and high < 0  # fibroblast gone: alpha falls, and the interval says so
-    shift, low, high = fw.bootstrap_shift(alpha(base), alpha(doubled))
+    shift, low, high = fw.shift_interval(alpha(base), alpha(doubled))
     assert shift > 0.05 and low > 0
-    shift, low, high = fw.bootstrap_shift(alpha(base), alpha(null))
+    shift, low, high = fw.shift_interval(alpha(base), alpha(null))
     assert low <= 0 <= high and shift == 0  # common random numbers: no effect, no shift at all
 
 
@@ -121,16 +121,18 @@ def test_absorption_is_the_exact_hitting_probability() -> None:
 
 
 def test_interval_spans_the_fits_and_the_cells() -> None:
-    base = np.ones((3, 20))
+    base = np.ones((3, 40))
     treated = base.copy()
     treated[0] -= 0.25  # one fit says the fate falls by a quarter, the others say nothing
-    shift, low, high = fw.bootstrap_shift(base, treated, n_boot=2000)
+    shift, low, high = fw.shift_interval(base, treated)
     assert shift == pytest.approx(-0.25 / 3)
-    assert low < -0.1 and high == 0.0
+    # t with 2 degrees of freedom over the fits (-0.25, 0, 0): wider than their range, so it covers 0
+    assert low < -0.25 and high > 0.1
     treated = base.copy()
-    treated[:, :2] -= 1.0  # every fit: two cells of twenty lose the fate; the interval spans which cells
-    shift, low, high = fw.bootstrap_shift(base, treated, n_boot=2000)
-    assert shift == pytest.approx(-0.1) and low < -0.12 and -0.08 < high < 0
+    treated[:, :8] -= 1.0  # every fit: eight cells of forty lose the fate; the interval spans which cells
+    shift, low, high = fw.shift_interval(base, treated)
+    assert shift == pytest.approx(-0.2) and -0.4 < low < -0.28 and -0.12 < high < -0.05
+    assert fw.shift_interval(base, base) == (0.0, 0.0, 0.0)
 
 
 def test_decomposition_separates_niche_choosers_from_random_choosers() -> None:
@@ -199,7 +201,7 @@ def test_rule_end_to_end(tmp_path, readout) -> None:
            {"name": "macrophage removed", "kind": "remove", "partner": "macrophage"}]
     cfg = {"seed": 0, "environment": {"epochs_vae": 10, "epochs_dynamics": 10},
            "forward": {"condition": "truth", "interventions": ivs, "n_fits": 2, "n_paths": 8, "n_conditions": 3,
-                       "decomposition_paths": 4, "n_bootstrap": 50, "readout": readout}}
+                       "decomposition_paths": 4, "readout": readout}}
     table = fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t.tsv", tmp_path / "c.tsv", cfg, sim)
     assert list(table["intervention"]) == ["fibroblast removed"] * 2 + ["macrophage removed"] * 2
     assert (table["low"] <= table["shift"]).all() and (table["shift"] <= table["high"]).all()

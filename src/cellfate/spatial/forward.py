@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from cellfate.dynamics.module import VicdyfModule
 from cellfate.errors import CellfateError
@@ -373,25 +374,29 @@ def intervene(cond: Condition, raw: np.ndarray, spec: dict, senders: dict[str, l
     return out
 
 
-def bootstrap_shift(base: np.ndarray, treated: np.ndarray, n_boot: int = 1000, level: float = 0.95,
-                    seed: int = 0) -> tuple[float, float, float]:
+def shift_interval(base: np.ndarray, treated: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """(shift, low, high) of the tissue's share of one fate, treated minus untreated.
 
     ``base`` and ``treated`` are fits x cells: each progenitor's probability of the fate in each
-    fit. The interval resamples the fits and, within each drawn fit, the progenitors (both with
-    replacement): it carries the spread between fits (what another training would have said) and
-    which progenitors the tissue happened to hold. Paths are not resampled: the treated and
-    untreated runs share their random numbers (or the graph read-out has none), so their noise
-    is in the per-cell difference already.
+    fit. Two independent sources of error: the fits (what another training would have said; all
+    fits see the same progenitors) and which progenitors the tissue happened to hold. The interval
+    is Student's t on the sum of their squared standard errors with Welch-Satterthwaite degrees of
+    freedom, so with three fits it is as wide as three replicates allow; a percentile bootstrap
+    over three fits cannot be wider than their range (benchmarks/README.md). Paths are not
+    resampled: treated and untreated runs share their random numbers (or the graph read-out has none).
     """
     per_cell = np.asarray(treated, dtype=float) - np.asarray(base, dtype=float)  # fits x cells
     n_fits, n_cells = per_cell.shape
-    rng = np.random.default_rng(seed)
-    fits = rng.integers(n_fits, size=(n_boot, n_fits))
-    cells = rng.integers(n_cells, size=(n_boot, n_fits, n_cells))
-    reps = per_cell[fits[:, :, None], cells].mean(axis=(1, 2))
-    tail = (1.0 - level) / 2.0
-    return float(per_cell.mean()), float(np.quantile(reps, tail)), float(np.quantile(reps, 1.0 - tail))
+    per_fit = per_cell.mean(axis=1)
+    parts = [(per_fit.var(ddof=1) / n_fits if n_fits > 1 else 0.0, n_fits - 1),
+             (per_cell.mean(axis=0).var(ddof=1) / n_cells if n_cells > 1 else 0.0, n_cells - 1)]
+    variance = sum(v for v, _ in parts)
+    shift = float(per_fit.mean())
+    if variance == 0.0:
+        return shift, shift, shift
+    dof = variance**2 / sum(v**2 / d for v, d in parts if d > 0)
+    half = float(stats.t.ppf((1.0 + level) / 2.0, dof) * np.sqrt(variance))
+    return shift, shift - half, shift + half
 
 
 def ligand_senders(expression: pd.DataFrame, labels: np.ndarray, partners: list[str], min_share: float = 0.5

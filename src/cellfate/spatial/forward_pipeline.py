@@ -1,7 +1,7 @@
 """Rule ``forward_analysis``: fitted environment dynamics run forward, under interventions.
 
 Outputs: a table with one row per intervention and fate (predicted change of the tissue's share of
-that fate with its bootstrap interval and, on the simulated tissue, the true change and whether
+that fate with its interval (Student's t over the fits) and, on the simulated tissue, the true change and whether
 the prediction passes), and a table of the progenitors (fate probabilities, the split of their
 fate uncertainty into environmental and intrinsic parts, a 2-d layout of their latent state).
 """
@@ -31,7 +31,7 @@ PathLike = str | os.PathLike[str]
 
 DEFAULTS: dict[str, Any] = {
     "condition": None, "progenitors": ["progenitor"], "fates": ["alpha", "beta"], "n_fits": 3, "n_paths": 50,
-    "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8, "n_bootstrap": 1000,
+    "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8,
     "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
     "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2,
@@ -181,16 +181,15 @@ def truth_shares(sim: Mapping[str, Any], interventions: list[dict]) -> dict[str,
     return out
 
 
-def shift_table(runs: list[FitRun], f: dict, truth: dict[str, dict[str, float]] | None, seed: int) -> pd.DataFrame:
-    """One row per intervention and fate: predicted shares and shift with the bootstrap interval,
+def shift_table(runs: list[FitRun], f: dict, truth: dict[str, dict[str, float]] | None) -> pd.DataFrame:
+    """One row per intervention and fate: predicted shares and shift with its interval,
     and on a simulated tissue the true shift and the validation checks."""
     rows = []
     base = np.stack([r.base for r in runs])  # fits x progenitors x fates
     for item in f["interventions"]:
         treated = np.stack([r.treated[item["name"]] for r in runs])
         for k, fate in enumerate(f["fates"]):
-            shift, low, high = fw.bootstrap_shift(base[..., k], treated[..., k], int(f["n_bootstrap"]),
-                                                  float(f["level"]), seed)
+            shift, low, high = fw.shift_interval(base[..., k], treated[..., k], float(f["level"]))
             share = float(base[..., k].mean())
             row = {"intervention": item["name"], "kind": item["kind"],
                    "target": item.get("partner") or item.get("ligand") or item.get("value"), "fate": fate,
@@ -262,7 +261,7 @@ def forward_analysis(cells_h5ad: PathLike, p_mat: PathLike | None, table_out: Pa
         runs.append(run)
         z_first = z if z_first is None else z_first
     truth = truth_shares(sim, f["interventions"]) if sim and "environment_truth" in cells.uns else None
-    table = shift_table(runs, f, truth, s_cfg["seed"])
+    table = shift_table(runs, f, truth)
     write_table(table, table_out)
     write_table(cell_table(cells, lineage, labels, progenitors, runs, z_first, f, s_cfg["seed"]), cells_out)
     return table
