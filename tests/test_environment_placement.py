@@ -13,7 +13,8 @@ from cellfate.spatial import placement
 from cellfate.spatial.cell_level import expression_match
 
 PARTNERS = ["fibroblast", "macrophage", "T cell"]
-SMALL = dict(grid=(12, 12), n_reference_partner_cells=150, n_reference_lineage_cells=400, n_genes=80, n_dynamic_genes=40)
+SMALL = dict(grid=(12, 12), n_reference_partner_cells=150, n_reference_lineage_cells=400, n_genes=80,
+             n_dynamic_genes=40)
 
 
 @pytest.fixture(scope="module")
@@ -108,4 +109,5 @@ def test_environment_rule_reads_the_spots_for_a_state_blind_condition(tmp_path) 
     with pytest.raises(CellfateError, match="needs the spots"):
         pipeline.environment(*files, cfg={"environment": {**env_cfg, "placement": "niche"}})
     with pytest.raises(CellfateError, match="neither map"):
-        pipeline.environment(*files, cfg={"environment": {**env_cfg, "placement": "spots"}}, spots_h5ad=tmp_path / "spots.h5ad")
+        pipeline.environment(*files, cfg={"environment": {**env_cfg, "placement": "spots"}},
+                             spots_h5ad=tmp_path / "spots.h5ad")

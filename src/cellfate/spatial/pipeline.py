@@ -50,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
-                    "placement": "map", "placement_temperature": 0.1, "placement_smoothing": 1.5, "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
+                    "placement": "map", "placement_temperature": 0.1, "placement_smoothing": 1.5,
+                    "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
                     "min_counts": 10, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -310,7 +311,7 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     Jacobian modes, per-gene velocity change of mode 1 and the ligands that would cause it. On the
     simulated tissue the same analysis also runs with the true partner densities as c: that
     control tells a failure of the analysis from a condition that carries no environment.
-    ``spots_h5ad`` is read only for ``placement: state_blind``."""
+    ``spots_h5ad`` is read only for ``placement: state_blind`` or ``niche``."""
     cfg = settings(cfg)
     e = cfg["environment"]
     cells = ad.read_h5ad(cells_h5ad)

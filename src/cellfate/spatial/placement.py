@@ -12,8 +12,12 @@ or signal-induced genes outside the modelled programme; nothing of the simulator
 spot's counts of those genes are mostly the partner cells' own expression, so that part is taken
 out first: each spot's partner amounts are fitted (non-negative least squares) on the genes the
 modelled cells do not express at all, with the partner types' mean reference profiles, and their
-expected counts are subtracted. Each modelled cell is then matched to the spots whose remaining
-expression correlates best with its own (a softmax over spots). The partner maps are unchanged.
+expected counts are subtracted, and the remainder is smoothed over neighbouring spots (it is a few
+captured cells' counts over the noise of what was subtracted). Each modelled cell is then matched
+to the spots whose remainder correlates best with its own counts (a softmax over spots). The
+partner maps are unchanged. The ``niche`` alternative skips the placement: from the same
+remainder it learns, over spots, a regression of each partner's mapped log density, and applies it
+to each cell, so each column predicts its own partner.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def smooth_over_spots(values: np.ndarray, xy: np.ndarray, sigma: float) -> np.nd
 
 
 def niche_residual(x_cells: np.ndarray, x_partners: np.ndarray, partner_labels: np.ndarray, partners: list[str],
-                   spot_counts: np.ndarray, dynamics: np.ndarray, min_share: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+                   spot_counts: np.ndarray, dynamics: np.ndarray,
+                   min_share: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(placement genes, spots x those genes): what is left of each spot's counts of the genes the
     modelled cells express outside the dynamics once the partners' expected counts are removed.
 
