@@ -125,9 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=1, help="with --tissue cells: seeds 0..N-1")
     parser.add_argument("--chain", type=int, default=0, metavar="N",
                         help="the environment chain on N seeds of the positive and the negative control")
+    parser.add_argument("--first-seed", type=int, default=0, help="with --chain: seeds K..K+N-1")
     parser.add_argument("--controls", nargs="+", choices=("positive", "negative"), default=["positive", "negative"])
     parser.add_argument("--maps", default=None, help="with --chain: reuse the tissues and DeepCOLOR maps of an "
                         "earlier --chain run's --out folder (the environment analysis alone)")
+    parser.add_argument("--placement", choices=("map", "state_blind", "niche"), default=None,
+                        help="with --chain: spatial.environment.placement (default: the config's)")
+    parser.add_argument("--placement-temperature", type=float, default=None,
+                        help="with --chain: spatial.environment.placement_temperature (default: the config's)")
+    parser.add_argument("--placement-smoothing", type=float, default=None,
+                        help="with --chain: spatial.environment.placement_smoothing (default: the config's)")
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -144,7 +151,10 @@ def main() -> None:
         return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
 
     if args.chain:
-        return chain_benchmark(args.chain, args.out, args.controls, args.maps)
+        overrides = {k: v for k, v in (("placement", args.placement),
+                                       ("placement_temperature", args.placement_temperature),
+                                       ("placement_smoothing", args.placement_smoothing)) if v is not None}
+        return chain_benchmark(args.chain, args.out, args.controls, args.maps, overrides, args.first_seed)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -273,29 +283,72 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
 
     folder.mkdir(parents=True, exist_ok=True)
     f = {k: folder / v for k, v in (("cells", "cells.h5ad"), ("p", "p_mat.npy"), ("modes", "modes.tsv"),
-                                    ("ligands", "ligands.tsv"))}
+                                    ("ligands", "ligands.tsv"), ("spots", "spots.h5ad"))}
     if maps is not None:
-        for name in ("cells.h5ad", "p_mat.npy", "lt.tsv"):
+        for name in ("cells.h5ad", "p_mat.npy", "lt.tsv", "spots.h5ad"):
             if not (folder / name).exists():
                 (folder / name).symlink_to(maps / name)
     else:
         gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
         spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, **gains))
-        write_h5ad(spots, folder / "spots.h5ad")
+        write_h5ad(spots, f["spots"])
         write_h5ad(ref, folder / "ref.h5ad")
         write_table(table, folder / "lt.tsv", index=True)
-        pipeline.deepcolor(folder / "ref.h5ad", folder / "spots.h5ad", folder / "model", f["cells"], f["p"],
+        pipeline.deepcolor(folder / "ref.h5ad", f["spots"], folder / "model", f["cells"], f["p"],
                            folder / "mapped.h5ad", cfg)
-    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg)
+    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg,
+                         spots_h5ad=f["spots"])
     import pandas as pd
 
-    rows = pipeline.environment_rows(pd.read_csv(f["modes"], sep="\t"), negative=negative)
+    modes = pd.read_csv(f["modes"], sep="\t")
+    rows = pipeline.environment_rows(modes, negative=negative)
     ligands = pd.read_csv(f["ligands"], sep="\t")
     rows["true_ligand_rank"] = float(ligands.index[ligands["is_true_ligand"]][0] + 1) if ligands["is_true_ligand"].any() else np.nan
-    return rows
+    return {**rows, **chain_details(modes), **placement_distances(folder, cfg)}
 
 
-def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: str | None = None) -> None:
+def chain_details(modes) -> dict:
+    """The analysed condition's named partners, mode-1 p, each partner's column p and mode-1 weight."""
+    first = modes[(modes["condition"] == modes["condition"].iloc[0]) & (modes["mode"] == 1)]
+    out = {"named": ",".join(first.loc[first["named"], "partner_type"]) or "-",
+           "mode1_p": float(first["mode_p_value"].iloc[0])}
+    for _, r in first.iterrows():
+        out[f"p_{r.partner}"] = float(r.partner_p_value)
+        out[f"w_{r.partner}"] = float(r.weight)
+        out[f"r2_{r.partner}"] = float(r.state_r2)
+    return out
+
+
+def placement_distances(folder: Path, cfg: dict) -> dict:
+    """Mean distance of the lineage cells' placement from their true home: DeepCOLOR's rows of
+    p_mat and, with ``placement: state_blind``, the state-blind map (expected distance; distance
+    of the expected position)."""
+    import anndata as ad
+
+    from cellfate.counts import dense
+    from cellfate.spatial import pipeline
+    from cellfate.spatial.placement import mean_distance_from_home
+
+    s = pipeline.settings(cfg)
+    e = s["environment"]
+    cells, spots = ad.read_h5ad(folder / "cells.h5ad"), ad.read_h5ad(folder / "spots.h5ad")
+    labels = cells.obs[s["cell_type_key"]].astype(str).to_numpy()
+    lineage = np.isin(labels, e["cells"])
+    partners = list(e["partners"] or [t for t in dict.fromkeys(labels) if t not in e["cells"]])
+    xy = np.asarray(spots.obsm["spatial"], dtype=float)
+    home = spots.obs_names.get_indexer(cells.obs["home_spot"].to_numpy()[lineage])
+    out = dict(zip(("dist_map", "dist_map_centre"),
+                   mean_distance_from_home(np.load(folder / "p_mat.npy")[lineage], xy, home)))
+    if e["placement"] == "state_blind":
+        dynamics = dense(cells.layers["spliced"][lineage]).sum(0) >= max(1, e["min_counts"])
+        p = pipeline.lineage_placement(cells, lineage, labels, partners, dynamics, e, folder / "spots.h5ad", folder,
+                                       folder / "p_mat.npy")
+        out.update(zip(("dist_state_blind", "dist_state_blind_centre"), mean_distance_from_home(p, xy, home)))
+    return out
+
+
+def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: str | None = None,
+                    overrides: dict | None = None, first_seed: int = 0) -> None:
     """DeepCOLOR -> colocalization -> conditioned dynamics on N seeds of each control (demo settings)."""
     import logging
 
@@ -306,10 +359,11 @@ def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: st
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)
     cfg = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["spatial"]
+    cfg["environment"] = {**cfg["environment"], **(overrides or {})}
     root = Path(out or tempfile.mkdtemp(prefix="environment_chain_"))
     results = []
     for negative in [c == "negative" for c in controls]:
-        for seed in range(n_seeds):
+        for seed in range(first_seed, first_seed + n_seeds):
             start = time.perf_counter()
             name = f"{'negative' if negative else 'positive'}_{seed}"
             row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name)

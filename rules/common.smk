@@ -367,6 +367,7 @@ def env_source(wildcards):
             "cells": f"{run}/deepcolor.h5ad",
             "p_mat": f"{run}/p_mat.npy",
             "ligand_target": f"{SIM}/{wildcards.envrun}/ligand_target.tsv",
+            "spots": f"{SIM}/{wildcards.envrun}/spots.h5ad",
         }
     return ENV_SOURCE
 

@@ -48,6 +48,7 @@ ENV_SOURCE = (
         "cells": f"{SP}/deepcolor.h5ad",
         "p_mat": f"{SP}/p_mat.npy",
         "ligand_target": SPATIAL_LIGANDS or [],
+        "spots": SPATIAL_SPOTS or [],
     }
 )
 SPATIAL_ON = bool(SPATIAL and SPATIAL_REFERENCE and SPATIAL_SPOTS)

@@ -30,6 +30,7 @@ from cellfate.readers import read_h5ad
 from cellfate.spatial import colocalization as coloc
 from cellfate.spatial import environment as env
 from cellfate.spatial import ligands as lig
+from cellfate.spatial import placement
 from cellfate.spatial import validation
 from cellfate.spatial.cell_level import cell_level_metrics
 from cellfate.spatial.map_outputs import write_p_mat
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "pair_clusters": {"max_pairs": 20000, "n_neighbors": 15, "resolution": 0.1},
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
+                    "placement": "map", "placement_temperature": 0.1, "placement_smoothing": 1.5,
                     "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
                     "min_counts": 10, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
@@ -233,21 +235,24 @@ def environment_rows(modes: pd.DataFrame, negative: bool) -> dict[str, float]:
 
 
 def condition_matrix(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict[str, Any],
-               p_mat: PathLike, path: PathLike, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
+                     p_mat: PathLike, path: PathLike, seed: int = 0,
+                     lineage_map: np.ndarray | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """The condition matrix c of the modelled cells, its column names and each column's partner type.
 
     ``e['condition']``: ``colocalization`` (with each partner type, from DeepCOLOR), ``clusters``
     (with each sub-population of each partner type), ``neighbourhood`` (observed composition of the
     nearest cells, for cells with ``obsm['spatial']``), ``truth`` (the simulated partner densities)
-    or an obs column (one-hot experimental condition).
+    or an obs column (one-hot experimental condition). ``lineage_map`` (modelled cells x spots)
+    replaces the modelled cells' rows of p_mat (the state-blind placement); partners keep theirs.
     """
     how = e["condition"]
     if how in ("colocalization", "clusters"):
         p = np.load(p_mat, mmap_mode="r")
         rows, part = np.flatnonzero(lineage), np.flatnonzero(np.isin(labels, partners))
+        p_rows = p[rows] if lineage_map is None else lineage_map
         if how == "colocalization":
-            return env.colocalization_condition(p[rows], p[part], labels[part], partners), partners, partners
-        return env.cluster_colocalization_condition(p[rows], p[part], labels[part], cells.obsm["X_zl"][part], partners,
+            return env.colocalization_condition(p_rows, p[part], labels[part], partners), partners, partners
+        return env.cluster_colocalization_condition(p_rows, p[part], labels[part], cells.obsm["X_zl"][part], partners,
                                                     int(e["clusters_per_type"]), seed)
     if how == "neighbourhood":
         if "spatial" not in cells.obsm:
@@ -300,21 +305,28 @@ def _lineage(cells: ad.AnnData, e: dict[str, Any], cfg: Config, path: PathLike) 
 
 
 def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, modes_tsv: PathLike,
-                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None) -> pd.DataFrame:
+                genes_tsv: PathLike, ligands_tsv: PathLike, cfg: Config | None = None,
+                spots_h5ad: PathLike | None = None) -> pd.DataFrame:
     """Rule ``environment_dynamics``: cross-fitted conditioned dynamics of the modelled cells,
     Jacobian modes, per-gene velocity change of mode 1 and the ligands that would cause it. On the
     simulated tissue the same analysis also runs with the true partner densities as c: that
-    control tells a failure of the analysis from a condition that carries no environment."""
+    control tells a failure of the analysis from a condition that carries no environment.
+    ``spots_h5ad`` is read only for ``placement: state_blind`` or ``niche``."""
     cfg = settings(cfg)
     e = cfg["environment"]
     cells = ad.read_h5ad(cells_h5ad)
     labels, lineage, partners = _lineage(cells, e, cfg, cells_h5ad)
-    c, names, column_types = condition_matrix(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"])
     sub = cells[lineage]
     spliced, unspliced = (dense(sub.layers[k]) for k in ("spliced", "unspliced"))  # one lineage: few cells
-    folds = env.crossfit_folds(len(c), int(e["folds"]), cfg["seed"])
+    folds = env.crossfit_folds(int(lineage.sum()), int(e["folds"]), cfg["seed"])
     # VICDYF needs spliced counts in every gene of every fold's training cells
     keep = np.all([np.delete(spliced, f, 0).sum(0) >= max(1, e["min_counts"]) for f in folds], axis=0)
+    placed = lineage_placement(cells, lineage, labels, partners, keep, e, spots_h5ad, cells_h5ad, p_mat)
+    if e["placement"] == "niche" and placed is not None:
+        c, names, column_types = placed, partners, partners
+    else:
+        c, names, column_types = condition_matrix(cells, lineage, labels, partners, e, p_mat, cells_h5ad, cfg["seed"],
+                                                  placed)
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=cfg["seed"])
     log.info("environment dynamics: %d cells in %d folds, %d genes, conditions %s", len(c), len(folds), keep.sum(), names)
@@ -331,6 +343,39 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
     _write_mode_one(cells, labels, sub.var_names[keep], modes, fits, ligand_target, genes_tsv, ligands_tsv, truth)
     return modes
+
+
+def lineage_placement(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str],
+                      dynamics: np.ndarray, e: dict[str, Any], spots_h5ad: PathLike | None, path: PathLike,
+                      p_mat: PathLike | None = None) -> np.ndarray | None:
+    """How the modelled cells' condition is placed: None (their DeepCOLOR rows) for ``placement:
+    map``; for ``state_blind``, cells x spots from the genes the dynamics model does not read; for
+    ``niche``, cells x partners predicted from those genes (:mod:`cellfate.spatial.placement`), so
+    that c says where a cell lives rather than its fate."""
+    how = e["placement"]
+    if how not in ("map", "state_blind", "niche"):
+        raise CellfateError(f"spatial.environment.placement {how!r} is neither map, state_blind nor niche", path)
+    if how == "map" or e["condition"] not in ("colocalization", "clusters"):
+        return None
+    if how == "niche" and e["condition"] != "colocalization":
+        raise CellfateError("spatial.environment.placement niche gives one column per partner type: it needs "
+                            "condition colocalization", path)
+    if spots_h5ad is None:
+        raise CellfateError(f"spatial.environment.placement {how} needs the spots h5ad", path)
+    spots = read_h5ad(spots_h5ad, what="spots h5ad", obsm=("spatial",))
+    genes = cells.var_names.intersection(spots.var_names)
+    if len(genes) == 0:
+        raise CellfateError("the spots share no gene with the reference cells", spots_h5ad)
+    cols = cells.var_names.get_indexer(genes)
+    x = dense((cells.layers["counts"] if "counts" in cells.layers else cells.X)[:, cols])
+    part = np.isin(labels, partners)
+    args = (x[lineage], x[part], labels[part], partners, dense(spots[:, genes].X), np.asarray(dynamics)[cols])
+    if how == "niche":
+        p = np.load(p_mat, mmap_mode="r")[np.flatnonzero(part)]
+        density = np.stack([np.asarray(p[labels[part] == name]).sum(0) for name in partners], axis=1)
+        return placement.niche_condition(*args, density)
+    return placement.state_blind_map(*args, float(e["placement_temperature"]), np.asarray(spots.obsm["spatial"]),
+                                     float(e["placement_smoothing"]))
 
 
 def _write_mode_one(cells: ad.AnnData, labels: np.ndarray, gene_ids: pd.Index, modes: pd.DataFrame, fits: list,
