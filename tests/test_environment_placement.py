@@ -111,3 +111,26 @@ def test_environment_rule_reads_the_spots_for_a_state_blind_condition(tmp_path) 
     with pytest.raises(CellfateError, match="neither map"):
         pipeline.environment(*files, cfg={"environment": {**env_cfg, "placement": "spots"}},
                              spots_h5ad=tmp_path / "spots.h5ad")
+
+
+def test_real_data_with_spliced_counts_everywhere_places_cells_once_the_dynamics_read_the_variable_genes(
+        tissue: dict) -> None:
+    """On real data every gene has spliced counts: all genes modelled leave nothing to place by;
+    ``n_top_genes`` keeps the state's most variable genes for the dynamics and the rest place the cells."""
+    from cellfate.spatial.pipeline import most_variable
+
+    t = tissue
+    x, lin = t["x"], t["lin"]
+    everything = x[lin].sum(0) >= 10  # as if every expressed gene had spliced counts
+    assert len(placement.placement_genes(x[lin], everything)) == 0
+    dynamics = most_variable(x[lin], everything, int(t["dynamics"].sum()))
+    assert dynamics.sum() == t["dynamics"].sum() and not dynamics[~everything].any()
+    assert len(placement.placement_genes(x[lin], dynamics)) > 0
+    p = placement.state_blind_map(x[lin], x[~lin], t["labels"][~lin], PARTNERS, t["spots"], dynamics, 0.1,
+                                  t["xy"], 1.5)
+    uniform = np.full_like(p, 1.0 / p.shape[1])
+    near, _ = placement.mean_distance_from_home(p, t["xy"], t["home"])
+    at_random, _ = placement.mean_distance_from_home(uniform, t["xy"], t["home"])
+    assert near < 0.85 * at_random
+    corr, r2 = _colocalization_and_state_r2(t, p)
+    assert corr.min() > 0.6 and r2[0] < 0.5, (corr, r2)  # each partner followed, the driver's column not the state

@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
                     "placement": "map", "placement_temperature": 0.1, "placement_smoothing": 1.5,
                     "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
-                    "min_counts": 10, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
+                    "min_counts": 10, "n_top_genes": None, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
 
@@ -321,6 +321,8 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     folds = env.crossfit_folds(int(lineage.sum()), int(e["folds"]), cfg["seed"])
     # VICDYF needs spliced counts in every gene of every fold's training cells
     keep = np.all([np.delete(spliced, f, 0).sum(0) >= max(1, e["min_counts"]) for f in folds], axis=0)
+    if e["n_top_genes"]:
+        keep = most_variable(spliced, keep, int(e["n_top_genes"]))
     placed = lineage_placement(cells, lineage, labels, partners, keep, e, spots_h5ad, cells_h5ad, p_mat)
     if e["placement"] == "niche" and placed is not None:
         c, names, column_types = placed, partners, partners
@@ -343,6 +345,18 @@ def environment(cells_h5ad: PathLike, p_mat: PathLike, ligand_target: PathLike, 
     write_table(pd.concat(tables, ignore_index=True), modes_tsv)
     _write_mode_one(cells, labels, sub.var_names[keep], modes, fits, ligand_target, genes_tsv, ligands_tsv, truth)
     return modes
+
+
+def most_variable(spliced: np.ndarray, keep: np.ndarray, n_top: int) -> np.ndarray:
+    """``keep`` narrowed to the ``n_top`` genes whose log expression (per 10k) varies most among
+    the modelled cells: the genes that carry their state. On real data every gene has spliced
+    counts, so without this choice the dynamics would read every gene and a state-blind placement
+    would have none left to place a cell by."""
+    log_expression = np.log1p(per10k(spliced))
+    variance = np.where(keep, log_expression.var(axis=0), -np.inf)
+    chosen = np.zeros_like(keep, dtype=bool)
+    chosen[np.argsort(-variance, kind="stable")[:min(n_top, int(keep.sum()))]] = True
+    return chosen
 
 
 def lineage_placement(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, partners: list[str],
