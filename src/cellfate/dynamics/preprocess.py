@@ -20,8 +20,14 @@ from cellfate.dynamics.model import MIN_CELLS, checked_layer
 from cellfate.errors import CellfateError
 
 log = logging.getLogger(__name__)
-#: Cells read at once, and genes per block of the dispersion: ~0.2 GB of float32 at 100k cells.
-ROW_CHUNK, GENE_BLOCK = 4096, 512
+#: Matrix entries read at once (row blocks of the selection, gene blocks of the dispersion):
+#: 32 MiB of float32 per temporary, whatever the number of genes (2,000 or 30,000) or cells.
+BLOCK_ENTRIES = 2**23
+
+
+def _block(n_other: int) -> int:
+    """Rows (or genes) per block when each spans ``n_other`` genes (or cells)."""
+    return max(64, BLOCK_ENTRIES // max(1, n_other))
 
 
 def _rows(matrix: Any, start: int, stop: int, genes: np.ndarray | None = None) -> np.ndarray:
@@ -33,8 +39,9 @@ def _rows(matrix: Any, start: int, stop: int, genes: np.ndarray | None = None) -
     return dense(block, dtype=None).astype(np.float32)
 
 
-def shared_counts(spliced: Any, unspliced: Any, chunk: int = ROW_CHUNK) -> np.ndarray:
+def shared_counts(spliced: Any, unspliced: Any, chunk: int | None = None) -> np.ndarray:
     """Per gene: spliced + unspliced counts summed over the cells where both are non-zero."""
+    chunk = chunk or _block(spliced.shape[1])
     total = np.zeros(spliced.shape[1], dtype=np.float64)
     for start in range(0, spliced.shape[0], chunk):
         s, u = _rows(spliced, start, start + chunk), _rows(unspliced, start, start + chunk)
@@ -42,8 +49,8 @@ def shared_counts(spliced: Any, unspliced: Any, chunk: int = ROW_CHUNK) -> np.nd
     return total
 
 
-def dispersion_rank(spliced: Any, genes: np.ndarray | None = None, chunk: int = ROW_CHUNK,
-                    gene_block: int = GENE_BLOCK) -> np.ndarray:
+def dispersion_rank(spliced: Any, genes: np.ndarray | None = None, chunk: int | None = None,
+                    gene_block: int | None = None) -> np.ndarray:
     """Genes (of ``genes``, default all) ordered by normalised dispersion of log-normalised spliced
     counts (most variable first); positions are into ``genes``.
 
@@ -53,6 +60,7 @@ def dispersion_rank(spliced: Any, genes: np.ndarray | None = None, chunk: int = 
     is summed in the same order as in one whole matrix, without holding one.
     """
     genes = np.arange(spliced.shape[1]) if genes is None else np.asarray(genes)
+    chunk, gene_block = chunk or _block(len(genes)), gene_block or _block(spliced.shape[0])
     libs = np.concatenate([_rows(spliced, i, i + chunk, genes).sum(1) for i in range(0, spliced.shape[0], chunk)])
     libs = libs[:, None]
     scale = np.maximum(libs, 1)
@@ -70,7 +78,7 @@ def dispersion_rank(spliced: Any, genes: np.ndarray | None = None, chunk: int = 
     return np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
 
 
-def _share_x_with(adata: ad.AnnData, layer: str, chunk: int = ROW_CHUNK) -> None:
+def _share_x_with(adata: ad.AnnData, layer: str, chunk: int = 4096) -> None:
     """X that equals ``layer`` (velocyto's loom: X is the spliced counts) becomes the same array: one
     cells x genes copy fewer in memory; the written file is unchanged."""
     x, counts = adata.X, adata.layers[layer]
@@ -133,7 +141,8 @@ def select_genes(adata: ad.AnnData, *, min_shared_counts: int = 20, n_top_genes:
     genes = np.flatnonzero(keep)
     if len(genes) > n_top_genes:
         genes = np.sort(genes[dispersion_rank(spliced, genes)[:n_top_genes]])
-    cells = np.concatenate([_rows(spliced, i, i + ROW_CHUNK, genes).sum(1) > 0 for i in range(0, adata.n_obs, ROW_CHUNK)])
+    step = _block(len(genes))
+    cells = np.concatenate([_rows(spliced, i, i + step, genes).sum(1) > 0 for i in range(0, adata.n_obs, step)])
     if cells.sum() < MIN_CELLS:
         raise CellfateError(f"only {int(cells.sum())} cells have counts in the selected genes; VICDYF needs at least {MIN_CELLS}", source)
     if (~cells).any():
