@@ -342,3 +342,16 @@ def test_selection_in_blocks_and_moved_matrices_equal_the_whole_copy() -> None:
         np.testing.assert_array_equal(copy.layers[key], moved.layers[key])
     np.testing.assert_array_equal(copy.X, moved.X)
     np.testing.assert_array_equal(moved.X, moved.layers["unspliced"])
+
+
+def test_heldout_loss_in_blocks_equals_one_pass() -> None:
+    """The held-out loss scored in blocks of cells, weighted by cells, is the one-pass per-cell mean."""
+    adata = toy(n_cells=200, n_genes=12, seed=4)
+    model = VICDYF(adata)
+    model.train(TrainingPlan(**FAST))
+    model.data.log_spliced = torch.log1p(model.data.spliced)  # released after training
+    holdout = model.data.take(torch.arange(150))
+    for phase in (1, 2):
+        whole = train_mod.heldout_loss(model.module, holdout, phase, batch=10**6)
+        assert train_mod.heldout_loss(model.module, holdout, phase, batch=7) == pytest.approx(whole, rel=1e-5)
+        assert whole != pytest.approx(train_mod.heldout_loss(model.module, model.data.take(torch.arange(7)), phase))
