@@ -329,16 +329,17 @@ def h5ad_shape(path):
 def vicdyf_fit_mem_mb(wildcards, input, attempt):
     """Memory for vicdyf_fit from its input's shape, 50% more per attempt.
 
-    Measured (benchmarks/README.md, VICDYF memory): 68 MB per 1,000 cells at 2,000 genes, i.e. 34
-    bytes per cell x gene; asked: 40 per cell x modelled gene, 8 per cell x input gene (the
-    input's two int32 layers), 1 GB of libraries: 10.6 GB at 100k x 2,000 (measured 7.2).
+    Measured (benchmarks/README.md, VICDYF memory, 2026-12-08): 47 MB per 1,000 cells at 2,000
+    genes (24 bytes per cell x gene), 5,326 MiB (5.6 GB) at 100k x 2,000; asked: 24 bytes per
+    cell x modelled gene, 8 per cell x input gene (the input's two int32 layers), 1 GB of
+    libraries: 7.4 GB at 100k x 2,000 on the first try.
     """
     shape = h5ad_shape(input[0])
     if shape is None:
         return MEM_UNKNOWN_MB * attempt
     cells, genes = shape
     modelled = min(genes, int(DYNAMICS.get("n_top_genes", 2000)))
-    need = 1000 + cells * (40 * modelled + 8 * genes) / 1e6
+    need = 1000 + cells * (24 * modelled + 8 * genes) / 1e6
     return int(need * (1 + 0.5 * (attempt - 1)))
 
 

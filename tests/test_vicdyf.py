@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -271,3 +272,86 @@ def test_real_pancreas_file_loads_and_fits() -> None:
 @pytest.mark.skipif(not SHARED.exists(), reason="shared/fixtures is not beside this checkout")
 def test_full_real_pancreas_file() -> None:
     _smoke(ad.read_h5ad(SHARED))
+
+
+def test_streamed_output_file_equals_the_in_memory_annotation(tmp_path) -> None:
+    """write_annotated (layers to disk batch by batch, as the workflow rule does) gives the same keys
+    and values as annotate in memory; 1,100 cells make three posterior batches, the last partial."""
+    from cellfate.dynamics.outfile import write_annotated
+
+    adata = toy(n_cells=1100, n_genes=40, seed=2)
+    adata.X = adata.layers["spliced"]
+    model = VICDYF(adata)
+    model.train(TrainingPlan(**{**FAST, "batch_size": 256}))
+    memory = model.annotate(adata.copy(), n_samples=4, seed=5, n_neighbors=10)
+    kept = write_annotated(model, adata.copy(), tmp_path / "out.h5ad", n_samples=4, seed=5, n_neighbors=10)
+    back = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert set(back.layers) == set(memory.layers) and not set(OUTPUT_KEYS["layers"]) & set(kept.layers)
+    for key in memory.layers:
+        assert back.layers[key].dtype == memory.layers[key].dtype
+        np.testing.assert_allclose(back.layers[key], memory.layers[key], rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(back.X, memory.X)
+    assert set(back.obsm) == set(memory.obsm) and set(back.uns) == set(memory.uns)
+    for key in memory.obsm:
+        np.testing.assert_allclose(back.obsm[key], memory.obsm[key], rtol=1e-6, atol=1e-9)
+    for frame in ("obs", "var"):
+        pd.testing.assert_frame_equal(getattr(back, frame), getattr(memory, frame), check_exact=False, rtol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5ad"]  # no scratch file left
+
+
+def test_streamed_output_file_is_atomic(tmp_path, monkeypatch) -> None:
+    """A failure in the middle of the layers leaves neither the output nor the scratch file."""
+    from cellfate.dynamics.outfile import write_annotated
+
+    adata = toy(n_cells=1100, n_genes=40, seed=2)
+    model = VICDYF(adata)
+    model.train(TrainingPlan(**FAST))
+    batches = model.posterior_batches
+
+    def failing(*args, **kwargs):
+        for i, batch in enumerate(batches(*args, **kwargs)):
+            if i == 1:
+                raise OSError("disk full")
+            yield batch
+
+    monkeypatch.setattr(model, "posterior_batches", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_annotated(model, adata, tmp_path / "out.h5ad", n_samples=4, seed=5, n_neighbors=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_selection_in_blocks_and_moved_matrices_equal_the_whole_copy() -> None:
+    """select_genes reads the counts in row/gene blocks and, with consume=True, moves the matrices:
+    the genes, cells and counts are those of whole-matrix blocks and of a plain copy."""
+    from cellfate.dynamics import preprocess
+
+    adata = toy(n_cells=90, n_genes=40, seed=3)
+    adata.layers["spliced"][:4] = 0  # four cells leave
+    adata.layers["spliced"] = sp.csr_matrix(adata.layers["spliced"])
+    adata.X = adata.layers["unspliced"].copy()
+    spliced = adata.layers["spliced"]
+    whole = preprocess.dispersion_rank(spliced, chunk=10**6, gene_block=10**6)
+    np.testing.assert_array_equal(preprocess.dispersion_rank(spliced, chunk=7, gene_block=3), whole)
+    assert not np.array_equal(whole, np.arange(40))
+    copy = select_genes(adata, min_shared_counts=5, n_top_genes=15)
+    moved_from = adata.copy()
+    moved = select_genes(moved_from, min_shared_counts=5, n_top_genes=15, consume=True)
+    assert copy.shape == moved.shape == (86, 15) and list(copy.var_names) == list(moved.var_names)
+    assert moved_from.X is None and not moved_from.layers and adata.X is not None  # the plain copy keeps its input
+    for key in ("spliced", "unspliced"):
+        np.testing.assert_array_equal(copy.layers[key], moved.layers[key])
+    np.testing.assert_array_equal(copy.X, moved.X)
+    np.testing.assert_array_equal(moved.X, moved.layers["unspliced"])
+
+
+def test_heldout_loss_in_blocks_equals_one_pass() -> None:
+    """The held-out loss scored in blocks of cells, weighted by cells, is the one-pass per-cell mean."""
+    adata = toy(n_cells=200, n_genes=12, seed=4)
+    model = VICDYF(adata)
+    model.train(TrainingPlan(**FAST))
+    model.data.log_spliced = torch.log1p(model.data.spliced)  # released after training
+    holdout = model.data.take(torch.arange(150))
+    for phase in (1, 2):
+        whole = train_mod.heldout_loss(model.module, holdout, phase, batch=10**6)
+        assert train_mod.heldout_loss(model.module, holdout, phase, batch=7) == pytest.approx(whole, rel=1e-5)
+        assert whole != pytest.approx(train_mod.heldout_loss(model.module, model.data.take(torch.arange(7)), phase))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +67,28 @@ OUTPUT_KEYS: dict[str, dict[str, str]] = {
             "velocity_params": "scVelo's record of the embeddings that carry arrows"},
 }
 
+#: Receives an output layer batch by batch: (key, first cell, cells x genes block).
+LayerSink = Callable[[str, int, np.ndarray], None]
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.pt"
 HISTORY_FILE = "history.tsv"
 
 
-def _row_abs_mean(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """Per-row mean of |x|, in row chunks: np.abs(x) of a whole output would be one more cells x genes copy."""
-    return np.concatenate([np.abs(x[i:i + chunk]).mean(1) for i in range(0, len(x), chunk)]) if len(x) else np.zeros(0)
-
-
-def count_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> np.ndarray:
-    """A layer as a dense float32 array of whole, non-negative, finite counts, or a clear error."""
+def checked_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> Any:
+    """A layer as stored (dense or sparse, no copy) once its values are whole, non-negative, finite counts."""
     if layer not in adata.layers:
         raise CellfateError(
             f"the AnnData has no layer {layer!r} (layers: {sorted(adata.layers)}); VICDYF needs raw spliced and "
             "unspliced counts, e.g. from velocyto", source)
     matrix = adata.layers[layer]
     check_count_values(matrix.data if sp.issparse(matrix) else np.asarray(matrix), f"layer {layer!r}", source)
+    return matrix
+
+
+def count_layer(adata: ad.AnnData, layer: str, source: str | None = None) -> np.ndarray:
+    """A layer as a dense float32 array of whole, non-negative, finite counts, or a clear error."""
+    matrix = checked_layer(adata, layer, source)
     return dense(matrix, dtype=None).astype(np.float32)  # a copy: the model does not share the AnnData's memory
 
 
@@ -168,16 +173,15 @@ class VICDYF:
         return next(self.module.parameters()).device
 
     @torch.no_grad()
-    def posterior(self, n_samples: int = 10, seed: int = 0, batch_size: int = 512) -> dict[str, np.ndarray]:
-        """Every per-cell output of VICDYF, as arrays (see :data:`OUTPUT_KEYS`)."""
+    def posterior_batches(self, n_samples: int = 10, seed: int = 0,
+                          batch_size: int = 512) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Every per-cell output of VICDYF (see :data:`OUTPUT_KEYS`), ``batch_size`` cells at a time:
+        (first cell, arrays). The draws are those of :meth:`posterior` with the same seed."""
         if n_samples < 2:
             raise CellfateError(f"n_samples must be at least 2 to estimate a fluctuation, got {n_samples}")
         module = self.module.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed)
         scale = self.config.d_scale
-        # every output is written into its final array batch by batch: a list of pieces joined at
-        # the end held each cells x genes output twice at the peak (4 of them: 0.8 GB each at 100k x 2,000)
-        out: dict[str, np.ndarray] = {}
         for start in range(0, self.data.n_cells, batch_size):
             s = self.data.spliced[start:start + batch_size].to(self.device)
             z_mean, z_sd = module.encode(s)
@@ -190,10 +194,29 @@ class VICDYF:
             parts = {"X_vicdyf_z": z, "X_vicdyf_zl": z_mean, "X_vicdyf_d": d[0], "X_vicdyf_dl": scale * drift,
                      "vicdyf_expression": base, "vicdyf_velocity": vel[0], "vicdyf_mean_velocity": vel.mean(0),
                      "vicdyf_fluctuation": vel.std(0), "diffusion": scale * diffusion}
+            yield start, {key: value.cpu().numpy() for key, value in parts.items()}
+
+    def posterior(self, n_samples: int = 10, seed: int = 0, batch_size: int = 512) -> dict[str, np.ndarray]:
+        """Every per-cell output of VICDYF, as arrays (see :data:`OUTPUT_KEYS`)."""
+        return self._gather(self.posterior_batches(n_samples, seed, batch_size))
+
+    def _gather(self, batches: Iterator[tuple[int, dict[str, np.ndarray]]],
+                layers: LayerSink | None = None) -> dict[str, np.ndarray]:
+        """The batches' arrays written into whole arrays (a list of pieces joined at the end held each
+        cells x genes output twice), except the layers, which go to ``layers`` when given, and the
+        per-cell gene-means of the layers that ``obs`` holds (``obs:<key>``), taken batch by batch."""
+        out: dict[str, np.ndarray] = {}
+        for start, parts in batches:
+            parts["obs:vicdyf_fluctuation"] = parts["vicdyf_fluctuation"].mean(1)
+            for key in ("vicdyf_velocity", "vicdyf_mean_velocity"):
+                parts[f"obs:{key}"] = np.abs(parts[key]).mean(1)
             for key, value in parts.items():
+                if layers is not None and key in OUTPUT_KEYS["layers"]:
+                    layers(key, start, value)
+                    continue
                 if key not in out:
-                    out[key] = np.empty((self.data.n_cells, value.shape[1]), dtype=np.float32)
-                out[key][start:start + len(value)] = value.cpu().numpy()
+                    out[key] = np.empty((self.data.n_cells, *value.shape[1:]), dtype=np.float32)
+                out[key][start:start + len(value)] = value
         return out
 
     @torch.no_grad()
@@ -208,18 +231,24 @@ class VICDYF:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.config.n_genes), dtype=np.float32)
 
     def annotate(self, adata: ad.AnnData | None = None, *, n_samples: int = 10, seed: int = 0,
-                 embed: bool = True, n_neighbors: int = 30, min_dist: float = 0.1, sigma: float = 0.05) -> ad.AnnData:
-        """Write VICDYF's outputs into ``adata`` (default: the training AnnData) and return it."""
+                 embed: bool = True, n_neighbors: int = 30, min_dist: float = 0.1, sigma: float = 0.05,
+                 layers: LayerSink | None = None) -> ad.AnnData:
+        """Write VICDYF's outputs into ``adata`` (default: the training AnnData) and return it.
+
+        With ``layers`` (called as ``layers(key, first_cell, block)``), the four cells x genes
+        layers go to it batch by batch instead of into ``adata.layers``: the workflow writes them
+        straight into its output file (:func:`cellfate.dynamics.outfile.write_annotated`).
+        """
         from cellfate.dynamics.embedding import add_scverse_keys, knn_indices, project_velocity, umap_embedding
 
         adata = self.adata if adata is None else adata
         self._check_genes(adata)
-        post = self.posterior(n_samples=n_samples, seed=seed)
+        post = self._gather(self.posterior_batches(n_samples=n_samples, seed=seed), layers)
         for key in OUTPUT_KEYS["layers"]:
-            adata.layers[key] = post[key]
-        adata.obs["vicdyf_fluctuation"] = post["vicdyf_fluctuation"].mean(1)
-        adata.obs["vicdyf_velocity"] = _row_abs_mean(post["vicdyf_velocity"])
-        adata.obs["vicdyf_mean_velocity"] = _row_abs_mean(post["vicdyf_mean_velocity"])
+            if layers is None:
+                adata.layers[key] = post[key]
+        for key in OUTPUT_KEYS["obs"]:
+            adata.obs[key] = post[f"obs:{key}"]
         for key in ("X_vicdyf_z", "X_vicdyf_zl", "X_vicdyf_d", "X_vicdyf_dl"):
             adata.obsm[key] = post[key]
         adata.obsm["X_vicdyf_diffusion"] = post["diffusion"]

@@ -20,11 +20,12 @@ import pandas as pd
 
 from cellfate.dynamics import fluctuation as fluct
 from cellfate.dynamics.model import VICDYF
+from cellfate.dynamics.outfile import write_annotated
 from cellfate.dynamics.preprocess import select_genes
 from cellfate.dynamics.train import TrainingPlan
 from cellfate.dynamics.validation import validate as validate_truth
 from cellfate.errors import CellfateError
-from cellfate.io import write_h5ad, write_table
+from cellfate.io import write_table
 from cellfate.readers import read_velocity_h5ad
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,24 @@ def training_plan(cfg: Config, progress: bool = True) -> TrainingPlan:
 
 def fit(velocity_h5ad: str | os.PathLike[str], model_dir: str | os.PathLike[str], out_h5ad: str | os.PathLike[str],
         cfg: Config | None = None) -> VICDYF:
-    """Rule ``vicdyf_fit``: select genes, train, write the vicdyf_* outputs and save the model."""
+    """Rule ``vicdyf_fit``: select genes, train, write the vicdyf_* outputs and save the model.
+
+    Memory (benchmarks/README.md, "Memory of vicdyf_fit"): the input's matrices move into the gene
+    selection (never input and selection whole together) and the four output layers go to the
+    output file batch by batch (cellfate.dynamics.outfile), so the peak is the training's: the
+    integer counts and the model's float32 counts and log1p(s).
+    """
     cfg = settings(cfg)
     adata = read_velocity_h5ad(velocity_h5ad)  # one line for a missing/broken/0-cell file
     adata = select_genes(adata, min_shared_counts=cfg["min_shared_counts"], n_top_genes=cfg["n_top_genes"],
-                         source=str(velocity_h5ad))
+                         source=str(velocity_h5ad), consume=True)
     model = VICDYF(adata, n_latent=cfg["n_latent"], n_hidden=cfg["n_hidden"], likelihood=cfg["likelihood"],
                    velocity=cfg["velocity"], beta_init=cfg["beta_init"], diffusion=cfg["diffusion"], seed=cfg["seed"],
                    source=str(velocity_h5ad))
     model.train(training_plan(cfg))
-    model.annotate(adata, n_samples=cfg["n_samples"], seed=cfg["seed"], n_neighbors=cfg["n_neighbors"])
+    write_annotated(model, adata, out_h5ad, n_samples=cfg["n_samples"], seed=cfg["seed"],
+                    n_neighbors=cfg["n_neighbors"])
     model.save(model_dir, overwrite=True)
-    write_h5ad(adata, out_h5ad)
     return model
 
 

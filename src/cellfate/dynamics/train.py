@@ -30,6 +30,8 @@ from cellfate.nn.device import resolve_device
 from cellfate.nn.training import Phase, Stopping, fit_batches, run_phase
 
 log = logging.getLogger(__name__)
+#: Held-out cells scored at once (see heldout_loss).
+HELDOUT_BATCH = 1024
 
 
 @dataclass
@@ -126,14 +128,22 @@ def split_cells(n_cells: int, holdout_fraction: float, seed: int) -> tuple[torch
 
 
 @torch.no_grad()
-def heldout_loss(module: VicdyfModule, holdout: CountTensors, phase: int) -> float:
-    """Deterministic (posterior-mean) loss on the held-out cells; NaN when none are held out."""
+def heldout_loss(module: VicdyfModule, holdout: CountTensors, phase: int, batch: int = HELDOUT_BATCH) -> float:
+    """Deterministic (posterior-mean) loss on the held-out cells; NaN when none are held out.
+
+    Scored ``batch`` cells at a time and weighted by cells (the loss is a per-cell mean): in one
+    pass, 5% of 100k cells held ~1 GB of cells x genes temporaries at every epoch's end.
+    """
     if holdout.n_cells == 0:
         return math.nan
     module.eval()
-    parts = holdout.loss(module, 0, holdout.n_cells, use_unspliced=phase == 2, sample=False)
+    total = 0.0
+    for start in range(0, holdout.n_cells, batch):
+        stop = min(holdout.n_cells, start + batch)
+        parts = holdout.loss(module, start, stop, use_unspliced=phase == 2, sample=False)
+        total += float(parts["total"]) * (stop - start)
     module.train()
-    return float(parts["total"])
+    return total / holdout.n_cells
 
 
 def _batch_losses(module: VicdyfModule, data: CountTensors, order: torch.Tensor, batch_size: int,
