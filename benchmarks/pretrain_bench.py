@@ -17,6 +17,15 @@ previous commit's), each in a fresh process, alternating ``--repeats`` times: th
 check that a trainer change does not cost CPU tokens/s. Tokens/s are read from the history rows
 after the first ``log_every`` window (start-up excluded).
 
+``--packing``: padded vs packed batches (``pretrain.packing``) of the same cells in the same run:
+cells of random lengths in [``--min-len``, ``--seq-len``], cut into ``--batches`` batches either as
+drawn (``--order random``) or after sorting by length (``--order grouped``, what the trainer's
+length-grouped sampler does); each repeat times one pass over all batches per layout, alternating
+the layouts, and reports real (non-padding) tokens/s per run. One model serves both layouts (the
+packed attention hands padded batches to SDPA, as in the trainer).
+
+    python benchmarks/pretrain_bench.py --packing --min-len 100 --seq-len 2048 --batch-size 8 --repeats 3
+
 MFU = model FLOPs per second / the device's peak dense bf16 FLOPs. Model FLOPs count the matrix
 products of the forward pass (x3 for forward + backward): per layer 8·L·d² (Q, K, V, output
 projections) + 4·L²·d (scores and weighted sum) + 4·L·d·f (feed-forward), plus the prediction head
@@ -36,10 +45,11 @@ from pathlib import Path
 
 import torch
 
-from cellfate.foundation.collator import MaskingCollator
+from cellfate.foundation.collator import MaskingCollator, masking_generator
 from cellfate.foundation.config import bert_config, build_model, read_model_yaml
 from cellfate.foundation.objective import MaskedLMObjective
 from cellfate.foundation.optim import build_optimizer
+from cellfate.foundation.packing import pack, packed_kwargs, takes_varlen, use_packed_attention
 from cellfate.foundation.train import autocast_context
 from cellfate.foundation.vocab import TokenDictionary, load_token_dictionary
 
@@ -116,6 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
         default=True,
         help="also time BertForMaskedLM's own loss (logits at every position) on the same batch",
     )
+    parser.add_argument("--packing", action="store_true", help="compare padded and packed batches instead")
+    parser.add_argument("--min-len", type=int, default=100, help="--packing: shortest cell")
+    parser.add_argument("--batches", type=int, default=4, help="--packing: batches per timed pass")
+    parser.add_argument("--order", choices=["random", "grouped"], default="grouped", help="--packing: cell order")
+    parser.add_argument("--repeats", type=int, default=3, help="--packing: timed passes per layout")
     args = parser.parse_args(argv)
 
     device = torch.device(
@@ -133,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = build_optimizer(model, 1e-4, 0.001, fused=device.type == "cuda")
     collator = MaskingCollator(vocab, config.max_position_embeddings)
     generator = torch.Generator().manual_seed(0)
+    if args.packing:
+        return packing_compare(args, model, optimizer, collator, device)
     cells = torch.randint(2, vocab.vocab_size, (args.batch_size, args.seq_len), generator=generator)
     batch = {k: v.to(device) for k, v in collator(list(cells.numpy()), generator).items()}
 
@@ -192,6 +209,72 @@ def main(argv: list[str] | None = None) -> dict:
             f"{result['baseline_tokens_per_s']:,.0f} tokens/s; ours / baseline {result['ratio_vs_baseline']:.2f}x",
             file=sys.stderr,
         )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def packing_batches(args, collator: MaskingCollator, device: torch.device) -> dict[str, list]:
+    """The same masked cells as padded batches and as packed ones, with the keyword arguments of each."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(args.min_len, args.seq_len + 1, args.batch_size * args.batches)
+    if args.order == "grouped":
+        lengths = np.sort(lengths)[::-1]
+    varlen = takes_varlen(device, args.bf16, collator_dropout(args))
+    layouts: dict[str, list] = {"padded": [], "packed": []}
+    for b in range(args.batches):
+        cells = [rng.integers(2, collator.vocab_size, n) for n in lengths[b * args.batch_size : (b + 1) * args.batch_size]]
+        padded = collator.mask(collator.pad(cells), masking_generator(0, 0, b))
+        packed = pack(padded, collator.pad_id, 8 if device.type == "cuda" else 1)
+        extra = {"attention_mask": None} if bool(padded["attention_mask"].all()) else {}
+        layouts["padded"].append(({k: v.to(device) for k, v in padded.items()} | extra, padded["input_ids"].numel()))
+        kwargs = packed_kwargs(packed, spans=not varlen)
+        layouts["packed"].append(({k: v.to(device) for k, v in packed.items()} | kwargs, packed["input_ids"].numel()))
+    layouts["real_tokens"] = int(lengths.sum())
+    return layouts
+
+
+def collator_dropout(args) -> float:
+    return float(read_model_yaml(args.model)["attention_probs_dropout_prob"])
+
+
+def packing_compare(args, model, optimizer, collator: MaskingCollator, device: torch.device) -> dict:
+    """Real tokens/s of padded and packed batches of the same cells, alternating, ``--repeats`` passes each."""
+    use_packed_attention(model)
+    objective = MaskedLMObjective(model)
+    layouts = packing_batches(args, collator, device)
+    real = layouts.pop("real_tokens")
+
+    def one_pass(batches) -> None:
+        for batch, _ in batches:
+            with autocast_context(device, args.bf16):
+                loss_sum, count = objective(**batch)
+            (loss_sum / count.clamp(min=1)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    rates: dict[str, list[float]] = {name: [] for name in layouts}
+    for repeat in range(args.repeats):
+        for name, batches in layouts.items():
+            rates[name].append(real / seconds_per_step(lambda: one_pass(batches), 1 if repeat == 0 else 0, 1, device))
+    computed = {name: sum(n for _, n in batches) for name, batches in layouts.items()}
+    print(
+        f"{Path(args.model).name} on {device}, {torch.get_num_threads()} thread(s), {args.batches} batches of "
+        f"{args.batch_size} cells of {args.min_len}-{args.seq_len} tokens ({args.order} order), {real:,} real tokens",
+        file=sys.stderr,
+    )
+    for name, values in rates.items():
+        mean = sum(values) / len(values)
+        ratio = mean / (sum(rates["padded"]) / len(rates["padded"]))
+        print(
+            f"  {name}: {computed[name]:,} tokens computed ({1 - real / computed[name]:.1%} padding); real tokens/s "
+            f"per run {', '.join(f'{v:,.0f}' for v in values)}; mean {mean:,.0f} ({ratio:.2f}x padded)",
+            file=sys.stderr,
+        )
+    result = {"rates": rates, "computed": computed, "real_tokens": real, "order": args.order}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result
