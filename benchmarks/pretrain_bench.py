@@ -15,12 +15,14 @@ data loader, masking, step, bookkeeping) on a synthetic tokenized corpus written
 folder, once per source tree given (e.g. the current ``src`` and a ``git archive`` of the
 previous commit's), each in a fresh process, alternating ``--repeats`` times: the before/after
 check that a trainer change does not cost CPU tokens/s. Tokens/s are read from the history rows
-after the first ``log_every`` window (start-up excluded).
+after the first ``log_every`` window (start-up excluded). With ``--packing`` each tree also runs
+with ``pretrain.packing`` on; ``--min-len`` sets the shortest cell (default 3/4 of ``--seq-len``).
 
 ``--packing``: padded vs packed batches (``pretrain.packing``) of the same cells in the same run:
-cells of random lengths in [``--min-len``, ``--seq-len``], cut into ``--batches`` batches either as
-drawn (``--order random``) or after sorting by length (``--order grouped``, what the trainer's
-length-grouped sampler does); each repeat times one pass over all batches per layout, alternating
+cells of random lengths in [``--min-len``, ``--seq-len``], ``--batches`` batches either as drawn
+(``--order random``: no length grouping) or as the trainer's length-grouped sampler cuts them
+(``--order grouped``: consecutive cells of a length-sorted pool of 1,000 batches, batches spread
+evenly over it); each repeat times one pass over all batches per layout, alternating
 the layouts, and reports real (non-padding) tokens/s per run. One model serves both layouts (the
 packed attention hands padded batches to SDPA, as in the trainer).
 
@@ -220,8 +222,10 @@ def packing_batches(args, collator: MaskingCollator, device: torch.device) -> di
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(args.min_len, args.seq_len + 1, args.batch_size * args.batches)
-    if args.order == "grouped":
-        lengths = np.sort(lengths)[::-1]
+    if args.order == "grouped":  # as the sampler's mega-batches of 1,000 batches: neighbours in a sorted pool
+        pool = np.sort(rng.integers(args.min_len, args.seq_len + 1, args.batch_size * 1000))[::-1]
+        starts = np.linspace(0, len(pool) - args.batch_size, args.batches).astype(int)
+        lengths = np.concatenate([pool[s : s + args.batch_size] for s in starts])
     varlen = takes_varlen(device, args.bf16, collator_dropout(args))
     layouts: dict[str, list] = {"padded": [], "packed": []}
     for b in range(args.batches):
@@ -280,13 +284,16 @@ def packing_compare(args, model, optimizer, collator: MaskingCollator, device: t
     return result
 
 
-def write_corpus(folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: int, seed: int = 0) -> Path:
-    """A tokenized shard (save_to_disk folder + lengths file) of random cells of 3/4 to full ``seq_len``."""
+def write_corpus(
+    folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: int, seed: int = 0, min_len: int | None = None
+) -> Path:
+    """A tokenized shard (save_to_disk folder + lengths file) of random cells of ``min_len`` (default 3/4 of
+    ``seq_len``) to ``seq_len`` tokens."""
     import datasets
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(3 * seq_len // 4, seq_len + 1, n_cells)
+    lengths = rng.integers(min_len or 3 * seq_len // 4, seq_len + 1, n_cells)
     rows = [rng.choice(np.arange(2, vocab.vocab_size), size=n, replace=False).tolist() for n in lengths]
     shard = folder / "shard"
     datasets.Dataset.from_dict({"input_ids": rows, "length": lengths.tolist()}).save_to_disk(str(shard))
@@ -294,7 +301,9 @@ def write_corpus(folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: in
     return shard
 
 
-def trainer_child(folder: str, model: str, batch_size: int, steps: int, log_every: int, threads: int) -> None:
+def trainer_child(
+    folder: str, model: str, batch_size: int, steps: int, log_every: int, threads: int, packing: int = 0
+) -> None:
     """One run of the trainer from whatever ``cellfate`` is first on the path; prints its tokens/s."""
     import math
 
@@ -309,7 +318,7 @@ def trainer_child(folder: str, model: str, batch_size: int, steps: int, log_ever
         output_model=str(out / "model"), checkpoint_dir=str(out / "ckpt"), history=str(out / "history.tsv"),
         heldout=str(out / "heldout.tsv"), max_steps=steps, batch_size=batch_size, warmup_steps=1,
         heldout_fraction=0.02, eval_every=10**6, checkpoint_every=10**6, log_every=log_every, num_workers=0,
-        megabatch_batches=4, device="cpu")
+        megabatch_batches=4, device="cpu", **({"packing": True} if packing else {}))
     history = pd.DataFrame(train(settings).history)
     rates = history["tokens_per_s"].dropna().to_numpy()[1:]  # the first window holds start-up
     print("RESULT " + json.dumps({"tokens_per_s": float(rates.mean()) if len(rates) else math.nan}), flush=True)
@@ -325,18 +334,20 @@ def trainer_compare(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_token_dictionary(vocab.token_to_id, folder / "token_dictionary.json")
-        write_corpus(folder, vocab, args.batch_size * (args.steps + 4), args.seq_len)
-        rates: dict[str, list[float]] = {src: [] for src in args.trainer}
+        write_corpus(folder, vocab, args.batch_size * (args.steps + 4), args.seq_len, min_len=args.min_len)
+        # --packing: each tree also with pretrain.packing on (trees that know the setting only)
+        runs = [(src, 0) for src in args.trainer] + [(src, 1) for src in args.trainer if args.packing]
+        rates: dict[str, list[float]] = {src + (" (packed)" if p else ""): [] for src, p in runs}
         for _ in range(args.repeats):
-            for src in args.trainer:
+            for src, packing in runs:
                 proc = subprocess.run(
                     [sys.executable, __file__, "_trainer", tmp, args.model, str(args.batch_size), str(args.steps),
-                     str(args.log_every), str(args.threads)],
+                     str(args.log_every), str(args.threads), str(packing)],
                     capture_output=True, text=True, env=os.environ | {"PYTHONPATH": src, "TQDM_DISABLE": "1"})
                 if proc.returncode:
                     raise SystemExit(f"trainer from {src} failed:\n{proc.stderr[-3000:]}")
                 line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-                rates[src].append(json.loads(line[7:])["tokens_per_s"])
+                rates[src + (" (packed)" if packing else "")].append(json.loads(line[7:])["tokens_per_s"])
     first = args.trainer[0]
     for src, values in rates.items():
         ratio = (sum(values) / len(values)) / (sum(rates[first]) / len(rates[first]))
@@ -346,7 +357,7 @@ def trainer_compare(args) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_trainer":
-        trainer_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))
+        trainer_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:9]))
     elif "--trainer" in sys.argv:
         parser = argparse.ArgumentParser()
         parser.add_argument("--trainer", nargs="+", required=True, help="source trees (folders holding cellfate/)")
@@ -358,6 +369,8 @@ if __name__ == "__main__":
         parser.add_argument("--log-every", type=int, default=10)
         parser.add_argument("--threads", type=int, default=1)
         parser.add_argument("--repeats", type=int, default=2)
+        parser.add_argument("--min-len", type=int, help="shortest cell (default 3/4 of --seq-len)")
+        parser.add_argument("--packing", action="store_true", help="also run each tree with pretrain.packing on")
         trainer_compare(parser.parse_args())
     else:
         main()

@@ -11,9 +11,10 @@ Attention over a packed row is given by the cumulative cell boundaries (``cu_seq
   (the flash kernel taking ``cu_seqlens``; CUDA-only in torch 2.13, it has no dropout);
 - otherwise (CPU; fp32; attention dropout while training): one unmasked
   ``scaled_dot_product_attention`` per cell, which takes SDPA's fused kernels (and its dropout)
-  and computes no cross-cell or padding scores. The alternatives were slower on CPU: SDPA with a
-  block-diagonal mask computes the whole T x T score matrix, and eager ``flex_attention``
-  materialises it too (it is only fused under ``torch.compile``).
+  and computes no cross-cell or padding scores. The alternatives waste that work: SDPA with a
+  block-diagonal mask computes the whole T x T score matrix, and so does ``flex_attention`` with a
+  document mask unless compiled (eager, it materialises the scores; compiled, it is the GPU option
+  this module does not need while varlen_attn exists).
 
 The function is registered with transformers' ``AttentionInterface`` under ``PACKED``; batches
 without ``cu_seqlens`` (evaluation, padded batches) go to the stock SDPA function, so a model

@@ -7,7 +7,9 @@ What one optimizer step does: take ``grad_accumulation`` batches from the length
 mask each with a generator keyed by (seed, epoch, batch, rank), count the masked tokens of the
 step over all ranks, and back-propagate sum(cross-entropy) / that count, so the gradient is the
 token-weighted mean over the whole step whatever the split over micro-batches and ranks. Then
-clip, AdamW, advance the schedule.
+clip, AdamW, advance the schedule. With ``packing`` each batch's cells are laid end to end with
+attention restricted to each cell (``cellfate.foundation.packing``): no compute on padding, the
+same masks and (up to float rounding) the same loss.
 
 Every ``checkpoint_every`` steps the full state is written atomically; ``--resume`` continues from
 it, reaching the same weights as an uninterrupted run (bit-exact on CPU). A checkpoint written
