@@ -15,6 +15,7 @@ import torch
 from cellfate.foundation.collator import MaskingCollator, masking_generator
 from cellfate.foundation.config import bert_config, build_model, read_model_yaml
 from cellfate.foundation.objective import MaskedLMObjective
+from cellfate.foundation import packing
 from cellfate.foundation.packing import PACKED, pack, packed_kwargs, use_packed_attention
 from cellfate.foundation.train import train
 from cellfate.foundation.vocab import TokenDictionary
@@ -50,8 +51,15 @@ def _loss_and_grads(model, batch, packed: bool):
     return loss_sum.detach(), int(count), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.fixture(params=["per-cell", "re-padded"])
+def attention_path(request, monkeypatch):
+    """Both CPU paths of the packed attention: one SDPA call per cell, or short cells re-padded."""
+    monkeypatch.setattr(packing, "SHORT_CELLS", 0 if request.param == "per-cell" else 10**6)
+    return request.param
+
+
 @pytest.mark.parametrize("multiple_of", [1, 8])
-def test_packed_loss_and_gradients_equal_padded(world, multiple_of) -> None:
+def test_packed_loss_and_gradients_equal_padded(world, multiple_of, attention_path) -> None:
     model, collator = world
     padded = collator.mask(collator.pad(_cells([37, 5, 64, 1, 20, 12], seed=0)), masking_generator(0, 1))
     packed = pack(padded, collator.pad_id, multiple_of)
@@ -80,7 +88,7 @@ def _cell_hidden(model, collator, cells, which: int):
     return hidden[start:end]
 
 
-def test_a_cell_does_not_see_its_pack_neighbours(world) -> None:
+def test_a_cell_does_not_see_its_pack_neighbours(world, attention_path) -> None:
     model, collator = world
     model = copy.deepcopy(model).eval()
     use_packed_attention(model)

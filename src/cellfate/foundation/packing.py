@@ -11,8 +11,9 @@ Attention over a packed row is given by the cumulative cell boundaries (``cu_seq
   (the flash kernel taking ``cu_seqlens``; CUDA-only in torch 2.13, it has no dropout);
 - otherwise (CPU; fp32; attention dropout while training): one unmasked
   ``scaled_dot_product_attention`` per cell, which takes SDPA's fused kernels (and its dropout)
-  and computes no cross-cell or padding scores. The alternatives waste that work: SDPA with a
-  block-diagonal mask computes the whole T x T score matrix, and so does ``flex_attention`` with a
+  and computes no cross-cell or padding scores; when all cells of a batch are short
+  (< ``SHORT_CELLS`` tokens) they are re-padded for one SDPA call instead (attention only).
+  The alternatives waste work: SDPA with a block-diagonal mask computes the whole T x T score matrix, and so does ``flex_attention`` with a
   document mask unless compiled (eager, it materialises the scores; compiled, it is the GPU option
   this module does not need while varlen_attn exists).
 
@@ -36,6 +37,8 @@ import torch.nn.functional as F
 from cellfate.foundation.collator import IGNORE_INDEX
 
 PACKED = "cellfate_packed"
+# Off the varlen kernel, cells shorter than this (all of a batch) share one re-padded SDPA call.
+SHORT_CELLS = 128
 
 
 def pack(batch: dict[str, torch.Tensor], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
@@ -129,11 +132,39 @@ def packed_attention(
         return out.unsqueeze(0), None
     if "spans" not in kwargs:
         raise ValueError("packed attention off the varlen kernel needs the cells' spans (packed_kwargs)")
+    spans = kwargs["spans"]
+    if max(end - start for start, end in spans) < SHORT_CELLS:
+        return _repadded_attention(q, k, v, spans, dropout, scaling).unsqueeze(0), None
     out = torch.zeros_like(q)  # filler positions (if any) get zeros: finite, and nothing reads them
-    for start, end in kwargs["spans"]:
+    for start, end in spans:
         cell = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (heads, length, head_dim)
         out[start:end] = F.scaled_dot_product_attention(*cell, dropout_p=dropout, scale=scaling).transpose(0, 1)
     return out.unsqueeze(0), None
+
+
+def _repadded_attention(q, k, v, spans, dropout: float, scaling: float | None) -> torch.Tensor:
+    """Short cells: one SDPA call on the cells re-padded (attention only), with the key padding masked.
+
+    One call per cell costs more in call overhead than short cells save (``benchmarks/README.md``);
+    the other layers still see no padding.
+    """
+    lengths = torch.tensor([end - start for start, end in spans], device=q.device)
+    n, longest, real = len(spans), int(lengths.max()), spans[-1][1]
+    offsets = torch.repeat_interleave(torch.arange(n, device=q.device) * longest - (lengths.cumsum(0) - lengths), lengths)
+    slots = torch.arange(real, device=q.device) + offsets  # packed token -> row * longest + position
+    keep = torch.arange(longest, device=q.device) < lengths[:, None]  # (cells, longest)
+
+    def repad(t: torch.Tensor) -> torch.Tensor:
+        grid = t.new_zeros(n * longest, *t.shape[1:])
+        grid[slots] = t[:real]
+        return grid.view(n, longest, *t.shape[1:]).transpose(1, 2)  # (cells, heads, longest, head_dim)
+
+    grid = F.scaled_dot_product_attention(
+        repad(q), repad(k), repad(v), attn_mask=keep[:, None, None, :], dropout_p=dropout, scale=scaling
+    )
+    out = torch.zeros_like(q)
+    out[:real] = grid.transpose(1, 2).reshape(n * longest, *q.shape[1:])[slots]
+    return out
 
 
 def register() -> None:
