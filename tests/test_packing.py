@@ -124,3 +124,31 @@ def test_packed_run_resumes_bit_exact_and_saves_a_plain_bert(tmp_path) -> None:
     assert json.loads((saved / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
     loaded = BertForMaskedLM.from_pretrained(saved)
     assert _same_weights(loaded.state_dict(), resumed.model.state_dict())
+
+
+def _packed_ddp_worker(rank: int, world: int, ports: list[int], corpus, out: str) -> None:
+    """One gloo rank of a packed run, straight and stopped + resumed (rank 1 meets an empty batch)."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1")
+    runs = [("straight", {}), ("resumed", {"stop_after_step": 3}), ("resumed", {"resume": True})]
+    for port, (name, extra) in zip(ports, runs):
+        os.environ["MASTER_PORT"] = str(port)
+        result = train(settings_for(corpus, Path(out) / name, packing=True, **extra))
+    torch.save(result.model.state_dict(), Path(out) / f"resumed-rank{rank}.pt")
+
+
+def test_packed_run_on_two_gloo_ranks(tmp_path) -> None:
+    import torch.multiprocessing as mp
+    from transformers import BertForMaskedLM
+
+    from test_pretrain import _free_ports
+
+    corpus = make_corpus(tmp_path / "data")  # 65 training cells: rank 1's last batch of an epoch is empty
+    mp.start_processes(
+        _packed_ddp_worker, args=(2, _free_ports(3), corpus, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
+    rank0 = torch.load(tmp_path / "resumed-rank0.pt")
+    assert _same_weights(rank0, torch.load(tmp_path / "resumed-rank1.pt"))
+    straight = BertForMaskedLM.from_pretrained(tmp_path / "straight/model").state_dict()
+    assert _same_weights(straight, rank0)
