@@ -15,7 +15,18 @@ data loader, masking, step, bookkeeping) on a synthetic tokenized corpus written
 folder, once per source tree given (e.g. the current ``src`` and a ``git archive`` of the
 previous commit's), each in a fresh process, alternating ``--repeats`` times: the before/after
 check that a trainer change does not cost CPU tokens/s. Tokens/s are read from the history rows
-after the first ``log_every`` window (start-up excluded).
+after the first ``log_every`` window (start-up excluded). With ``--packing`` each tree also runs
+with ``pretrain.packing`` on; ``--min-len`` sets the shortest cell (default 3/4 of ``--seq-len``).
+
+``--packing``: padded vs packed batches (``pretrain.packing``) of the same cells in the same run:
+cells of random lengths in [``--min-len``, ``--seq-len``], ``--batches`` batches either as drawn
+(``--order random``: no length grouping) or as the trainer's length-grouped sampler cuts them
+(``--order grouped``: consecutive cells of a length-sorted pool of 1,000 batches, batches spread
+evenly over it); each repeat times one pass over all batches per layout, alternating
+the layouts, and reports real (non-padding) tokens/s per run. One model serves both layouts (the
+packed attention hands padded batches to SDPA, as in the trainer).
+
+    python benchmarks/pretrain_bench.py --packing --min-len 100 --seq-len 2048 --batch-size 8 --repeats 3
 
 MFU = model FLOPs per second / the device's peak dense bf16 FLOPs. Model FLOPs count the matrix
 products of the forward pass (x3 for forward + backward): per layer 8·L·d² (Q, K, V, output
@@ -36,10 +47,11 @@ from pathlib import Path
 
 import torch
 
-from cellfate.foundation.collator import MaskingCollator
+from cellfate.foundation.collator import MaskingCollator, masking_generator
 from cellfate.foundation.config import bert_config, build_model, read_model_yaml
 from cellfate.foundation.objective import MaskedLMObjective
 from cellfate.foundation.optim import build_optimizer
+from cellfate.foundation.packing import pack, packed_kwargs, takes_varlen, use_packed_attention
 from cellfate.foundation.train import autocast_context
 from cellfate.foundation.vocab import TokenDictionary, load_token_dictionary
 
@@ -116,6 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
         default=True,
         help="also time BertForMaskedLM's own loss (logits at every position) on the same batch",
     )
+    parser.add_argument("--packing", action="store_true", help="compare padded and packed batches instead")
+    parser.add_argument("--min-len", type=int, default=100, help="--packing: shortest cell")
+    parser.add_argument("--batches", type=int, default=4, help="--packing: batches per timed pass")
+    parser.add_argument("--order", choices=["random", "grouped"], default="grouped", help="--packing: cell order")
+    parser.add_argument("--repeats", type=int, default=3, help="--packing: timed passes per layout")
     args = parser.parse_args(argv)
 
     device = torch.device(
@@ -133,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = build_optimizer(model, 1e-4, 0.001, fused=device.type == "cuda")
     collator = MaskingCollator(vocab, config.max_position_embeddings)
     generator = torch.Generator().manual_seed(0)
+    if args.packing:
+        return packing_compare(args, model, optimizer, collator, device)
     cells = torch.randint(2, vocab.vocab_size, (args.batch_size, args.seq_len), generator=generator)
     batch = {k: v.to(device) for k, v in collator(list(cells.numpy()), generator).items()}
 
@@ -197,13 +216,84 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def write_corpus(folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: int, seed: int = 0) -> Path:
-    """A tokenized shard (save_to_disk folder + lengths file) of random cells of 3/4 to full ``seq_len``."""
+def packing_batches(args, collator: MaskingCollator, device: torch.device) -> dict[str, list]:
+    """The same masked cells as padded batches and as packed ones, with the keyword arguments of each."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(args.min_len, args.seq_len + 1, args.batch_size * args.batches)
+    if args.order == "grouped":  # as the sampler's mega-batches of 1,000 batches: neighbours in a sorted pool
+        pool = np.sort(rng.integers(args.min_len, args.seq_len + 1, args.batch_size * 1000))[::-1]
+        starts = np.linspace(0, len(pool) - args.batch_size, args.batches).astype(int)
+        lengths = np.concatenate([pool[s : s + args.batch_size] for s in starts])
+    varlen = takes_varlen(device, args.bf16, collator_dropout(args))
+    layouts: dict[str, list] = {"padded": [], "packed": []}
+    for b in range(args.batches):
+        cells = [rng.integers(2, collator.vocab_size, n) for n in lengths[b * args.batch_size : (b + 1) * args.batch_size]]
+        padded = collator.mask(collator.pad(cells), masking_generator(0, 0, b))
+        packed = pack(padded, collator.pad_id, 8 if device.type == "cuda" else 1)
+        extra = {"attention_mask": None} if bool(padded["attention_mask"].all()) else {}
+        layouts["padded"].append(({k: v.to(device) for k, v in padded.items()} | extra, padded["input_ids"].numel()))
+        kwargs = packed_kwargs(packed, spans=not varlen)
+        layouts["packed"].append(({k: v.to(device) for k, v in packed.items()} | kwargs, packed["input_ids"].numel()))
+    layouts["real_tokens"] = int(lengths.sum())
+    return layouts
+
+
+def collator_dropout(args) -> float:
+    return float(read_model_yaml(args.model)["attention_probs_dropout_prob"])
+
+
+def packing_compare(args, model, optimizer, collator: MaskingCollator, device: torch.device) -> dict:
+    """Real tokens/s of padded and packed batches of the same cells, alternating, ``--repeats`` passes each."""
+    use_packed_attention(model)
+    objective = MaskedLMObjective(model)
+    layouts = packing_batches(args, collator, device)
+    real = layouts.pop("real_tokens")
+
+    def one_pass(batches) -> None:
+        for batch, _ in batches:
+            with autocast_context(device, args.bf16):
+                loss_sum, count = objective(**batch)
+            (loss_sum / count.clamp(min=1)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    rates: dict[str, list[float]] = {name: [] for name in layouts}
+    for repeat in range(args.repeats):
+        for name, batches in layouts.items():
+            rates[name].append(real / seconds_per_step(lambda: one_pass(batches), 1 if repeat == 0 else 0, 1, device))
+    computed = {name: sum(n for _, n in batches) for name, batches in layouts.items()}
+    print(
+        f"{Path(args.model).name} on {device}, {torch.get_num_threads()} thread(s), {args.batches} batches of "
+        f"{args.batch_size} cells of {args.min_len}-{args.seq_len} tokens ({args.order} order), {real:,} real tokens",
+        file=sys.stderr,
+    )
+    for name, values in rates.items():
+        mean = sum(values) / len(values)
+        ratio = mean / (sum(rates["padded"]) / len(rates["padded"]))
+        print(
+            f"  {name}: {computed[name]:,} tokens computed ({1 - real / computed[name]:.1%} padding); real tokens/s "
+            f"per run {', '.join(f'{v:,.0f}' for v in values)}; mean {mean:,.0f} ({ratio:.2f}x padded)",
+            file=sys.stderr,
+        )
+    result = {"rates": rates, "computed": computed, "real_tokens": real, "order": args.order}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def write_corpus(
+    folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: int, seed: int = 0, min_len: int | None = None
+) -> Path:
+    """A tokenized shard (save_to_disk folder + lengths file) of random cells of ``min_len`` (default 3/4 of
+    ``seq_len``) to ``seq_len`` tokens."""
     import datasets
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(3 * seq_len // 4, seq_len + 1, n_cells)
+    lengths = rng.integers(min_len or 3 * seq_len // 4, seq_len + 1, n_cells)
     rows = [rng.choice(np.arange(2, vocab.vocab_size), size=n, replace=False).tolist() for n in lengths]
     shard = folder / "shard"
     datasets.Dataset.from_dict({"input_ids": rows, "length": lengths.tolist()}).save_to_disk(str(shard))
@@ -211,7 +301,9 @@ def write_corpus(folder: Path, vocab: TokenDictionary, n_cells: int, seq_len: in
     return shard
 
 
-def trainer_child(folder: str, model: str, batch_size: int, steps: int, log_every: int, threads: int) -> None:
+def trainer_child(
+    folder: str, model: str, batch_size: int, steps: int, log_every: int, threads: int, packing: int = 0
+) -> None:
     """One run of the trainer from whatever ``cellfate`` is first on the path; prints its tokens/s."""
     import math
 
@@ -226,7 +318,7 @@ def trainer_child(folder: str, model: str, batch_size: int, steps: int, log_ever
         output_model=str(out / "model"), checkpoint_dir=str(out / "ckpt"), history=str(out / "history.tsv"),
         heldout=str(out / "heldout.tsv"), max_steps=steps, batch_size=batch_size, warmup_steps=1,
         heldout_fraction=0.02, eval_every=10**6, checkpoint_every=10**6, log_every=log_every, num_workers=0,
-        megabatch_batches=4, device="cpu")
+        megabatch_batches=4, device="cpu", **({"packing": True} if packing else {}))
     history = pd.DataFrame(train(settings).history)
     rates = history["tokens_per_s"].dropna().to_numpy()[1:]  # the first window holds start-up
     print("RESULT " + json.dumps({"tokens_per_s": float(rates.mean()) if len(rates) else math.nan}), flush=True)
@@ -242,18 +334,20 @@ def trainer_compare(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_token_dictionary(vocab.token_to_id, folder / "token_dictionary.json")
-        write_corpus(folder, vocab, args.batch_size * (args.steps + 4), args.seq_len)
-        rates: dict[str, list[float]] = {src: [] for src in args.trainer}
+        write_corpus(folder, vocab, args.batch_size * (args.steps + 4), args.seq_len, min_len=args.min_len)
+        # --packing: each tree also with pretrain.packing on (trees that know the setting only)
+        runs = [(src, 0) for src in args.trainer] + [(src, 1) for src in args.trainer if args.packing]
+        rates: dict[str, list[float]] = {src + (" (packed)" if p else ""): [] for src, p in runs}
         for _ in range(args.repeats):
-            for src in args.trainer:
+            for src, packing in runs:
                 proc = subprocess.run(
                     [sys.executable, __file__, "_trainer", tmp, args.model, str(args.batch_size), str(args.steps),
-                     str(args.log_every), str(args.threads)],
+                     str(args.log_every), str(args.threads), str(packing)],
                     capture_output=True, text=True, env=os.environ | {"PYTHONPATH": src, "TQDM_DISABLE": "1"})
                 if proc.returncode:
                     raise SystemExit(f"trainer from {src} failed:\n{proc.stderr[-3000:]}")
                 line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-                rates[src].append(json.loads(line[7:])["tokens_per_s"])
+                rates[src + (" (packed)" if packing else "")].append(json.loads(line[7:])["tokens_per_s"])
     first = args.trainer[0]
     for src, values in rates.items():
         ratio = (sum(values) / len(values)) / (sum(rates[first]) / len(rates[first]))
@@ -263,7 +357,7 @@ def trainer_compare(args) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_trainer":
-        trainer_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))
+        trainer_child(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:9]))
     elif "--trainer" in sys.argv:
         parser = argparse.ArgumentParser()
         parser.add_argument("--trainer", nargs="+", required=True, help="source trees (folders holding cellfate/)")
@@ -275,6 +369,8 @@ if __name__ == "__main__":
         parser.add_argument("--log-every", type=int, default=10)
         parser.add_argument("--threads", type=int, default=1)
         parser.add_argument("--repeats", type=int, default=2)
+        parser.add_argument("--min-len", type=int, help="shortest cell (default 3/4 of --seq-len)")
+        parser.add_argument("--packing", action="store_true", help="also run each tree with pretrain.packing on")
         trainer_compare(parser.parse_args())
     else:
         main()

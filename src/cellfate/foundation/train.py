@@ -7,7 +7,9 @@ What one optimizer step does: take ``grad_accumulation`` batches from the length
 mask each with a generator keyed by (seed, epoch, batch, rank), count the masked tokens of the
 step over all ranks, and back-propagate sum(cross-entropy) / that count, so the gradient is the
 token-weighted mean over the whole step whatever the split over micro-batches and ranks. Then
-clip, AdamW, advance the schedule.
+clip, AdamW, advance the schedule. With ``packing`` each batch's cells are laid end to end with
+attention restricted to each cell (``cellfate.foundation.packing``): no compute on padding, the
+same masks and (up to float rounding) the same loss.
 
 Every ``checkpoint_every`` steps the full state is written atomically; ``--resume`` continues from
 it, reaching the same weights as an uninterrupted run (bit-exact on CPU). A checkpoint written
@@ -52,6 +54,14 @@ from cellfate.foundation.data import Corpus, load_corpus, split_heldout
 from cellfate.foundation.distributed import DistContext, init_distributed
 from cellfate.foundation.objective import MaskedLMObjective
 from cellfate.foundation.optim import SCHEDULES, build_optimizer, build_scheduler
+from cellfate.foundation.packing import (
+    is_packed,
+    pack,
+    packed_kwargs,
+    takes_varlen,
+    unpacked_for_saving,
+    use_packed_attention,
+)
 from cellfate.foundation.sampler import LengthGroupedBatchSampler
 from cellfate.foundation.vocab import TokenDictionary, load_token_dictionary
 from cellfate.io import atomic_path, write_table
@@ -94,6 +104,7 @@ class TrainSettings:
     device: str = "auto"  # auto | cuda | cpu
     bf16: bool = True  # bf16 autocast on CUDA; CPU always computes in fp32
     compile: bool = False  # torch.compile the objective (dynamic shapes): fused kernels on GPU; off by default
+    packing: bool = False  # each batch's cells end to end in one row, attention within each cell: no padding
     resume: bool = False
     stop_after_step: int | None = field(default=None, repr=False)  # tests: stop as if killed after this step
 
@@ -219,16 +230,20 @@ class _PadAndMask:
     """The collate function: pad and mask in the DataLoader's worker processes, not in the training loop.
 
     The mask generator is keyed by (seed, epoch, batch position, rank) exactly as before, so a
-    batch gets the same mask whichever process builds it (and resumed runs stay bit-exact).
+    batch gets the same mask whichever process builds it (and resumed runs stay bit-exact). With
+    ``packing`` the padded, masked batch is then packed: the same masks on the same tokens.
     """
 
     collator: MaskingCollator
     seed: int
     rank: int
+    packing: bool = False
 
     def __call__(self, keyed: tuple[int, int, list]) -> tuple[int, int, dict[str, torch.Tensor]]:
         epoch, position, rows = keyed
         batch = self.collator.mask(self.collator.pad(rows), masking_generator(self.seed, 0, epoch, position, self.rank))
+        if self.packing:
+            batch = pack(batch, self.collator.pad_id, self.collator.pad_to_multiple_of)
         return epoch, position, batch
 
 
@@ -332,7 +347,7 @@ def _write_heldout(path: str, step: int, loss: float | None, count: int, n_heldo
 
 def _save_model(model, config, vocab: TokenDictionary, directory: str) -> None:
     """``save_pretrained`` plus the token dictionary and the model YAML, appearing in one rename."""
-    with atomic_path(directory, is_dir=True) as tmp:
+    with atomic_path(directory, is_dir=True) as tmp, unpacked_for_saving(model):
         model.save_pretrained(tmp)
         shutil.copyfile(vocab.path, Path(tmp) / "token_dictionary.json")
         write_model_yaml(config, Path(tmp) / "model.yaml")
@@ -438,6 +453,12 @@ class Trainer:
     def _setup_model(self) -> None:
         settings, ctx = self.settings, self.ctx
         self.model.to(ctx.device)
+        if settings.packing:
+            use_packed_attention(self.model)
+        # Packed batches on the varlen kernel need no host-side cell spans (see cellfate.foundation.packing).
+        self.cell_spans = not takes_varlen(
+            ctx.device, self.cuda and settings.bf16, self.config.attention_probs_dropout_prob
+        )
         self.objective = MaskedLMObjective(self.model)
         self.wrapped: torch.nn.Module = self.objective
         if settings.compile:
@@ -479,10 +500,15 @@ class Trainer:
     def train_step(self, stream: Iterator[tuple[int, int, dict[str, torch.Tensor]]]) -> None:
         """Take ``grad_accumulation`` batches (masked in the data workers), back-propagate, step; no host sync."""
         settings, ctx = self.settings, self.ctx
-        micro, unpadded = [], []
+        micro, extra = [], []
         for _ in range(settings.grad_accumulation):
             batch_epoch, batch_position, batch = next(stream)
-            unpadded.append(bool(batch["attention_mask"].all()))  # a host tensor still: no device sync
+            # Read from the host tensors: no device sync. No padding (common: length-grouped batches of cells cut
+            # at the model's length): no mask, so SDPA may take its fused (flash) kernel, which a mask rules out.
+            if is_packed(batch):
+                extra.append(packed_kwargs(batch, spans=self.cell_spans))
+            else:
+                extra.append({"attention_mask": None} if bool(batch["attention_mask"].all()) else {})
             micro.append(_to_device(batch, ctx.device))
             self.epoch, self.position = batch_epoch, batch_position + 1
         counts = torch.stack(
@@ -498,10 +524,7 @@ class Trainer:
         for i, batch in enumerate(micro):
             if batch["input_ids"].numel() == 0:
                 batch = _to_device(_empty_stand_in(self.collator), ctx.device)
-            if unpadded[i]:
-                # No padding (common: length-grouped batches of cells cut at the model's length): no mask,
-                # so SDPA may take its fused (flash) kernel, which an attention mask rules out.
-                batch = batch | {"attention_mask": None}
+            batch = batch | extra[i]
             last = i == len(micro) - 1
             with self.wrapped.no_sync() if ctx.distributed and not last else contextlib.nullcontext():
                 with autocast_context(ctx.device, settings.bf16):
@@ -602,7 +625,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         settings = self.settings
-        collate = _PadAndMask(self.collator, settings.seed, self.ctx.rank)
+        collate = _PadAndMask(self.collator, settings.seed, self.ctx.rank, settings.packing)
         stream = _batch_stream(
             self.corpus, self.sampler, collate, self.epoch, self.position, settings.num_workers, pin_memory=self.cuda
         )
