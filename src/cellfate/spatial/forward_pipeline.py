@@ -233,7 +233,10 @@ def _checks(row: dict, true_base: float, true_treated: float) -> dict[str, Any]:
 def cell_table(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, progenitors: np.ndarray, runs: list[FitRun],
                z: np.ndarray, f: dict, seed: int) -> pd.DataFrame:
     """Every modelled cell with its 2-d latent layout (first fit); progenitors also with their fate
-    probabilities (mean over fits) and the uncertainty decomposition (first fit)."""
+    probabilities (mean over fits) and the uncertainty decomposition: per column the median over
+    the fits that have one. The median, not one fit nor the mean: a fit can learn the environment's
+    effect on the wrong cells (fits disagreed that way on simulated tissues, benchmarks/README.md),
+    and the median of three ignores one such fit."""
     from cellfate.umap_layout import umap_layout
 
     xy = umap_layout(z, seed=seed)
@@ -243,10 +246,10 @@ def cell_table(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, proge
     for k, fate in enumerate(f["fates"]):
         out[f"p_{fate}"] = np.nan
         out.loc[progenitors, f"p_{fate}"] = probs[:, k]
-    if runs[0].decomposition is not None:
-        for col in runs[0].decomposition:
-            out[col] = np.nan
-            out.loc[progenitors, col] = runs[0].decomposition[col].to_numpy()
+    parts = [r.decomposition for r in runs if r.decomposition is not None]
+    for col in parts[0] if parts else []:
+        out[col] = np.nan
+        out.loc[progenitors, col] = np.median([d[col].to_numpy() for d in parts], axis=0)
     for col in ("true_p_alpha", "niche_chooser"):
         if col in cells.obs:
             out[col] = cells.obs[col].to_numpy()[lineage]
@@ -272,7 +275,8 @@ def forward_analysis(cells_h5ad: PathLike, p_mat: PathLike | None, table_out: Pa
     senders = senders_of(cells, labels, sorted(set(cond.types)), float(f["sender_share"]))
     runs, z_first = [], None
     for k, module in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"])):
-        decompose = k == 0 and int(f["n_conditions"]) > 1  # one fit's decomposition: the costly part
+        # every fit's on the graph (one solve per condition); on paths the first fit's only: the costly part
+        decompose = int(f["n_conditions"]) > 1 and (k == 0 or f["readout"] == "graph")
         run, z = run_fit(module, s, lab, cond, progenitors, f, senders, s_cfg["seed"] + k, decompose)
         runs.append(run)
         z_first = z if z_first is None else z_first
