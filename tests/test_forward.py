@@ -144,6 +144,27 @@ def test_decomposition_separates_niche_choosers_from_random_choosers() -> None:
     assert parts.loc[~niche, "intrinsic_entropy"].mean() > parts.loc[niche, "intrinsic_entropy"].mean()
 
 
+def test_graph_decomposition_runs_every_progenitor_under_every_environment() -> None:
+    _, z, labels, terminals, _, _ = _setup()
+    model = OracleSDE(axes=(1.0, 1.0, 1.0))
+    starts = np.flatnonzero((labels == "progenitor") & (z[:, 0] < 0.5))  # both groups: w > 0 chooses by niche
+    raw = np.random.default_rng(4).normal(0, 1, (len(starts), 2))
+    cond = fw.Condition(raw, ["fibroblast", "macrophage"], ["fibroblast", "macrophage"], "ln")
+    graph = fw.state_graph(model, z, np.zeros((len(z), 2)), n_neighbours=10)
+    env = fw.shared_conditions(len(starts), 0)
+    assert np.array_equal(env, np.arange(len(starts)))
+    assert len(np.unique(fw.shared_conditions(len(starts), 5, seed=1))) == 5
+    p = fw.fates_per_condition(model, z, terminals, graph, starts, cond.standardised()[env])
+    assert p.shape == (len(starts), len(starts), 2)
+    # column k is the read-out of every start at progenitor k's condition
+    assert np.allclose(p[:, 3], fw.graph_fates(model, z, terminals, graph, starts, np.repeat(cond.standardised()[3:4],
+                                                                                          len(starts), 0)))
+    parts = fw.uncertainty_parts(p)
+    niche = z[starts, 2] > 0
+    assert roc_auc_score(niche, parts["environmental_share"]) >= 0.9
+    assert parts.loc[~niche, "environmental_mi"].max() < 0.05 < parts.loc[niche, "environmental_mi"].median()
+
+
 def test_interventions_on_each_scale() -> None:
     raw = np.array([[0.0, 0.2, 1.0, 0.0], [2.0, 0.4, 0.0, 1.0]])
     log2 = fw.Condition(raw[:, :2], ["fibroblast:0", "fibroblast:1"], ["fibroblast", "fibroblast"], "log2")

@@ -295,6 +295,30 @@ def graph_fates(module: VicdyfModule, z: np.ndarray, terminals: Terminals, graph
     return out
 
 
+def fates_per_condition(module: VicdyfModule, z: np.ndarray, terminals: Terminals, graph: StateGraph,
+                        starts: np.ndarray, conditions: np.ndarray, mix: float = 0.2) -> np.ndarray:
+    """Starts x conditions x fates: every start cell's fate probabilities under every condition
+    (rows of ``conditions``). One absorption solve per condition gives every cell's probabilities
+    at once, so running all starts under all conditions costs what a condition per start costs:
+    the uncertainty decomposition can average over the tissue's environments exactly instead of
+    over a few random draws per cell (whose noise in H(mean p) blurred the ranking of cells)."""
+    fate = cell_fates(terminals, z)
+    n_fates = len(terminals.fates)
+    out = np.zeros((len(starts), len(conditions), n_fates))
+    for k, row in enumerate(np.asarray(conditions, dtype=float)):
+        out[:, k] = absorption(graph, hop_probabilities(module, z, graph, row, mix), fate, n_fates)[np.asarray(starts)]
+    return out
+
+
+def shared_conditions(n: int, n_conditions: int, seed: int = 0) -> np.ndarray:
+    """Indices of the progenitors whose conditions every progenitor is run under (graph
+    read-out): all ``n`` when ``n_conditions`` is 0 or at least ``n``, else a seeded random
+    subset of that size (it bounds the number of solves on a large tissue)."""
+    if n_conditions <= 0 or n_conditions >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(n_conditions), replace=False))
+
+
 def fate_probabilities(outcomes: np.ndarray, n_fates: int) -> np.ndarray:
     """Cells x fates: the share of each cell's paths ending in each fate."""
     return np.stack([(outcomes == k).mean(1) for k in range(n_fates)], axis=1)

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8,
     "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
-    "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2,
+    "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2, "graph_conditions": 0,
 }
 READOUTS = ("graph", "paths")
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
@@ -115,12 +115,12 @@ class FitRun:
 
 
 def _graph_reader(module: Any, z: np.ndarray, terminals: fw.Terminals, cond: fw.Condition, f: dict
-                  ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]:
+                  ) -> tuple[Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]], fw.StateGraph]:
     """(cell indices, standardised conditions) -> (fate probabilities, absorbed share 1) on the
-    cells' graph (:func:`forward.graph_fates`)."""
+    cells' graph (:func:`forward.graph_fates`), and the graph."""
     graph = fw.state_graph(module, z, cond.standardised(), int(f["graph_neighbours"]), float(f["graph_step"]))
     log.info("forward: graph of %d cells, %d edges, hop dt %.3g", len(z), len(graph.rows), graph.dt)
-    return lambda idx, c: (fw.graph_fates(module, z, terminals, graph, idx, c, float(f["graph_mix"])), 1.0)
+    return lambda idx, c: (fw.graph_fates(module, z, terminals, graph, idx, c, float(f["graph_mix"])), 1.0), graph
 
 
 def _path_reader(module: Any, z: np.ndarray, terminals: fw.Terminals, cond: fw.Condition, starts: np.ndarray,
@@ -139,29 +139,45 @@ def _path_reader(module: Any, z: np.ndarray, terminals: fw.Terminals, cond: fw.C
     return read
 
 
+def decomposition(read: Callable, c_starts: np.ndarray, starts: np.ndarray, f: dict, seed: int,
+                  graph_parts: tuple | None = None) -> pd.DataFrame:
+    """The progenitors' uncertainty decomposition (:func:`forward.uncertainty_parts`). On the
+    graph (``graph_parts``: module, z, terminals, graph) every progenitor is run under the same
+    environments, every progenitor's condition (or ``graph_conditions`` of them), each one solve;
+    on paths, under its own and ``n_conditions`` - 1 drawn conditions, ``decomposition_paths`` each."""
+    if graph_parts is not None:
+        module, z, terminals, graph = graph_parts
+        env_idx = fw.shared_conditions(len(starts), int(f["graph_conditions"]), seed)
+        return fw.uncertainty_parts(fw.fates_per_condition(module, z, terminals, graph, starts, c_starts[env_idx],
+                                                           float(f["graph_mix"])))
+    n_c = int(f["n_conditions"])
+    draws = fw.condition_draws(len(starts), n_c, seed)
+    p = read(np.repeat(starts, n_c), c_starts[draws.ravel()], int(f["decomposition_paths"]))[0]
+    return fw.uncertainty_parts(p.reshape(len(starts), n_c, -1))
+
+
 def run_fit(module: Any, s: np.ndarray, labels: np.ndarray, cond: fw.Condition, progenitors: np.ndarray, f: dict,
             senders: dict[str, list[str]], seed: int, decompose: bool = False) -> tuple[FitRun, np.ndarray]:
     """Read one fit's fate probabilities from the progenitors, untreated and under every
-    intervention (``readout``: on the cells' graph, or by free paths). Returns the runs and the
-    fit's latent means."""
+    intervention (``readout``: on the cells' graph, or by free paths), and optionally the
+    uncertainty decomposition. Returns the runs and the fit's latent means."""
     z = env.latent_mean(module, s).cpu().numpy()
     terminals = fw.terminal_states(z, labels, f["progenitors"], f["fates"], int(f["cells_per_cluster"]),
                                    float(f["min_share"]), seed=seed, subspace=float(f["subspace"]))
     starts = np.flatnonzero(progenitors)
-    read = (_graph_reader(module, z, terminals, cond, f) if f["readout"] == "graph"
-            else _path_reader(module, z, terminals, cond, starts, f, seed))
+    graph_parts = None
+    if f["readout"] == "graph":
+        read, graph = _graph_reader(module, z, terminals, cond, f)
+        graph_parts = (module, z, terminals, graph)
+    else:
+        read = _path_reader(module, z, terminals, cond, starts, f, seed)
     raw0 = cond.raw[progenitors]
     base, absorbed = read(starts, cond.standardised(raw0))
     treated = {i["name"]: read(starts, cond.standardised(fw.intervene(cond, raw0, i, senders)))[0]
                for i in f["interventions"]}
     run = FitRun(base, treated, absorbed)
     if decompose:
-        n_c = int(f["n_conditions"])
-        draws = fw.condition_draws(len(starts), n_c, seed)
-        c_all = cond.standardised(raw0)[draws.ravel()]
-        p = (read(np.repeat(starts, n_c), c_all)[0] if f["readout"] == "graph"
-             else read(np.repeat(starts, n_c), c_all, int(f["decomposition_paths"]))[0])
-        run.decomposition = fw.uncertainty_parts(p.reshape(len(starts), n_c, -1))
+        run.decomposition = decomposition(read, cond.standardised(raw0), starts, f, seed, graph_parts)
     log.info("forward: %d progenitors, %.0f%% absorbed", len(starts), 100 * run.absorbed)
     return run, z
 
@@ -217,7 +233,10 @@ def _checks(row: dict, true_base: float, true_treated: float) -> dict[str, Any]:
 def cell_table(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, progenitors: np.ndarray, runs: list[FitRun],
                z: np.ndarray, f: dict, seed: int) -> pd.DataFrame:
     """Every modelled cell with its 2-d latent layout (first fit); progenitors also with their fate
-    probabilities (mean over fits) and the uncertainty decomposition (first fit)."""
+    probabilities (mean over fits) and the uncertainty decomposition: per column the median over
+    the fits that have one. The median, not one fit nor the mean: a fit can learn the environment's
+    effect on the wrong cells (fits disagreed that way on simulated tissues, benchmarks/README.md),
+    and the median of three ignores one such fit."""
     from cellfate.umap_layout import umap_layout
 
     xy = umap_layout(z, seed=seed)
@@ -227,10 +246,10 @@ def cell_table(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray, proge
     for k, fate in enumerate(f["fates"]):
         out[f"p_{fate}"] = np.nan
         out.loc[progenitors, f"p_{fate}"] = probs[:, k]
-    if runs[0].decomposition is not None:
-        for col in runs[0].decomposition:
-            out[col] = np.nan
-            out.loc[progenitors, col] = runs[0].decomposition[col].to_numpy()
+    parts = [r.decomposition for r in runs if r.decomposition is not None]
+    for col in parts[0] if parts else []:
+        out[col] = np.nan
+        out.loc[progenitors, col] = np.median([d[col].to_numpy() for d in parts], axis=0)
     for col in ("true_p_alpha", "niche_chooser"):
         if col in cells.obs:
             out[col] = cells.obs[col].to_numpy()[lineage]
@@ -256,7 +275,8 @@ def forward_analysis(cells_h5ad: PathLike, p_mat: PathLike | None, table_out: Pa
     senders = senders_of(cells, labels, sorted(set(cond.types)), float(f["sender_share"]))
     runs, z_first = [], None
     for k, module in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"])):
-        decompose = k == 0 and int(f["n_conditions"]) > 1  # one fit's decomposition: the costly part
+        # every fit's on the graph (one solve per condition); on paths the first fit's only: the costly part
+        decompose = int(f["n_conditions"]) > 1 and (k == 0 or f["readout"] == "graph")
         run, z = run_fit(module, s, lab, cond, progenitors, f, senders, s_cfg["seed"] + k, decompose)
         runs.append(run)
         z_first = z if z_first is None else z_first
