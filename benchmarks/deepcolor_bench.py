@@ -135,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --chain: spatial.environment.placement_temperature (default: the config's)")
     parser.add_argument("--placement-smoothing", type=float, default=None,
                         help="with --chain: spatial.environment.placement_smoothing (default: the config's)")
+    parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --chain: any other spatial.environment setting (YAML value), e.g. epochs_vae=120")
+    parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                        help="with --chain: these seeds instead of K..K+N-1")
+    parser.add_argument("--analysis-seed", type=int, default=None,
+                        help="with --chain: spatial.seed of the environment analysis (folds, fits, permutations)")
+    parser.add_argument("--no-truth-control", action="store_true",
+                        help="with --chain: skip the true-density control (half the time; its columns are then absent)")
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -154,7 +162,12 @@ def main() -> None:
         overrides = {k: v for k, v in (("placement", args.placement),
                                        ("placement_temperature", args.placement_temperature),
                                        ("placement_smoothing", args.placement_smoothing)) if v is not None}
-        return chain_benchmark(args.chain, args.out, args.controls, args.maps, overrides, args.first_seed)
+        import yaml
+
+        overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.env)})
+        seeds = args.only_seeds or list(range(args.first_seed, args.first_seed + args.chain))
+        return chain_benchmark(seeds, args.out, args.controls, args.maps, overrides, args.no_truth_control,
+                               args.analysis_seed)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -347,9 +360,9 @@ def placement_distances(folder: Path, cfg: dict) -> dict:
     return out
 
 
-def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: str | None = None,
-                    overrides: dict | None = None, first_seed: int = 0) -> None:
-    """DeepCOLOR -> colocalization -> conditioned dynamics on N seeds of each control (demo settings)."""
+def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps: str | None = None,
+                    overrides: dict | None = None, no_truth: bool = False, analysis_seed: int | None = None) -> None:
+    """DeepCOLOR -> colocalization -> conditioned dynamics on these seeds of each control (demo settings)."""
     import logging
 
     import pandas as pd
@@ -358,12 +371,15 @@ def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: st
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)
+    if no_truth:
+        _skip_truth_control()
     cfg = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["spatial"]
     cfg["environment"] = {**cfg["environment"], **(overrides or {})}
+    cfg["seed"] = cfg.get("seed", 42) if analysis_seed is None else analysis_seed
     root = Path(out or tempfile.mkdtemp(prefix="environment_chain_"))
     results = []
     for negative in [c == "negative" for c in controls]:
-        for seed in range(first_seed, first_seed + n_seeds):
+        for seed in seeds:
             start = time.perf_counter()
             name = f"{'negative' if negative else 'positive'}_{seed}"
             row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name)
@@ -375,12 +391,26 @@ def chain_benchmark(n_seeds: int, out: str | None, controls: list[str], maps: st
     pos, neg = table[table.control == "positive"], table[table.control == "negative"]
     if len(pos):
         print(f"positive: driver named (DeepCOLOR c) {int(pos.environment_partner_named.sum())}/{len(pos)}, "
-              f"(true c) {int(pos.environment_partner_named_truth_c.sum())}/{len(pos)}; "
+              f"(true c) {int(pos.get('environment_partner_named_truth_c', pos.seed * np.nan).sum())}/{len(pos)}; "
               f"planted ligand in top 3 {int((pos.true_ligand_rank <= 3).sum())}/{len(pos)}")
     if len(neg):
         print(f"negative: nothing named (DeepCOLOR c) {int(neg.environment_negative_nothing_named.sum())}/{len(neg)}, "
-              f"(true c) {int(neg.environment_negative_nothing_named_truth_c.sum())}/{len(neg)}")
+              f"(true c) {int(neg.get('environment_negative_nothing_named_truth_c', neg.seed * np.nan).sum())}/{len(neg)}")
     print(f"results: {root / 'chain_results.tsv'}")
+
+
+def _skip_truth_control() -> None:
+    """Benchmark screening only: the true-density control's analysis returns no rows."""
+    from cellfate.spatial import pipeline
+
+    analyse = pipeline._analyse
+
+    def without_truth(s, u, c, names, types, condition, *rest):
+        if condition == "truth":
+            return pipeline.pd.DataFrame(columns=["condition", "mode", "partner", "partner_type", "named"]), []
+        return analyse(s, u, c, names, types, condition, *rest)
+
+    pipeline._analyse = without_truth
 
 
 if __name__ == "__main__":

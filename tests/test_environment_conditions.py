@@ -68,6 +68,18 @@ def test_crossfit_folds_hold_every_cell_out_once() -> None:
     assert np.array_equal(np.sort(np.concatenate(folds)), np.arange(103))
 
 
+def test_stratum_size_sets_the_strata_and_permutations_stay_inside_them() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 3))
+    for cells in (10, 20):
+        strata = env.state_strata(z, cells, seed=0)
+        assert len(np.unique(strata)) == 200 // cells
+        values = np.arange(200.0)
+        permuted = env.permute_within(values, strata, rng)
+        for g in np.unique(strata):
+            assert set(permuted[strata == g]) == set(values[strata == g])
+
+
 class _CountModel:
     """A stand-in for VICDYF: the unspliced 'likelihood' is a squared error of each cell's log
     total against a * c[:, 0] (the condition's first column explains the counts, the second not)."""

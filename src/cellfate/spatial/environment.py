@@ -261,18 +261,19 @@ def unspliced_nll_sum(module: VicdyfModule, data: CountTensors, c: np.ndarray) -
     return float(scored.loss(module, 0, data.n_cells, sample=False)["nll_u"]) * data.n_cells
 
 
-def _fold_null(fold: HeldOut, w: np.ndarray, n_permutations: int, rng: np.random.Generator, seed: int) -> np.ndarray:
+def _fold_null(fold: HeldOut, w: np.ndarray, n_permutations: int, rng: np.random.Generator, seed: int,
+               cells_per_stratum: int = 10) -> np.ndarray:
     """The fold's summed unspliced nll with the component c.w permuted among cells of similar
     state and similar remaining condition, once per permutation."""
     w = np.asarray(w, dtype=float) / max(np.linalg.norm(w), 1e-12)
     proj = fold.c @ w
-    strata = state_strata(np.c_[fold.z, fold.c - np.outer(proj, w)], seed=seed)
+    strata = state_strata(np.c_[fold.z, fold.c - np.outer(proj, w)], cells_per_stratum, seed=seed)
     return np.array([unspliced_nll_sum(fold.module, fold.data, fold.c + np.outer(permute_within(proj, strata, rng) - proj, w))
                      for _ in range(n_permutations)])
 
 
 def conditional_permutation_test(folds: list[HeldOut], directions: dict[str, list[np.ndarray]],
-                                 n_permutations: int = 100, seed: int = 0) -> pd.DataFrame:
+                                 n_permutations: int = 100, seed: int = 0, cells_per_stratum: int = 10) -> pd.DataFrame:
     """Does c explain held-out unspliced counts beyond the cell's own state? Cross-fitted.
 
     Each fold's cells are scored by the model fitted without them, so every modelled cell is a
@@ -291,7 +292,7 @@ def conditional_permutation_test(folds: list[HeldOut], directions: dict[str, lis
     observed = sum(unspliced_nll_sum(f.module, f.data, f.c) for f in folds)
     rows = []
     for name, ws in directions.items():
-        null = sum(_fold_null(f, w, n_permutations, rng, seed) for f, w in zip(folds, ws, strict=True))
+        null = sum(_fold_null(f, w, n_permutations, rng, seed, cells_per_stratum) for f, w in zip(folds, ws, strict=True))
         rows.append({"direction": name, "heldout_nll_u": observed / n_cells, "permuted_nll_u": float(null.mean()) / n_cells,
                      "nll_gain": float(null.mean() - observed) / n_cells,
                      "p_value": float((1 + (null <= observed).sum()) / (1 + n_permutations))})

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
                     "placement": "map", "placement_temperature": 0.1, "placement_smoothing": 1.5,
-                    "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "alpha": 0.05,
+                    "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "stratum_cells": 10, "alpha": 0.05,
                     "min_counts": 10, "n_top_genes": None, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -449,7 +449,8 @@ def _analyse(s: np.ndarray, u: np.ndarray, c: np.ndarray, names: list[str], type
     for k in modes["mode"].unique():
         directions[f"mode {k}"] = [m.loc[m["mode"] == k, "weight"].to_numpy() for m in own]
     held = [env.HeldOut.of(f.module, s[f.hold], u[f.hold], c[f.hold]) for f in fits]
-    test = env.conditional_permutation_test(held, directions, int(e["n_permutations"]), seed).set_index("direction")
+    test = env.conditional_permutation_test(held, directions, int(e["n_permutations"]), seed,
+                                            int(e["stratum_cells"])).set_index("direction")
     modes["partner_p_value"] = modes["partner"].map(test["p_value"])
     modes["partner_nll_gain"] = modes["partner"].map(test["nll_gain"])
     modes["mode_p_value"] = modes["mode"].map(lambda k: test.loc[f"mode {k}", "p_value"])
