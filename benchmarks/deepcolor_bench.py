@@ -138,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--subpopulation", type=float, default=0.0,
                         help="with --chain: EnvironmentSpec.driver_subpopulation (share of the driver's cells that "
                              "alone drive the lineage); the named clusters' purity is reported")
+    parser.add_argument("--subpopulation-markers", type=int, default=5,
+                        help="with --subpopulation: EnvironmentSpec.subpopulation_markers")
+    parser.add_argument("--cluster-space", choices=("latent", "expression"), default="latent",
+                        help="with --chain and condition clusters, a screen: k-means of the partners on DeepCOLOR's "
+                             "X_zl (the workflow's) or on 10 PCs of their log-normalised expression")
     parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
                         help="with --chain: any other spatial.environment setting (YAML value), e.g. epochs_vae=120")
     parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
@@ -170,7 +175,8 @@ def main() -> None:
         overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.env)})
         seeds = args.only_seeds or list(range(args.first_seed, args.first_seed + args.chain))
         return chain_benchmark(seeds, args.out, args.controls, args.maps, overrides, args.no_truth_control,
-                               args.analysis_seed, args.subpopulation)
+                               args.analysis_seed, (args.subpopulation, args.subpopulation_markers),
+                               args.cluster_space)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -291,7 +297,7 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
 
 
 def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | None = None,
-              subpopulation: float = 0.0) -> dict:
+              subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent") -> dict:
     """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control).
     With ``maps``, the tissue and DeepCOLOR's outputs of an earlier run in that folder are reused."""
     from cellfate.io import write_h5ad, write_table
@@ -307,25 +313,54 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
                 (folder / name).symlink_to(maps / name)
     else:
         gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
-        spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, driver_subpopulation=subpopulation, **gains))
+        spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, driver_subpopulation=subpopulation[0],
+                                                                 subpopulation_markers=subpopulation[1], **gains))
         write_h5ad(spots, f["spots"])
         write_h5ad(ref, folder / "ref.h5ad")
         write_table(table, folder / "lt.tsv", index=True)
         pipeline.deepcolor(folder / "ref.h5ad", f["spots"], folder / "model", f["cells"], f["p"],
                            folder / "mapped.h5ad", cfg)
+    space = _cluster_space(f["cells"], cfg, cluster_space)
     pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg,
                          spots_h5ad=f["spots"])
+    pipeline.env.cluster_colocalization_condition = CLUSTER_CONDITION
     import pandas as pd
 
     modes = pd.read_csv(f["modes"], sep="\t")
     rows = pipeline.environment_rows(modes, negative=negative)
     ligands = pd.read_csv(f["ligands"], sep="\t")
     rows["true_ligand_rank"] = float(ligands.index[ligands["is_true_ligand"]][0] + 1) if ligands["is_true_ligand"].any() else np.nan
-    purity = cluster_purity(folder, cfg, modes) if subpopulation > 0 else {}
+    purity = cluster_purity(folder, cfg, modes, space) if subpopulation[0] > 0 else {}
     return {**rows, **chain_details(modes), **purity, **placement_distances(folder, cfg)}
 
 
-def cluster_purity(folder: Path, cfg: dict, modes) -> dict:
+def _cluster_space(cells_h5ad: Path, cfg: dict, how: str) -> np.ndarray | None:
+    """Benchmark screening only: with ``expression``, the partners' clusters (condition
+    ``clusters``) are drawn on 10 PCs of their log-normalised expression instead of X_zl (the
+    condition function is wrapped until :func:`chain_run` restores it). Returns those PCs."""
+    if how == "latent":
+        return None
+    import anndata as ad
+    from sklearn.decomposition import PCA
+
+    from cellfate.counts import dense
+    from cellfate.spatial import pipeline
+
+    s = pipeline.settings(cfg)
+    cells = ad.read_h5ad(cells_h5ad)
+    labels = cells.obs[s["cell_type_key"]].astype(str).to_numpy()
+    partners = list(s["environment"]["partners"] or [t for t in dict.fromkeys(labels) if t not in s["environment"]["cells"]])
+    x = dense(cells.X[np.flatnonzero(np.isin(labels, partners))]).astype(np.float64)
+    pcs = PCA(10, random_state=0).fit_transform(np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4))
+
+    def on_expression(p_rows, p_part, part_labels, latent, *rest):
+        return CLUSTER_CONDITION(p_rows, p_part, part_labels, pcs, *rest)
+
+    pipeline.env.cluster_colocalization_condition = on_expression
+    return pcs
+
+
+def cluster_purity(folder: Path, cfg: dict, modes, space: np.ndarray | None = None) -> dict:
     """With a driver sub-population and condition ``clusters``: the share of true sub-population
     cells in each of the driver type's clusters (the analysis' own k-means, redone) and in the
     named ones, and the share of the sub-population the named clusters hold."""
@@ -347,7 +382,8 @@ def cluster_purity(folder: Path, cfg: dict, modes) -> dict:
     for name in partners:
         sel = np.flatnonzero(labels[part] == name)
         k = max(1, min(int(e["clusters_per_type"]), len(sel) // 10))
-        groups = KMeans(n_clusters=k, n_init=4, random_state=cfg["seed"]).fit_predict(cells.obsm["X_zl"][part][sel]) \
+        latent = cells.obsm["X_zl"][part] if space is None else space
+        groups = KMeans(n_clusters=k, n_init=4, random_state=cfg["seed"]).fit_predict(latent[sel]) \
             if k > 1 else np.zeros(len(sel), dtype=int)
         for g in range(k):
             members = truth[sel[groups == g]]
@@ -402,7 +438,7 @@ def placement_distances(folder: Path, cfg: dict) -> dict:
 
 def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps: str | None = None,
                     overrides: dict | None = None, no_truth: bool = False, analysis_seed: int | None = None,
-                    subpopulation: float = 0.0) -> None:
+                    subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent") -> None:
     """DeepCOLOR -> colocalization -> conditioned dynamics on these seeds of each control (demo settings)."""
     import logging
 
@@ -424,7 +460,7 @@ def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps
             start = time.perf_counter()
             name = f"{'negative' if negative else 'positive'}_{seed}"
             row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name,
-                            subpopulation)
+                            subpopulation, cluster_space)
             results.append({"control": "negative" if negative else "positive", "seed": seed,
                             "seconds": time.perf_counter() - start, **row})
             print(json.dumps(results[-1]), flush=True)
@@ -455,5 +491,12 @@ def _skip_truth_control() -> None:
     pipeline._analyse = without_truth
 
 
+def _cluster_condition():
+    from cellfate.spatial import environment
+
+    return environment.cluster_colocalization_condition
+
+
 if __name__ == "__main__":
+    CLUSTER_CONDITION = _cluster_condition()
     main()

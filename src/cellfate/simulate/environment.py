@@ -30,6 +30,11 @@ true fate proportions are recorded (``uns['environment_truth']['fate_share']``;
 :func:`true_fate_share` computes them without drawing cells). With ``insensitive_share`` > 0, that
 share of the lineage cells ignores the niche (random fate, base pace) and lacks a receptor
 programme, so the environment's part of a progenitor's fate uncertainty can be validated.
+With ``driver_subpopulation`` > 0, that share of the driver's cells is a sub-population with its
+own density and marker genes, and only its density sets fate and pace (the rest of the driver's
+cells do nothing): the truth for the ``clusters`` condition, which must name that sub-population
+(reference ``obs['driver_subpopulation']``, spots ``obs['subpopulation_density']`` and
+``obs['true_subpopulation_cells']``, ``uns['environment_truth']['subpopulation_genes']``).
 """
 
 from __future__ import annotations
