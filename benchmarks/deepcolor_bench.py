@@ -349,7 +349,8 @@ def _cluster_space(cells_h5ad: Path, cfg: dict, how: str) -> np.ndarray | None:
     s = pipeline.settings(cfg)
     cells = ad.read_h5ad(cells_h5ad)
     labels = cells.obs[s["cell_type_key"]].astype(str).to_numpy()
-    partners = list(s["environment"]["partners"] or [t for t in dict.fromkeys(labels) if t not in s["environment"]["cells"]])
+    e = s["environment"]
+    partners = list(e["partners"] or [t for t in dict.fromkeys(labels) if t not in e["cells"]])
     x = dense(cells.X[np.flatnonzero(np.isin(labels, partners))]).astype(np.float64)
     pcs = PCA(10, random_state=0).fit_transform(np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4))
 

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -43,6 +44,22 @@ def control(folder: Path, out: Path, cfg: dict) -> dict:
             **{f"p_{r.partner}": float(r.partner_p_value) for r in first.itertuples()}}
 
 
+def map_correlations(folder: Path) -> dict:
+    """Correlation over spots of the log mean DeepCOLOR map of the true sub-population cells with
+    the log sub-population density (``map_sub_own``) and with the log density of the rest of the
+    driver's cells (``map_sub_rest``): does the map place the sub-population where it lives?"""
+    cells, spots = ad.read_h5ad(folder / "cells.h5ad"), ad.read_h5ad(folder / "spots.h5ad")
+    p_mat = np.load(folder / "p_mat.npy")
+    sub = cells.obs["driver_subpopulation"].to_numpy(dtype=bool)
+    own = np.log(spots.obs["subpopulation_density"].to_numpy())
+    share = float(spots.uns["environment_truth"]["driver_subpopulation"])
+    whole = spots.obsm["true_partner_density"]["fibroblast"].to_numpy()
+    rest = np.log(np.maximum(whole - share * np.exp(own), 1e-3))
+    mapped = np.log(p_mat[sub].mean(0) + 1e-6)
+    return {"map_sub_own": float(np.corrcoef(mapped, own)[0, 1]),
+            "map_sub_rest": float(np.corrcoef(mapped, rest)[0, 1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a deepcolor_bench.py --chain --subpopulation --out folder")
@@ -56,6 +73,7 @@ def main() -> None:
     out = args.out or args.run / "truth_subpopulation"
     for seed in args.seeds:
         row = control(args.run / f"positive_{seed}", out / f"positive_{seed}", cfg)
+        row.update(map_correlations(args.run / f"positive_{seed}"))
         print(json.dumps({"seed": seed, **row}), flush=True)
 
 
