@@ -320,10 +320,13 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
         write_table(table, folder / "lt.tsv", index=True)
         pipeline.deepcolor(folder / "ref.h5ad", f["spots"], folder / "model", f["cells"], f["p"],
                            folder / "mapped.h5ad", cfg)
+    original = pipeline.env.cluster_colocalization_condition
     space = _cluster_space(f["cells"], cfg, cluster_space)
-    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg,
-                         spots_h5ad=f["spots"])
-    pipeline.env.cluster_colocalization_condition = CLUSTER_CONDITION
+    try:
+        pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"],
+                             cfg, spots_h5ad=f["spots"])
+    finally:
+        pipeline.env.cluster_colocalization_condition = original
     import pandas as pd
 
     modes = pd.read_csv(f["modes"], sep="\t")
@@ -354,8 +357,10 @@ def _cluster_space(cells_h5ad: Path, cfg: dict, how: str) -> np.ndarray | None:
     x = dense(cells.X[np.flatnonzero(np.isin(labels, partners))]).astype(np.float64)
     pcs = PCA(10, random_state=0).fit_transform(np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4))
 
+    original = pipeline.env.cluster_colocalization_condition
+
     def on_expression(p_rows, p_part, part_labels, latent, *rest):
-        return CLUSTER_CONDITION(p_rows, p_part, part_labels, pcs, *rest)
+        return original(p_rows, p_part, part_labels, pcs, *rest)
 
     pipeline.env.cluster_colocalization_condition = on_expression
     return pcs
@@ -492,12 +497,5 @@ def _skip_truth_control() -> None:
     pipeline._analyse = without_truth
 
 
-def _cluster_condition():
-    from cellfate.spatial import environment
-
-    return environment.cluster_colocalization_condition
-
-
 if __name__ == "__main__":
-    CLUSTER_CONDITION = _cluster_condition()
     main()
