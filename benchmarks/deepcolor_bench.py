@@ -135,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --chain: spatial.environment.placement_temperature (default: the config's)")
     parser.add_argument("--placement-smoothing", type=float, default=None,
                         help="with --chain: spatial.environment.placement_smoothing (default: the config's)")
+    parser.add_argument("--subpopulation", type=float, default=0.0,
+                        help="with --chain: EnvironmentSpec.driver_subpopulation (share of the driver's cells that "
+                             "alone drive the lineage); the named clusters' purity is reported")
+    parser.add_argument("--subpopulation-markers", type=int, default=5,
+                        help="with --subpopulation: EnvironmentSpec.subpopulation_markers")
+    parser.add_argument("--cluster-space", choices=("latent", "expression"), default="latent",
+                        help="with --chain and condition clusters, a screen: k-means of the partners on DeepCOLOR's "
+                             "X_zl (the workflow's) or on 10 PCs of their log-normalised expression")
     parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
                         help="with --chain: any other spatial.environment setting (YAML value), e.g. epochs_vae=120")
     parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
@@ -167,7 +175,8 @@ def main() -> None:
         overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.env)})
         seeds = args.only_seeds or list(range(args.first_seed, args.first_seed + args.chain))
         return chain_benchmark(seeds, args.out, args.controls, args.maps, overrides, args.no_truth_control,
-                               args.analysis_seed)
+                               args.analysis_seed, (args.subpopulation, args.subpopulation_markers),
+                               args.cluster_space)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -287,7 +296,8 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
     print(f"results: {out / 'cell_level_results.tsv'}")
 
 
-def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | None = None) -> dict:
+def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | None = None,
+              subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent") -> dict:
     """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control).
     With ``maps``, the tissue and DeepCOLOR's outputs of an earlier run in that folder are reused."""
     from cellfate.io import write_h5ad, write_table
@@ -303,21 +313,93 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
                 (folder / name).symlink_to(maps / name)
     else:
         gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
-        spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, **gains))
+        spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, driver_subpopulation=subpopulation[0],
+                                                                 subpopulation_markers=subpopulation[1], **gains))
         write_h5ad(spots, f["spots"])
         write_h5ad(ref, folder / "ref.h5ad")
         write_table(table, folder / "lt.tsv", index=True)
         pipeline.deepcolor(folder / "ref.h5ad", f["spots"], folder / "model", f["cells"], f["p"],
                            folder / "mapped.h5ad", cfg)
-    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"], cfg,
-                         spots_h5ad=f["spots"])
+    original = pipeline.env.cluster_colocalization_condition
+    space = _cluster_space(f["cells"], cfg, cluster_space)
+    try:
+        pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"],
+                             cfg, spots_h5ad=f["spots"])
+    finally:
+        pipeline.env.cluster_colocalization_condition = original
     import pandas as pd
 
     modes = pd.read_csv(f["modes"], sep="\t")
     rows = pipeline.environment_rows(modes, negative=negative)
     ligands = pd.read_csv(f["ligands"], sep="\t")
     rows["true_ligand_rank"] = float(ligands.index[ligands["is_true_ligand"]][0] + 1) if ligands["is_true_ligand"].any() else np.nan
-    return {**rows, **chain_details(modes), **placement_distances(folder, cfg)}
+    purity = cluster_purity(folder, cfg, modes, space) if subpopulation[0] > 0 else {}
+    return {**rows, **chain_details(modes), **purity, **placement_distances(folder, cfg)}
+
+
+def _cluster_space(cells_h5ad: Path, cfg: dict, how: str) -> np.ndarray | None:
+    """Benchmark screening only: with ``expression``, the partners' clusters (condition
+    ``clusters``) are drawn on 10 PCs of their log-normalised expression instead of X_zl (the
+    condition function is wrapped until :func:`chain_run` restores it). Returns those PCs."""
+    if how == "latent":
+        return None
+    import anndata as ad
+    from sklearn.decomposition import PCA
+
+    from cellfate.counts import dense
+    from cellfate.spatial import pipeline
+
+    s = pipeline.settings(cfg)
+    cells = ad.read_h5ad(cells_h5ad)
+    labels = cells.obs[s["cell_type_key"]].astype(str).to_numpy()
+    e = s["environment"]
+    partners = list(e["partners"] or [t for t in dict.fromkeys(labels) if t not in e["cells"]])
+    x = dense(cells.X[np.flatnonzero(np.isin(labels, partners))]).astype(np.float64)
+    pcs = PCA(10, random_state=0).fit_transform(np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4))
+
+    original = pipeline.env.cluster_colocalization_condition
+
+    def on_expression(p_rows, p_part, part_labels, latent, *rest):
+        return original(p_rows, p_part, part_labels, pcs, *rest)
+
+    pipeline.env.cluster_colocalization_condition = on_expression
+    return pcs
+
+
+def cluster_purity(folder: Path, cfg: dict, modes, space: np.ndarray | None = None) -> dict:
+    """With a driver sub-population and condition ``clusters``: the share of true sub-population
+    cells in each of the driver type's clusters (the analysis' own k-means, redone) and in the
+    named ones, and the share of the sub-population the named clusters hold."""
+    import anndata as ad
+    from sklearn.cluster import KMeans
+
+    from cellfate.spatial import pipeline
+
+    s = pipeline.settings(cfg)
+    e = s["environment"]
+    cells = ad.read_h5ad(folder / "cells.h5ad")
+    labels = cells.obs[s["cell_type_key"]].astype(str).to_numpy()
+    partners = list(e["partners"] or [t for t in dict.fromkeys(labels) if t not in e["cells"]])
+    part = np.flatnonzero(np.isin(labels, partners))
+    truth = cells.obs["driver_subpopulation"].to_numpy(dtype=bool)[part]
+    first = modes[(modes["condition"] == modes["condition"].iloc[0]) & (modes["mode"] == 1)]
+    named = set(first.loc[first["named"], "partner"])
+    out, in_named, sub_named = {}, 0, 0
+    for name in partners:
+        sel = np.flatnonzero(labels[part] == name)
+        k = max(1, min(int(e["clusters_per_type"]), len(sel) // 10))
+        latent = cells.obsm["X_zl"][part] if space is None else space
+        groups = KMeans(n_clusters=k, n_init=4, random_state=cfg["seed"]).fit_predict(latent[sel]) \
+            if k > 1 else np.zeros(len(sel), dtype=int)
+        for g in range(k):
+            members = truth[sel[groups == g]]
+            if name == "fibroblast":
+                out[f"purity_{name}:{g}"] = float(members.mean())
+            if f"{name}:{g}" in named:
+                in_named, sub_named = in_named + len(members), sub_named + int(members.sum())
+    out["purity_named"] = sub_named / in_named if in_named else np.nan
+    out["recall_named"] = sub_named / max(int(truth.sum()), 1)
+    return out
 
 
 def chain_details(modes) -> dict:
@@ -361,7 +443,8 @@ def placement_distances(folder: Path, cfg: dict) -> dict:
 
 
 def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps: str | None = None,
-                    overrides: dict | None = None, no_truth: bool = False, analysis_seed: int | None = None) -> None:
+                    overrides: dict | None = None, no_truth: bool = False, analysis_seed: int | None = None,
+                    subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent") -> None:
     """DeepCOLOR -> colocalization -> conditioned dynamics on these seeds of each control (demo settings)."""
     import logging
 
@@ -382,7 +465,8 @@ def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps
         for seed in seeds:
             start = time.perf_counter()
             name = f"{'negative' if negative else 'positive'}_{seed}"
-            row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name)
+            row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name,
+                            subpopulation, cluster_space)
             results.append({"control": "negative" if negative else "positive", "seed": seed,
                             "seconds": time.perf_counter() - start, **row})
             print(json.dumps(results[-1]), flush=True)

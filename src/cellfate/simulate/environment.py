@@ -30,6 +30,11 @@ true fate proportions are recorded (``uns['environment_truth']['fate_share']``;
 :func:`true_fate_share` computes them without drawing cells). With ``insensitive_share`` > 0, that
 share of the lineage cells ignores the niche (random fate, base pace) and lacks a receptor
 programme, so the environment's part of a progenitor's fate uncertainty can be validated.
+With ``driver_subpopulation`` > 0, that share of the driver's cells is a sub-population with its
+own density and marker genes, and only its density sets fate and pace (the rest of the driver's
+cells do nothing): the truth for the ``clusters`` condition, which must name that sub-population
+(reference ``obs['driver_subpopulation']``, spots ``obs['subpopulation_density']`` and
+``obs['true_subpopulation_cells']``, ``uns['environment_truth']['subpopulation_genes']``).
 """
 
 from __future__ import annotations
@@ -79,6 +84,13 @@ class EnvironmentSpec:
     # tenth), so their state tells them apart. 0 (the default) draws nothing: the tissue is as before.
     insensitive_share: float = 0.0
     n_receptor_genes: int = 5
+    # A sub-population of the driver's cells: this share of them (tissue-wide) with its own spatial
+    # density and a few marker genes of its own, and only its density acts on the lineage (the rest
+    # of the driver's cells do nothing). It is what the ``clusters`` condition must find. 0 (the
+    # default) draws nothing: the tissue is as before.
+    driver_subpopulation: float = 0.0
+    subpopulation_markers: int = 5
+    subpopulation_marker_level: float = 0.005  # expected count of a marker, as a share of the cell's library
     seed: int = 0
 
 
@@ -214,6 +226,9 @@ class Layout:
     present: np.ndarray
     log_z: np.ndarray
     p_alpha: np.ndarray
+    driver_z: np.ndarray  # the standardised log signal that sets fate and pace
+    sub_share: np.ndarray | None = None  # per spot, the driver's cells' share that is the sub-population
+    sub_density: np.ndarray | None = None
 
 
 def _intervene(spec: EnvironmentSpec, density: np.ndarray,
@@ -237,19 +252,50 @@ def _intervene(spec: EnvironmentSpec, density: np.ndarray,
     return present, signal
 
 
+def _subpopulation(spec: EnvironmentSpec, xy: np.ndarray, density: np.ndarray, rng: np.random.Generator,
+                   tries: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(partner densities with the sub-population added to the driver's, its share of the driver's
+    cells per spot, its own density). Its layout is the least correlated with every partner's of
+    ``tries``: a sub-population that sat where its type does could not be told from the type."""
+    nx, ny = spec.grid
+    sigma = max(nx, ny) / 7.0
+    best, best_corr = None, np.inf
+    for _ in range(tries):
+        centres = rng.uniform([0, 0], [nx, ny], size=(3, 2))
+        f = np.exp(-((xy[:, None, :] - centres[None]) ** 2).sum(-1) / (2 * sigma**2)).sum(1)
+        sub = SIGNAL_FLOOR + f / f.max()
+        worst = max(abs(np.corrcoef(np.log(sub), np.log(d))[0, 1]) for d in density.T)
+        if worst < best_corr:
+            best, best_corr = sub, worst
+    k, share = spec.partners.index(spec.driver), spec.driver_subpopulation
+    rest, sub = (1.0 - share) * density[:, k], share * best
+    out = density.copy()
+    out[:, k] = rest + sub
+    return out, sub / out[:, k], best
+
+
 def tissue_layout(spec: EnvironmentSpec, rng: np.random.Generator, intervention: Intervention | None = None) -> Layout:
-    """The spots and partner densities (the first draws of ``rng``) and what they do to the fate."""
+    """The spots and partner densities (the first draws of ``rng``) and what they do to the fate.
+    With a driver sub-population, its density (not the driver type's) is the signal."""
     if spec.driver not in spec.partners:
         raise ValueError(f"driver {spec.driver!r} is not among the partners {spec.partners}")
+    if not 0.0 <= spec.driver_subpopulation < 1.0:
+        raise ValueError("driver_subpopulation must be in [0, 1)")
+    if spec.driver_subpopulation > 0 and intervention is not None:
+        raise ValueError("interventions are not simulated for a tissue with a driver sub-population")
     nx, ny = spec.grid
     xy = np.array([(x, y) for y in range(ny) for x in range(nx)], dtype=float)
     density = _densities(spec, xy, rng)
+    sub_share = sub_density = None
+    if spec.driver_subpopulation > 0:
+        density, sub_share, sub_density = _subpopulation(spec, xy, density, rng)
     log_base = np.log(density)
     mean, sd = log_base.mean(0), np.maximum(log_base.std(0), 1e-12)
     present, signal = _intervene(spec, density, intervention)
     log_z = (np.log(signal) - mean) / sd
-    p_alpha = _sigmoid(spec.fate_gain * log_z[:, spec.partners.index(spec.driver)])
-    return Layout(xy=xy, present=present, log_z=log_z, p_alpha=p_alpha)
+    driver_z = log_z[:, spec.partners.index(spec.driver)] if sub_density is None else _standardise(np.log(sub_density))
+    return Layout(xy=xy, present=present, log_z=log_z, p_alpha=_sigmoid(spec.fate_gain * driver_z),
+                  driver_z=driver_z, sub_share=sub_share, sub_density=sub_density)
 
 
 def true_fate_share(spec: EnvironmentSpec, intervention: Intervention | None = None) -> dict[str, float]:
@@ -270,6 +316,7 @@ class GeneSpace:
     part_cols: np.ndarray
     lin_cols: np.ndarray
     niche_cols: list[np.ndarray]
+    sub_local: np.ndarray  # the sub-population's marker genes, as columns of the partner model's genes
 
 
 def _gene_space(spec: EnvironmentSpec, rng: np.random.Generator) -> GeneSpace:
@@ -287,7 +334,20 @@ def _gene_space(spec: EnvironmentSpec, rng: np.random.Generator) -> GeneSpace:
                                   & ~model.genes["is_mitochondrial"].to_numpy()], lin_cols)
     picked = rng.choice(free, size=len(spec.partners) * spec.niche_genes, replace=False)
     niche_cols = [picked[k * spec.niche_genes:(k + 1) * spec.niche_genes] for k in range(len(spec.partners))]
-    return GeneSpace(genes, model, programme, part_cols, lin_cols, niche_cols)
+    sub_local = np.empty(0, dtype=int)
+    if spec.driver_subpopulation > 0:
+        sub_cols = rng.choice(np.setdiff1d(free, picked), size=spec.subpopulation_markers, replace=False)
+        sub_local = pd.Index(part_cols).get_indexer(sub_cols)
+    return GeneSpace(genes, model, programme, part_cols, lin_cols, niche_cols, sub_local)
+
+
+def _mark_subpopulation(spec: EnvironmentSpec, space: GeneSpace, counts: np.ndarray, is_sub: np.ndarray,
+                        library: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Partner counts (cells x the model's genes) with the sub-population's markers raised."""
+    if is_sub.any() and len(space.sub_local):
+        mean = spec.subpopulation_marker_level * library[is_sub, None]
+        counts[np.ix_(is_sub, space.sub_local)] += rng.poisson(np.repeat(mean, len(space.sub_local), axis=1))
+    return counts
 
 
 def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
@@ -295,7 +355,7 @@ def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
     """Spots x genes counts (partners by their densities, the lineage evenly, fates and pace by
     the driver's signal), the true abundance of every type and the cells per spot."""
     n_spots, n_part = len(layout.xy), len(spec.partners)
-    driver_z = layout.log_z[:, spec.partners.index(spec.driver)]
+    driver_z = layout.driver_z
     weights = np.c_[layout.present * (1 - spec.lineage_share) / max(layout.present.mean(0).sum(), 1e-12),
                     np.full(n_spots, spec.lineage_share)]
     n_cells = rng.poisson(spec.cells_per_spot, size=n_spots)
@@ -306,8 +366,14 @@ def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
     cell_type_idx = np.repeat(np.tile(np.arange(n_part), n_spots), comp[:, :n_part].ravel())
     spot_of_cell = np.repeat(np.arange(n_spots), comp[:, :n_part].sum(1))
     library = rng.lognormal(np.log(2500.0), 0.4, size=len(cell_type_idx))
-    np.add.at(counts, (spot_of_cell[:, None], space.part_cols[None, :]),
-              space.model.sample(cell_type_idx, library, rng))
+    part_counts = space.model.sample(cell_type_idx, library, rng)
+    sub_cells = np.zeros(n_spots, dtype=int)
+    if layout.sub_share is not None:
+        is_sub = (cell_type_idx == spec.partners.index(spec.driver)) & (rng.random(len(cell_type_idx))
+                                                                        < layout.sub_share[spot_of_cell])
+        part_counts = _mark_subpopulation(spec, space, part_counts, is_sub, library, rng)
+        sub_cells = np.bincount(spot_of_cell[is_sub], minlength=n_spots)
+    np.add.at(counts, (spot_of_cell[:, None], space.part_cols[None, :]), part_counts)
     spot_of_lineage = np.repeat(np.arange(n_spots), comp[:, -1])
     insensitive = insensitive_cells(spec, len(spot_of_lineage), rng)
     p_alpha = np.where(insensitive, 0.5, layout.p_alpha[spot_of_lineage])
@@ -318,12 +384,12 @@ def _spot_counts(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
     np.add.at(counts, spot_of_lineage, niche_counts(spec, layout.log_z[spot_of_lineage], space.niche_cols,
                                                     len(space.genes), rng))
     np.add.at(abundance, (spot_of_lineage, n_part + pd.Index(LINEAGE).get_indexer(cells["branch"])), 1)
-    return rng.binomial(counts, spec.capture_efficiency).astype(np.int32), abundance, n_cells
+    return rng.binomial(counts, spec.capture_efficiency).astype(np.int32), abundance, n_cells, sub_cells
 
 
 def _spot_data(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, rng: np.random.Generator) -> ad.AnnData:
     """The spots as an AnnData with the simulated truth (see the module docstring)."""
-    counts, abundance, n_cells = _spot_counts(spec, layout, space, rng)
+    counts, abundance, n_cells, sub_cells = _spot_counts(spec, layout, space, rng)
     partners = list(spec.partners)
     types = partners + LINEAGE
     truth = true_pair_colocalization(abundance)
@@ -333,6 +399,9 @@ def _spot_data(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, rng: np.
                         "true_p_alpha": layout.p_alpha},
                        index=pd.Index([f"spot_{i:04d}" for i in range(len(layout.xy))], name="spot_id"))
     spots = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=space.genes.copy())
+    if layout.sub_density is not None:
+        spots.obs["true_subpopulation_cells"] = sub_cells
+        spots.obs["subpopulation_density"] = layout.sub_density
     spots.obsm["spatial"] = layout.xy
     spots.obsm["true_abundance"] = abundance.astype(np.float32)
     spots.obsm["true_partner_density"] = pd.DataFrame(layout.present, index=spots.obs_names, columns=partners)
@@ -354,8 +423,7 @@ def _lineage_reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace,
         sel = np.flatnonzero((fate == f) & ~insensitive)
         home[sel] = rng.choice(n_spots, size=len(sel), p=w / w.sum())
     home[insensitive] = rng.choice(n_spots, size=int(insensitive.sum())) if insensitive.any() else home[insensitive]
-    driver_z = layout.log_z[:, spec.partners.index(spec.driver)]
-    speed = np.where(insensitive, 1.0, pace(spec, driver_z[home]))
+    speed = np.where(insensitive, 1.0, pace(spec, layout.driver_z[home]))
     lin = lineage_cells(space.programme, fate, speed, rng, insensitive, spec.n_receptor_genes)
     lin["speed"], lin["insensitive"] = speed, insensitive
     niche = niche_counts(spec, layout.log_z[home], space.niche_cols, len(space.genes), rng)
@@ -368,7 +436,14 @@ def _reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, spots: a
     partners = list(spec.partners)
     abundance = spots.obsm["true_abundance"][:, :len(partners)]
     ref_types = rng.choice(len(partners), size=spec.n_reference_partner_cells, p=abundance.sum(0) / abundance.sum())
-    ref_part = space.model.sample(ref_types, rng.lognormal(np.log(3000.0), 0.45, size=len(ref_types)), rng)
+    ref_library = rng.lognormal(np.log(3000.0), 0.45, size=len(ref_types))
+    ref_part = space.model.sample(ref_types, ref_library, rng)
+    is_sub = None
+    if "true_subpopulation_cells" in spots.obs:
+        driver_cells = abundance[:, partners.index(spec.driver)].sum()
+        share = spots.obs["true_subpopulation_cells"].sum() / max(driver_cells, 1.0)
+        is_sub = (ref_types == partners.index(spec.driver)) & (rng.random(len(ref_types)) < share)
+        ref_part = _mark_subpopulation(spec, space, ref_part, is_sub, ref_library, rng)
     lin, fate, home, niche = _lineage_reference(spec, layout, space, rng)
     n_part, n_ref = len(ref_types), len(ref_types) + len(fate)
     layers = {key: np.zeros((n_ref, len(space.genes)), dtype=np.float32 if key == "true_velocity" else np.int32)
@@ -389,6 +464,8 @@ def _reference(spec: EnvironmentSpec, layout: Layout, space: GeneSpace, spots: a
         "true_p_alpha": np.r_[blank, np.where(lin["insensitive"], 0.5, layout.p_alpha[home])],
         "niche_chooser": np.r_[np.zeros(n_part, bool), ~lin["insensitive"]],
     }, index=pd.Index([f"envcell_{i:05d}" for i in range(n_ref)], name="cell_id"))
+    if is_sub is not None:
+        obs["driver_subpopulation"] = np.r_[is_sub, np.zeros(len(fate), bool)]
     reference = ad.AnnData(X=x, obs=obs, var=space.genes.copy())
     for key, value in layers.items():
         reference.layers[key] = sp.csr_matrix(value)
@@ -419,6 +496,9 @@ def simulate_environment(spec: EnvironmentSpec = EnvironmentSpec(), intervention
                   "driver_ligand": CELL_TYPES[spec.driver]["markers"][0],
                   "fate_share": {"alpha": share, "beta": 1.0 - share},
                   "intervention": "none" if intervention is None else repr(intervention)}
+    if spec.driver_subpopulation > 0:
+        truth_info["driver_subpopulation"] = spec.driver_subpopulation
+        truth_info["subpopulation_genes"] = space.genes.index[space.part_cols[space.sub_local]].to_numpy()
     spots.uns["environment_truth"] = truth_info
     reference.uns["environment_truth"] = truth_info
     return spots, reference, table

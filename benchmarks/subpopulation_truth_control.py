@@ -1,0 +1,81 @@
+"""The driver sub-population's true-density control for a ``deepcolor_bench.py --chain
+--subpopulation`` run: condition ``truth`` with the fibroblast column of each lineage cell replaced
+by the true sub-population density at its home spot (the same maps, placement and analysis
+settings). It says whether the dynamics can name the sub-population when the condition is exact.
+
+    .venv/bin/python benchmarks/subpopulation_truth_control.py RUN 0 1 2   # RUN/positive_<seed>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from cellfate.spatial import pipeline
+
+HERE = Path(__file__).resolve().parent
+
+
+def control(folder: Path, out: Path, cfg: dict) -> dict:
+    """Mode 1's named columns and p-values on the sub-population's true density."""
+    out.mkdir(parents=True, exist_ok=True)
+    cells, spots = ad.read_h5ad(folder / "cells.h5ad"), ad.read_h5ad(folder / "spots.h5ad")
+    density = pd.DataFrame(cells.obsm["true_partner_density"], index=cells.obs_names).copy()
+    home_spot = cells.obs["home_spot"].astype(str).to_numpy()
+    lineage = home_spot != ""
+    home = spots.obs_names.get_indexer(home_spot[lineage])
+    density.loc[lineage, "fibroblast"] = spots.obs["subpopulation_density"].to_numpy()[home]
+    cells.obsm["true_partner_density"] = density
+    cells.write_h5ad(out / "cells.h5ad")
+    pipeline.environment(out / "cells.h5ad", folder / "p_mat.npy", folder / "lt.tsv", out / "modes.tsv",
+                         out / "genes.tsv", out / "ligands.tsv", cfg, spots_h5ad=folder / "spots.h5ad")
+    modes = pd.read_csv(out / "modes.tsv", sep="\t")
+    first = modes[modes["mode"] == 1]
+    return {"named": ",".join(first.loc[first["named"], "partner"]) or "-",
+            "mode1_p": float(first["mode_p_value"].iloc[0]),
+            **{f"p_{r.partner}": float(r.partner_p_value) for r in first.itertuples()}}
+
+
+def map_correlations(folder: Path) -> dict:
+    """Correlation over spots of the log mean DeepCOLOR map of the true sub-population cells with
+    the log sub-population density (``map_sub_own``) and with the log density of the rest of the
+    driver's cells (``map_sub_rest``): does the map place the sub-population where it lives?"""
+    cells, spots = ad.read_h5ad(folder / "cells.h5ad"), ad.read_h5ad(folder / "spots.h5ad")
+    p_mat = np.load(folder / "p_mat.npy")
+    sub = cells.obs["driver_subpopulation"].to_numpy(dtype=bool)
+    own = np.log(spots.obs["subpopulation_density"].to_numpy())
+    share = float(spots.uns["environment_truth"]["driver_subpopulation"])
+    whole = spots.obsm["true_partner_density"]["fibroblast"].to_numpy()
+    rest = np.log(np.maximum(whole - share * np.exp(own), 1e-3))
+    mapped = np.log(p_mat[sub].mean(0) + 1e-6)
+    return {"map_sub_own": float(np.corrcoef(mapped, own)[0, 1]),
+            "map_sub_rest": float(np.corrcoef(mapped, rest)[0, 1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a deepcolor_bench.py --chain --subpopulation --out folder")
+    parser.add_argument("seeds", type=int, nargs="+")
+    parser.add_argument("--out", type=Path, default=None, help="default: RUN/truth_subpopulation")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["spatial"]
+    cfg["environment"] = {**cfg["environment"], "placement": "state_blind", "folds": 10, "condition": "truth"}
+    out = args.out or args.run / "truth_subpopulation"
+    for seed in args.seeds:
+        row = control(args.run / f"positive_{seed}", out / f"positive_{seed}", cfg)
+        row.update(map_correlations(args.run / f"positive_{seed}"))
+        print(json.dumps({"seed": seed, **row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
