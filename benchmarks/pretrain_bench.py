@@ -94,6 +94,16 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
     return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
 
 
+def objective_step(objective: MaskedLMObjective, optimizer, batch: dict, device: torch.device, bf16: bool) -> None:
+    """One optimizer step on the project's masked-LM objective (mean loss over masked tokens)."""
+    with autocast_context(device, bf16):
+        loss_sum, count = objective(**batch)
+    (loss_sum / count.clamp(min=1)).backward()
+    torch.nn.utils.clip_grad_norm_(objective.model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def seconds_per_step(step, warmup: int, steps: int, device: torch.device) -> float:
     """Mean wall seconds of ``steps`` calls after ``warmup`` untimed ones (synchronised on CUDA)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -156,12 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     batch = {k: v.to(device) for k, v in collator(list(cells.numpy()), generator).items()}
 
     def step() -> None:
-        with autocast_context(device, args.bf16):
-            loss_sum, count = objective(**batch)
-        (loss_sum / count.clamp(min=1)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        objective_step(objective, optimizer, batch, device, args.bf16)
 
     def baseline_step() -> None:
         """The Hugging Face way (Geneformer's Trainer): ``BertForMaskedLM``'s own loss, logits at every position."""
@@ -253,12 +258,7 @@ def packing_compare(args, model, optimizer, collator: MaskingCollator, device: t
 
     def one_pass(batches) -> None:
         for batch, _ in batches:
-            with autocast_context(device, args.bf16):
-                loss_sum, count = objective(**batch)
-            (loss_sum / count.clamp(min=1)).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            objective_step(objective, optimizer, batch, device, args.bf16)
 
     rates: dict[str, list[float]] = {name: [] for name in layouts}
     for repeat in range(args.repeats):
