@@ -134,3 +134,14 @@ def test_real_data_with_spliced_counts_everywhere_places_cells_once_the_dynamics
     assert near < 0.85 * at_random
     corr, r2 = _colocalization_and_state_r2(t, p)
     assert corr.min() > 0.6 and r2[0] < 0.5, (corr, r2)  # each partner followed, the driver's column not the state
+
+
+def test_spot_smoothing_is_the_gaussian_kernel_without_a_dense_spots_by_spots_matrix() -> None:
+    rng = np.random.default_rng(0)
+    xy = np.stack(np.meshgrid(np.arange(14.0), np.arange(14.0)), -1).reshape(-1, 2) * 100.0  # pixel units
+    values = rng.normal(size=(len(xy), 5))
+    d2 = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    kernel = np.exp(-d2 / (2 * (1.5 * 100.0) ** 2))
+    expected = kernel @ values / kernel.sum(1, keepdims=True)
+    assert np.abs(placement.smooth_over_spots(values, xy, 1.5) - expected).max() < 1e-3
+    assert np.array_equal(placement.smooth_over_spots(values, xy, 0.0), values)

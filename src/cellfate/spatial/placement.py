@@ -23,7 +23,9 @@ to each cell, so each column predicts its own partner.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import nnls
+from scipy.spatial import cKDTree
 
 from cellfate.errors import CellfateError
 from cellfate.spatial.cell_level import expression_match
@@ -56,10 +58,13 @@ def smooth_over_spots(values: np.ndarray, xy: np.ndarray, sigma: float) -> np.nd
     partner counts subtracted from it; niches span several spots, so neighbours share it."""
     if sigma <= 0:
         return values
-    d2 = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
-    nearest = np.sqrt(np.median(np.where(d2 > 0, d2, np.inf).min(1)))
-    kernel = np.exp(-d2 / (2.0 * (sigma * nearest) ** 2))
-    return kernel @ values / kernel.sum(1, keepdims=True)
+    tree = cKDTree(xy)
+    distance, _ = tree.query(xy, k=2)
+    width = sigma * float(np.median(distance[:, 1]))
+    # the kernel is cut at 4 widths (weight < 4e-4): sparse, never a spots x spots dense matrix
+    pairs = tree.sparse_distance_matrix(tree, 4.0 * width, output_type="coo_matrix")  # keeps i == j (distance 0)
+    kernel = sparse.csr_matrix((np.exp(-pairs.data**2 / (2.0 * width**2)), (pairs.row, pairs.col)), shape=pairs.shape)
+    return np.asarray(kernel @ values) / np.asarray(kernel.sum(1))
 
 
 def niche_residual(x_cells: np.ndarray, x_partners: np.ndarray, partner_labels: np.ndarray, partners: list[str],
