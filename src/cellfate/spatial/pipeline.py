@@ -381,9 +381,12 @@ def lineage_placement(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray
     if len(genes) == 0:
         raise CellfateError("the spots share no gene with the reference cells", spots_h5ad)
     cols = cells.var_names.get_indexer(genes)
-    x = dense((cells.layers["counts"] if "counts" in cells.layers else cells.X)[:, cols])
+    counts = sparse.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X)[:, cols]
     part = np.isin(labels, partners)
-    args = (x[lineage], x[part], labels[part], partners, dense(spots[:, genes].X), np.asarray(dynamics)[cols])
+    # the placement needs each partner type's mean profile only: one row per type, never all partner cells dense
+    profiles = np.vstack([np.asarray(counts[labels == name].mean(0)) for name in partners])
+    args = (dense(counts[lineage]), profiles, np.asarray(partners), partners, dense(spots[:, genes].X),
+            np.asarray(dynamics)[cols])
     if how == "niche":
         p = np.load(p_mat, mmap_mode="r")[np.flatnonzero(part)]
         density = np.stack([np.asarray(p[labels[part] == name]).sum(0) for name in partners], axis=1)
