@@ -57,7 +57,7 @@ def one_seed(seed: int, fit_seed: int, n_fits: int, epochs: int, work: Path) -> 
     niche = cells.obs["niche_chooser"].to_numpy()[lineage][starts].astype(bool)
     c0 = cond.standardised()[starts]
     out, shares = {"seed": seed}, []
-    for k, module in enumerate(fp.fit_models(s[:, keep], u[:, keep], cond, e, n_fits, fit_seed)):
+    for k, (module, _) in enumerate(fp.fit_models(s[:, keep], u[:, keep], cond, e, n_fits, fit_seed, fp.DEFAULTS["resample"])):
         z = env.latent_mean(module, s[:, keep]).cpu().numpy()
         terminals = fw.terminal_states(z, lab, f["progenitors"], f["fates"], seed=fit_seed + k)
         graph = fw.state_graph(module, z, cond.standardised())

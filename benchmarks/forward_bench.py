@@ -51,7 +51,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> tuple[pd.DataFr
     cfg = {"seed": 42, "environment": {"epochs_vae": args.epochs, "epochs_dynamics": args.epochs},
            "forward": {"condition": args.condition, "interventions": INTERVENTIONS, "n_fits": args.fits,
                        "n_paths": args.paths, "n_conditions": args.conditions, "decomposition_paths": 20,
-                       "readout": args.readout}}
+                       "readout": args.readout, "resample": args.resample}}
     table = fp.forward_analysis(path, p_mat, work / f"table_{seed}.tsv", work / f"cells_{seed}.tsv", cfg, sim)
     cells = pd.read_csv(work / f"cells_{seed}.tsv", sep="\t")
     cells = cells[cells["is_progenitor"]]
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--paths", type=int, default=30, help="paths per progenitor (--readout paths)")
     parser.add_argument("--readout", default="graph", choices=["graph", "paths"],
                         help="fate probabilities on the cells' graph (default) or from free Euler-Maruyama paths")
+    parser.add_argument("--resample", default="bootstrap", choices=["bootstrap", "none"],
+                        help="each fit on a bootstrap sample of the cells (default) or on every cell")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--insensitive", type=float, default=0.0,
                         help="share of lineage cells that choose at random (the decomposition's validation)")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from cellfate.errors import CellfateError
@@ -135,6 +136,33 @@ def test_interval_spans_the_fits_and_the_cells() -> None:
     assert fw.shift_interval(base, base) == (0.0, 0.0, 0.0)
 
 
+def test_bootstrap_interval_is_the_replicates_spread_over_their_own_cells() -> None:
+    base = np.zeros((4, 4))
+    treated = np.tile([0.4, 0.0, 0.0, 0.0], (4, 1))  # every fit: the first progenitor gains the fate
+    weights = np.array([[2, 1, 1, 0], [0, 2, 1, 1], [1, 1, 1, 1], [1, 0, 2, 1]])  # each fit's resample
+    shift, low, high = fw.shift_interval(base, treated, weights=weights)
+    replicates = np.array([0.2, 0.0, 0.1, 0.1])  # the first progenitor's share of each resample, x 0.4
+    assert shift == pytest.approx(0.1)  # all progenitors, every fit
+    half = stats.t.ppf(0.975, 3) * replicates.std(ddof=1)  # the replicates' sd, not their mean's
+    assert (low, high) == pytest.approx((0.1 - half, 0.1 + half))
+    assert fw.shift_interval(base, treated, weights=np.ones((4, 4)))[1:] == pytest.approx((0.1, 0.1))
+
+
+def test_bootstrap_fits_train_on_resampled_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(fp.env, "fit_conditioned_dynamics", lambda s, u, c, cfg, progress: seen.append(s[:, 0]))
+    s = np.arange(50, dtype=float)[:, None] * np.ones((1, 3))
+    cond = fw.Condition(np.random.default_rng(0).normal(size=(50, 2)), ["a", "b"], ["a", "b"], "ln")
+    e = {"n_latent": 2, "n_hidden": 8, "epochs_vae": 1, "epochs_dynamics": 1, "batch_size": 8, "lr": 1e-3,
+         "patience": 1}
+    fits = fp.fit_models(s, s, cond, e, 2, 0)
+    rows = [r for _, r in fits]
+    assert all(np.array_equal(seen[k], rows[k]) for k in range(2)) and not np.array_equal(rows[0], rows[1])
+    assert len(np.unique(rows[0])) < 50  # drawn with replacement
+    assert [r for _, r in fp.fit_models(s, s, cond, e, 2, 0, "none")] == [None, None]
+    assert np.array_equal(seen[-1], s[:, 0])
+
+
 def test_decomposition_separates_niche_choosers_from_random_choosers() -> None:
     model, z, labels, terminals, z0, cond = _setup(n_prog=80)
     z0[:, 2] = np.where(np.arange(len(z0)) % 2 == 0, 1.0, -1.0)  # half choose by niche, half at random
@@ -226,6 +254,8 @@ def test_rule_end_to_end(tmp_path, readout) -> None:
     table = fp.forward_analysis(tmp_path / "ref.h5ad", None, tmp_path / "t.tsv", tmp_path / "c.tsv", cfg, sim)
     assert list(table["intervention"]) == ["fibroblast removed"] * 2 + ["macrophage removed"] * 2
     assert (table["low"] <= table["shift"]).all() and (table["shift"] <= table["high"]).all()
+    share = table["predicted_share"]
+    assert (table["low"] >= -share - 1e-12).all() and (table["high"] <= 1.0 - share + 1e-12).all()
     assert table["true_shift"].iloc[0] < -0.2 and table["true_null"].iloc[2]
     cells = pd.read_csv(tmp_path / "c.tsv", sep="\t")
     prog = cells[cells["is_progenitor"]]

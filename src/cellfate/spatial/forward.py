@@ -398,24 +398,31 @@ def intervene(cond: Condition, raw: np.ndarray, spec: dict, senders: dict[str, l
     return out
 
 
-def shift_interval(base: np.ndarray, treated: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def shift_interval(base: np.ndarray, treated: np.ndarray, level: float = 0.95, weights: np.ndarray | None = None
+                   ) -> tuple[float, float, float]:
     """(shift, low, high) of the tissue's share of one fate, treated minus untreated.
 
     ``base`` and ``treated`` are fits x cells: each progenitor's probability of the fate in each
-    fit. Two independent sources of error: the fits (what another training would have said; all
-    fits see the same progenitors) and which progenitors the tissue happened to hold. The interval
-    is Student's t on the sum of their squared standard errors with Welch-Satterthwaite degrees of
-    freedom, so with three fits it is as wide as three replicates allow; a percentile bootstrap
-    over three fits cannot be wider than their range (benchmarks/README.md). Paths are not
-    resampled: treated and untreated runs share their random numbers (or the graph read-out has none).
+    fit. With ``weights`` (fits x cells: how often each progenitor is in the bootstrap sample that
+    fit was trained on) every fit is a bootstrap replicate of the whole analysis, fit and tissue
+    share alike, so the standard error is the replicates' standard deviation (not divided by their
+    number: replicates of one tissue are not independent tissues) and the interval is Student's t
+    with fits - 1 degrees of freedom (few replicates). Without, the fits differ only by training
+    and see the same progenitors: the error is the fits' and the progenitors' squared standard
+    errors added, Student's t with Welch-Satterthwaite degrees of freedom. The shift is the fits'
+    mean over every progenitor. Paths are not resampled: treated and untreated runs share their
+    random numbers (or the graph read-out has none).
     """
     per_cell = np.asarray(treated, dtype=float) - np.asarray(base, dtype=float)  # fits x cells
     n_fits, n_cells = per_cell.shape
-    per_fit = per_cell.mean(axis=1)
-    parts = [(per_fit.var(ddof=1) / n_fits if n_fits > 1 else 0.0, n_fits - 1),
-             (per_cell.mean(axis=0).var(ddof=1) / n_cells if n_cells > 1 else 0.0, n_cells - 1)]
+    shift = float(per_cell.mean())
+    if weights is not None:
+        replicate = (per_cell * weights).sum(1) / np.asarray(weights, dtype=float).sum(1)
+        parts = [(replicate.var(ddof=1) if n_fits > 1 else 0.0, n_fits - 1)]
+    else:
+        parts = [(per_cell.mean(axis=1).var(ddof=1) / n_fits if n_fits > 1 else 0.0, n_fits - 1),
+                 (per_cell.mean(axis=0).var(ddof=1) / n_cells if n_cells > 1 else 0.0, n_cells - 1)]
     variance = sum(v for v, _ in parts)
-    shift = float(per_fit.mean())
     if variance == 0.0:
         return shift, shift, shift
     dof = variance**2 / sum(v**2 / d for v, d in parts if d > 0)

@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 DEFAULTS: dict[str, Any] = {
-    "condition": None, "progenitors": ["progenitor"], "fates": ["alpha", "beta"], "n_fits": 3, "n_paths": 50,
+    "condition": None, "progenitors": ["progenitor"], "fates": ["alpha", "beta"], "n_fits": 5, "n_paths": 50,
     "step": 0.5, "horizon": 20.0, "max_steps": 1000, "cells_per_cluster": 15, "min_share": 0.8,
     "level": 0.95,
     "sender_share": 0.5, "subspace": 1.0, "n_conditions": 8, "decomposition_paths": 20, "interventions": [],
     "readout": "graph", "graph_neighbours": 15, "graph_step": 4.0, "graph_mix": 0.2, "graph_conditions": 0,
+    "resample": "bootstrap",
 }
+RESAMPLES = ("bootstrap", "none")
 READOUTS = ("graph", "paths")
 SCALES = {"truth": "ln", "colocalization": "log2", "clusters": "log2", "neighbourhood": "share"}
 NULL_TOLERANCE = 1e-9  # a true shift this small is no effect (a partner that does not act)
@@ -52,6 +54,8 @@ def forward_settings(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dic
     names = [str(i.get("name", "")) for i in f["interventions"]]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise CellfateError("every spatial.forward.interventions entry needs a distinct name")
+    if f["resample"] not in RESAMPLES:
+        raise CellfateError(f"spatial.forward.resample must be one of {RESAMPLES}, not {f['resample']!r}")
     if f["readout"] not in READOUTS:
         raise CellfateError(f"spatial.forward.readout must be one of {READOUTS}, not {f['readout']!r}")
     for item in f["interventions"]:
@@ -81,12 +85,27 @@ def read_lineage(cells_h5ad: PathLike, p_mat: PathLike | None, s_cfg: dict, f: d
                                                 SCALES.get(how, "onehot"))
 
 
-def fit_models(s: np.ndarray, u: np.ndarray, cond: fw.Condition, e: dict, n_fits: int, seed: int) -> list:
-    """``n_fits`` seeded fits of the conditioned dynamics on every modelled cell."""
+def fit_models(s: np.ndarray, u: np.ndarray, cond: fw.Condition, e: dict, n_fits: int, seed: int,
+               resample: str = "bootstrap") -> list[tuple[Any, np.ndarray | None]]:
+    """``n_fits`` seeded fits of the conditioned dynamics, each with the rows it was trained on
+    (None: every cell once).
+
+    ``bootstrap``: each fit on its own bootstrap sample of the modelled cells. Fits of one sample
+    differ only by training noise, so they agree on whatever that tissue sample happens to say
+    (a partner with no effect gets the same small spurious share of the fate in every fit, and an
+    interval over such fits excludes 0); fits of resampled cells also carry the sampling error of
+    the tissue itself. ``none``: every fit on every cell.
+    """
     mcfg = env.EnvironmentConfig(**{k: e[k] for k in ("n_latent", "n_hidden", "epochs_vae", "epochs_dynamics",
                                                        "batch_size", "lr", "patience")}, seed=seed)
-    return [env.fit_conditioned_dynamics(s, u, cond.standardised(), dataclasses.replace(mcfg, seed=seed + k),
-                                         progress=False) for k in range(max(1, int(n_fits)))]
+    c = cond.standardised()
+    fits = []
+    for k in range(max(1, int(n_fits))):
+        rows = np.sort(np.random.default_rng(seed + k).integers(0, len(s), len(s))) if resample == "bootstrap" else None
+        picked = slice(None) if rows is None else rows
+        fits.append((env.fit_conditioned_dynamics(s[picked], u[picked], c[picked],
+                                                  dataclasses.replace(mcfg, seed=seed + k), progress=False), rows))
+    return fits
 
 
 def senders_of(cells: ad.AnnData, labels: np.ndarray, partners: list[str], share: float) -> dict[str, list[str]]:
@@ -108,6 +127,7 @@ class FitRun:
     treated: dict[str, np.ndarray]
     absorbed: float
     decomposition: pd.DataFrame | None = None
+    weights: np.ndarray | None = None  # per progenitor: its count in the fit's bootstrap sample
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -202,11 +222,13 @@ def shift_table(runs: list[FitRun], f: dict, truth: dict[str, dict[str, float]] 
     and on a simulated tissue the true shift and the validation checks."""
     rows = []
     base = np.stack([r.base for r in runs])  # fits x progenitors x fates
+    weights = np.stack([r.weights for r in runs]) if all(r.weights is not None for r in runs) else None
     for item in f["interventions"]:
         treated = np.stack([r.treated[item["name"]] for r in runs])
         for k, fate in enumerate(f["fates"]):
-            shift, low, high = fw.shift_interval(base[..., k], treated[..., k], float(f["level"]))
+            shift, low, high = fw.shift_interval(base[..., k], treated[..., k], float(f["level"]), weights)
             share = float(base[..., k].mean())
+            low, high = max(low, -share), min(high, 1.0 - share)  # a treated share lies in [0, 1]
             row = {"intervention": item["name"], "kind": item["kind"],
                    "target": item.get("partner") or item.get("ligand") or item.get("value"), "fate": fate,
                    "predicted_share": share, "predicted_share_treated": float(treated[..., k].mean()),
@@ -274,10 +296,12 @@ def forward_analysis(cells_h5ad: PathLike, p_mat: PathLike | None, table_out: Pa
     progenitors = np.isin(lab, f["progenitors"])
     senders = senders_of(cells, labels, sorted(set(cond.types)), float(f["sender_share"]))
     runs, z_first = [], None
-    for k, module in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"])):
+    for k, (module, rows) in enumerate(fit_models(s, u, cond, e, int(f["n_fits"]), s_cfg["seed"], f["resample"])):
         # every fit's on the graph (one solve per condition); on paths the first fit's only: the costly part
         decompose = int(f["n_conditions"]) > 1 and (k == 0 or f["readout"] == "graph")
         run, z = run_fit(module, s, lab, cond, progenitors, f, senders, s_cfg["seed"] + k, decompose)
+        if rows is not None:
+            run.weights = np.bincount(rows, minlength=len(s))[progenitors]
         runs.append(run)
         z_first = z if z_first is None else z_first
     truth = truth_shares(sim, f["interventions"]) if sim and "environment_truth" in cells.uns else None
