@@ -151,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --chain: spatial.seed of the environment analysis (folds, fits, permutations)")
     parser.add_argument("--no-truth-control", action="store_true",
                         help="with --chain: skip the true-density control (half the time; its columns are then absent)")
+    parser.add_argument("--simulator", choices=("environment", "points"), default="environment",
+                        help="with --chain: the tissue simulator (environment: cellfate.simulate.environment, on "
+                             "which the chain's settings were chosen; points: cellfate.simulate.tissue_points, a "
+                             "held-out design of cells as points, disc spots and count-driven fates)")
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
@@ -176,7 +180,7 @@ def main() -> None:
         seeds = args.only_seeds or list(range(args.first_seed, args.first_seed + args.chain))
         return chain_benchmark(seeds, args.out, args.controls, args.maps, overrides, args.no_truth_control,
                                args.analysis_seed, (args.subpopulation, args.subpopulation_markers),
-                               args.cluster_space)
+                               args.cluster_space, args.simulator)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -296,12 +300,27 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
     print(f"results: {out / 'cell_level_results.tsv'}")
 
 
+def simulate_chain_tissue(seed: int, negative: bool, subpopulation: tuple[float, int], simulator: str) -> tuple:
+    """(spots, reference, ligand_target) of one control on one seed, from either simulator."""
+    gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
+    if simulator == "points":
+        from cellfate.simulate.tissue_points import PointTissueSpec, simulate_point_tissue
+
+        if subpopulation[0] > 0:
+            raise SystemExit("--simulator points has no driver sub-population (--subpopulation)")
+        return simulate_point_tissue(PointTissueSpec(seed=seed, **gains))
+    from cellfate.simulate.environment import EnvironmentSpec, simulate_environment
+
+    return simulate_environment(EnvironmentSpec(seed=seed, driver_subpopulation=subpopulation[0],
+                                                subpopulation_markers=subpopulation[1], **gains))
+
+
 def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | None = None,
-              subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent") -> dict:
+              subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent",
+              simulator: str = "environment") -> dict:
     """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control).
     With ``maps``, the tissue and DeepCOLOR's outputs of an earlier run in that folder are reused."""
     from cellfate.io import write_h5ad, write_table
-    from cellfate.simulate.environment import EnvironmentSpec, simulate_environment
     from cellfate.spatial import pipeline
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -312,9 +331,7 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
             if not (folder / name).exists():
                 (folder / name).symlink_to(maps / name)
     else:
-        gains = {"fate_gain": 0.0, "speed_gain": 0.0} if negative else {}
-        spots, ref, table = simulate_environment(EnvironmentSpec(seed=seed, driver_subpopulation=subpopulation[0],
-                                                                 subpopulation_markers=subpopulation[1], **gains))
+        spots, ref, table = simulate_chain_tissue(seed, negative, subpopulation, simulator)
         write_h5ad(spots, f["spots"])
         write_h5ad(ref, folder / "ref.h5ad")
         write_table(table, folder / "lt.tsv", index=True)
@@ -444,7 +461,8 @@ def placement_distances(folder: Path, cfg: dict) -> dict:
 
 def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps: str | None = None,
                     overrides: dict | None = None, no_truth: bool = False, analysis_seed: int | None = None,
-                    subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent") -> None:
+                    subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent",
+                    simulator: str = "environment") -> None:
     """DeepCOLOR -> colocalization -> conditioned dynamics on these seeds of each control (demo settings)."""
     import logging
 
@@ -466,7 +484,7 @@ def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps
             start = time.perf_counter()
             name = f"{'negative' if negative else 'positive'}_{seed}"
             row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name,
-                            subpopulation, cluster_space)
+                            subpopulation, cluster_space, simulator)
             results.append({"control": "negative" if negative else "positive", "seed": seed,
                             "seconds": time.perf_counter() - start, **row})
             print(json.dumps(results[-1]), flush=True)
