@@ -456,7 +456,25 @@ def placement_distances(folder: Path, cfg: dict) -> dict:
         p = pipeline.lineage_placement(cells, lineage, labels, partners, dynamics, e, folder / "spots.h5ad", folder,
                                        folder / "p_mat.npy")
         out.update(zip(("dist_state_blind", "dist_state_blind_centre"), mean_distance_from_home(p, xy, home)))
+        out.update(condition_truth_agreement(cells, lineage, labels, partners, e, folder, p))
     return out
+
+
+def condition_truth_agreement(cells, lineage: np.ndarray, labels: np.ndarray, partners: list[str], e: dict,
+                              folder: Path, lineage_map: np.ndarray) -> dict:
+    """Spearman, per partner, of the analysed condition column (colocalization from the state-blind
+    map) with the true partner density at the cell's place: where the chain fails, whether the
+    condition or the dynamics test lost the environment."""
+    from scipy.stats import spearmanr
+
+    from cellfate.spatial import pipeline
+
+    if "true_partner_density" not in cells.obsm or e["condition"] != "colocalization":
+        return {}
+    c, names, _ = pipeline.condition_matrix(cells, lineage, labels, partners, e, folder / "p_mat.npy", folder,
+                                            0, lineage_map)
+    truth = np.asarray(cells.obsm["true_partner_density"][partners], dtype=float)[lineage]
+    return {f"rho_{name}": float(spearmanr(c[:, k], truth[:, k])[0]) for k, name in enumerate(names)}
 
 
 def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps: str | None = None,

@@ -46,7 +46,7 @@ def test_fate_is_logistic_in_the_count_and_pace_saturates():
 def test_the_same_tissue_in_both_controls_and_the_chains_keys(tissues):
     (spots, ref, table), (spots_neg, ref_neg, _) = tissues
     assert np.array_equal(spots.obsm["spatial"], spots_neg.obsm["spatial"])
-    assert np.array_equal(ref.obsm["spatial"], ref_neg.obsm["spatial"])
+    assert np.array_equal(ref.obsm["true_position"], ref_neg.obsm["true_position"])
     truth = ref.uns["environment_truth"]
     for key in ("driver", "driver_ligand", "partners", "niche_genes", "fate_share"):
         assert key in truth and key in spots.uns["environment_truth"]

@@ -127,6 +127,12 @@ def draw_cells(spec: PointTissueSpec, rng: np.random.Generator) -> Cells:
     return Cells(xy=xy, kind=kind, near=near)
 
 
+def local_density(spec: PointTissueSpec, count: np.ndarray) -> np.ndarray:
+    """Partner cells per squared pitch within the radius, with half a cell added: the chain's
+    true-density control takes its log, and a count is often 0 here (partners live in patches)."""
+    return (np.asarray(count, dtype=float) + 0.5) / (np.pi * spec.radius**2)
+
+
 def hex_spots(spec: PointTissueSpec) -> np.ndarray:
     """Spot centres on a hexagonal lattice of pitch 1 inside the square."""
     rows = np.arange(0.5, spec.size, np.sqrt(3) / 2)
@@ -309,7 +315,8 @@ def spot_data(spec: PointTissueSpec, genes: Genes, cells: Cells, rng: np.random.
                        var=genes.table.copy())
     spots.obsm["spatial"] = centres
     spots.obsm["true_abundance"] = abundance.astype(np.float32)
-    spots.obsm["true_partner_density"] = pd.DataFrame(density.astype(float), index=names, columns=list(spec.partners))
+    spots.obsm["true_partner_density"] = pd.DataFrame(local_density(spec, density), index=names,
+                                                      columns=list(spec.partners))
     spots.uns["cell_types"] = np.asarray(types)
     spots.uns["true_pair_colocalization"] = truth
     spots.uns["colocalized_pairs"] = np.asarray(pairs) if pairs else np.empty((0, 2), dtype=str)
@@ -345,9 +352,9 @@ def reference_data(spec: PointTissueSpec, genes: Genes, cells: Cells, spots: ad.
     for key, value in layers.items():
         reference.layers[key] = sp.csr_matrix(value)
     near = np.full((n_ref, n_part), np.nan)
-    near[len(part):] = cells.near[lineage]
+    near[len(part):] = local_density(spec, cells.near[lineage])
     reference.obsm["true_partner_density"] = pd.DataFrame(near, index=reference.obs_names, columns=list(spec.partners))
-    reference.obsm["spatial"] = cells.xy[idx]
+    reference.obsm["true_position"] = cells.xy[idx]  # not 'spatial': a dissociated reference has no place
     return reference
 
 
