@@ -516,7 +516,22 @@ def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps
     if len(neg):
         print(f"negative: nothing named (DeepCOLOR c) {int(neg.environment_negative_nothing_named.sum())}/{len(neg)}, "
               f"(true c) {int(neg.get('environment_negative_nothing_named_truth_c', neg.seed * np.nan).sum())}/{len(neg)}")
+    print_chain_table(table)
     print(f"results: {root / 'chain_results.tsv'}")
+
+
+def print_chain_table(table) -> None:
+    """Per seed: named partners, mode 1 p, ligand rank, the driver column's state R^2 and (where
+    computed) each condition column's Spearman with the true density at the cell's place."""
+    cols = [c for c in ("control", "seed", "named", "mode1_p", "true_ligand_rank", "environment_state_r2_driver",
+                        "environment_negative_state_r2_driver") if c in table]
+    cols += [c for c in table if c.startswith(("p_", "rho_"))]
+    merged = table[cols].copy()
+    if "environment_negative_state_r2_driver" in merged:
+        merged["environment_state_r2_driver"] = merged.get("environment_state_r2_driver", np.nan)
+        merged["environment_state_r2_driver"] = merged["environment_state_r2_driver"].fillna(
+            merged.pop("environment_negative_state_r2_driver"))
+    print(merged.round(3).to_string(index=False))
 
 
 def _skip_truth_control() -> None:
