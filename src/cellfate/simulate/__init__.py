@@ -7,4 +7,8 @@
   a 10x-style BAM + GTF that velocyto counts back exactly.
 - :mod:`~cellfate.simulate.tissue`: spots on a grid with cell types in spatial domains and an
   independent single-cell reference.
+- :mod:`~cellfate.simulate.environment`: a tissue where a partner type drives a lineage's fate
+  and pace through its density; :mod:`~cellfate.simulate.tissue_points`: the same truth from a
+  different design (cells as clustered points, disc spots, fate and pace set by the count of
+  driver cells nearby), held out from the choice of the environment chain's settings.
 """

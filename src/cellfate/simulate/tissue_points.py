@@ -140,7 +140,8 @@ def hex_spots(spec: PointTissueSpec) -> np.ndarray:
                      for x in np.arange(0.5, spec.size - 0.5, 1.0)])
 
 
-def fate_and_pace(spec: PointTissueSpec, driver_count: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fate_and_pace(spec: PointTissueSpec, driver_count: np.ndarray,
+                  reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(chance of fate alpha, pace) of lineage cells with these driver counts; ``reference`` is the
     counts of all the tissue's lineage cells, which set the logistic's centre and scale and the
     Hill function's half-way count, so both act on the count itself, not on its rank."""
@@ -266,7 +267,8 @@ def lineage_counts(spec: PointTissueSpec, genes: Genes, near: np.ndarray, tissue
         median = max(float(np.median(tissue_near[:, j])), 1.0)
         mean = spec.response_level * (near[:, j] + 0.5) / median
         response[:, cols] = rng.poisson(np.repeat(mean[:, None], len(cols), 1))
-    return {"unspliced": rng.poisson(u * library).astype(np.int32), "spliced": rng.poisson(s * library).astype(np.int32),
+    return {"unspliced": rng.poisson(u * library).astype(np.int32),
+            "spliced": rng.poisson(s * library).astype(np.int32),
             "velocity": (v * library).astype(np.float32), "fate": fate, "speed": speed, "p_alpha": p_alpha,
             "tau": tau, "branch": np.where(tau < kin.commit, "progenitor", fate), "response": response}
 
@@ -335,7 +337,8 @@ def reference_data(spec: PointTissueSpec, genes: Genes, cells: Cells, spots: ad.
     n_ref, n_pg = len(idx), len(genes.profiles[0])
     layers = {key: np.zeros((n_ref, x.shape[1]), dtype=np.float32 if key == "true_velocity" else np.int32)
               for key in ("spliced", "unspliced", "true_velocity")}
-    for key, value in (("spliced", lin["spliced"]), ("unspliced", lin["unspliced"]), ("true_velocity", lin["velocity"])):
+    for key, value in (("spliced", lin["spliced"]), ("unspliced", lin["unspliced"]),
+                       ("true_velocity", lin["velocity"])):
         layers[key][len(part):, n_pg:] = value
     home = cKDTree(spots.obsm["spatial"]).query(cells.xy[lineage])[1]
     blank = np.full(len(part), np.nan)
