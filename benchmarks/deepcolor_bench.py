@@ -15,6 +15,10 @@ cells whose expression carries their home) over several seeds: ours, the origina
 expression-match baseline on the same matrices, scored per cell (mapped x Spearman and spread for
 the gradient type, sub-state AUROC) and per type (spot type share vs the true share).
 
+``--chain N`` runs the environment chain (DeepCOLOR -> colocalization -> conditioned dynamics)
+on N seeds of each control; ``--simulator points`` on the held-out point-process tissue
+(:mod:`cellfate.simulate.tissue_points`) instead of :mod:`cellfate.simulate.environment`.
+
 The same file is the original's runner (``--run-original``), executed by the deepcolor venv's
 python: that part imports nothing from cellfate.
 """
