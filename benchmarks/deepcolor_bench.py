@@ -78,7 +78,8 @@ def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early
     cells.var_names = spots.var_names = [f"g{i}" for i in range(cells.n_vars)]
     if type_pcs:
         cells.obs["cell_type"] = d["labels"]
-    cfg = DeepColorConfig(n_type_pcs=type_pcs, train=TrainConfig(epochs_sc=epochs[0], epochs_map=epochs[1], batch_size=128, lr=3e-3,
+    cfg = DeepColorConfig(n_type_pcs=type_pcs, train=TrainConfig(epochs_sc=epochs[0], epochs_map=epochs[1],
+                                                                 batch_size=128, lr=3e-3,
                                             early_stopping=early_stopping, patience=20))
     start = time.perf_counter()
     model = DeepColor.fit(cells, spots, cfg)
@@ -145,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --subpopulation: EnvironmentSpec.subpopulation_markers")
     parser.add_argument("--cluster-space", choices=("latent", "expression"), default=None,
                         help="with --chain and condition clusters: spatial.environment.cluster_space (k-means of the "
-                             "partners on DeepCOLOR's X_zl or on 10 PCs of log expression within each type; default: the config's)")
+                             "partners on DeepCOLOR's X_zl or on 10 PCs of log expression within each type; "
+                             "default: the config's)")
     parser.add_argument("--deepcolor", nargs="+", default=[], metavar="KEY=VALUE",
                         help="with --chain: spatial.deepcolor settings (YAML value), e.g. n_type_pcs=5 epochs_map=400")
     parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
@@ -271,7 +273,7 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
         folder.mkdir(exist_ok=True)
         data = folder / "data.npz"
         x_cells, x_spots = cells.X[:, keep].toarray(), spots.X[:, keep].toarray()
-        np.savez(data, cells=x_cells, spots=x_spots, labels=cells.obs["cell_type"].astype(str).to_numpy())
+        np.savez(data, cells=x_cells, spots=x_spots, labels=np.asarray(cells.obs["cell_type"].astype(str), dtype="U"))
         runs = {"ours": ("ours", child(sys.executable, ["--run-ours", str(data), str(folder), "ours", *common,
                                                         "--type-pcs", str(args.type_pcs)]))}
         if have_original:

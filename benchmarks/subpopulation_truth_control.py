@@ -81,7 +81,8 @@ def condition_correlations(folder: Path, cfg: dict) -> dict:
     home = spots.obs_names.get_indexer(cells.obs["home_spot"].astype(str).to_numpy()[lineage])
     dens = spots.obs["subpopulation_density"].to_numpy()
     truth = np.log(dens[home])
-    out = {f"c_{n}": float(np.corrcoef(c[:, i], truth)[0, 1]) for i, n in enumerate(names) if n.startswith("fibroblast")}
+    out = {f"c_{n}": float(np.corrcoef(c[:, i], truth)[0, 1])
+           for i, n in enumerate(names) if n.startswith("fibroblast")}
     rows = np.load(folder / "p_mat.npy")[lineage]
     for name, where in (("state_blind", placed), ("rows", rows)):
         exact = np.log2(np.maximum(np.asarray(where, dtype=float) @ (dens / dens.sum()) * len(dens), 1e-300))
@@ -107,7 +108,7 @@ def main() -> None:
         row = {} if args.maps_only else control(folder, out / f"positive_{seed}", cfg)
         row.update(map_correlations(folder))
         if args.maps_only:
-            row.update(condition_correlations(folder, {**cfg, "environment": {**cfg["environment"], "condition": "clusters"}}))
+            row.update(condition_correlations(folder, cfg))
         print(json.dumps({"seed": seed, **row}), flush=True)
 
 

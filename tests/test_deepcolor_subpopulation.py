@@ -45,7 +45,8 @@ def test_within_type_components_find_a_sub_population_of_few_markers() -> None:
 
 
 def test_type_features_fill_only_the_cells_own_block() -> None:
-    module = DeepColorModule(ModuleConfig(n_genes=30, n_spots=4, n_expression_pcs=3, n_type_pcs=2, type_names=("a", "b")))
+    module = DeepColorModule(ModuleConfig(n_genes=30, n_spots=4, n_expression_pcs=3, n_type_pcs=2,
+                                          type_names=("a", "b")))
     x = torch.poisson(torch.full((40, 30), 4.0))
     codes = torch.tensor([0] * 20 + [1] * 20)
     module.init_type_pcs(x, codes)

@@ -161,7 +161,8 @@ def cluster_colocalization_condition(p_lineage: np.ndarray, p_partners: np.ndarr
 
     exdyn conditions on every partner *cell*; one column per cell makes c as wide as the data and
     its Jacobian noisy, so the partner cells of each type are first grouped (k-means on
-    ``partner_latent``: their latent state, or better :func:`within_type_components`) and a cell's condition is its colocalization with each group. A mode's weights
+    ``partner_latent``: their latent state, or better :func:`within_type_components`) and a cell's
+    condition is its colocalization with each group. A mode's weights
     then point at a sub-population. Returns c, column names ``type:k`` and each column's type.
     """
     from sklearn.cluster import KMeans

@@ -240,7 +240,8 @@ class DeepColor:
             raise CellfateError("not a saved DeepCOLOR model (no module.pt)", path)
         meta = json.loads((path / "config.json").read_text())
         config = DeepColorConfig.from_dict(meta["deepcolor"])
-        module = DeepColorModule(ModuleConfig(**{**meta["module"], "type_names": tuple(meta["module"].get("type_names", ()))}))
+        types = tuple(meta["module"].get("type_names", ()))  # JSON gives a list
+        module = DeepColorModule(ModuleConfig(**{**meta["module"], "type_names": types}))
         where = resolve_device(device)
         module.load_state_dict(torch.load(path / "module.pt", map_location=where, weights_only=True))
         module.to(where).eval()

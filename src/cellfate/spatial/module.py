@@ -10,7 +10,10 @@ the map head reads z *and* the cell's leading expression components (``n_express
 the spot mixture is made of the cells' observed expression (``map_rate='observed'``), not of the
 decoded lambda(z). With decoded rates and z alone every cell's map equals its type's mean: the
 VAE's lambda(z) is nearly constant within a type, so a within-type choice of cells cannot change
-any spot's mixture and the spot likelihood has no gradient for it.
+any spot's mixture and the spot likelihood has no gradient for it. Optionally
+(``n_type_pcs``) the head also reads components computed inside each cell type, where a type's
+own sub-structure (a sub-population's few marker genes) is the leading axis rather than lost
+behind the differences between types.
 Losses return named parts so the training loop can log them.
 """
 

@@ -253,8 +253,9 @@ def condition_matrix(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray,
         p_rows = p[rows] if lineage_map is None else lineage_map
         if how == "colocalization":
             return env.colocalization_condition(p_rows, p[part], labels[part], partners), partners, partners
-        return env.cluster_colocalization_condition(p_rows, p[part], labels[part], cluster_space(cells, part, labels, e, path),
-                                                    partners, int(e["clusters_per_type"]), seed)
+        space = cluster_space(cells, part, labels, e, path)
+        return env.cluster_colocalization_condition(p_rows, p[part], labels[part], space, partners,
+                                                    int(e["clusters_per_type"]), seed)
     if how == "neighbourhood":
         if "spatial" not in cells.obsm:
             raise CellfateError("condition 'neighbourhood' needs obsm['spatial'] (cell coordinates)", path)

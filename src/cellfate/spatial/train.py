@@ -170,7 +170,8 @@ def decode(module: DeepColorModule, z: torch.Tensor, chunk: int = 4096) -> torch
 @torch.no_grad()
 def map_inputs(module: DeepColorModule, cells: Rows, z: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """The map head's input for every cell (z and the cell's expression components)."""
-    return torch.cat([module.map_features(x, z[idx[0]:idx[-1] + 1], cells.codes_of(idx)) for idx, x in cells.chunks(chunk)])
+    return torch.cat([module.map_features(x, z[idx[0]:idx[-1] + 1], cells.codes_of(idx))
+                      for idx, x in cells.chunks(chunk)])
 
 
 @torch.no_grad()
