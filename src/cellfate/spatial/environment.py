@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
 from cellfate.dynamics.train import CountTensors, TrainingPlan, train
@@ -184,7 +185,8 @@ def cluster_colocalization_condition(p_lineage: np.ndarray, p_partners: np.ndarr
     return np.stack(columns, axis=1), names, types
 
 
-def within_type_components(counts: np.ndarray, labels: np.ndarray, n_components: int = 10) -> np.ndarray:
+def within_type_components(counts: np.ndarray | sparse.spmatrix, labels: np.ndarray,
+                           n_components: int = 10) -> np.ndarray:
     """Cells x ``n_components``: each cell's leading principal components of log-normalised
     expression (log1p of counts per 10k) computed among the cells of its own type only.
 
@@ -192,18 +194,20 @@ def within_type_components(counts: np.ndarray, labels: np.ndarray, n_components:
     any PCA over all types) spends its axes on what tells types apart; a sub-population that
     differs from the rest of its type by a few marker genes is then mixed into several clusters,
     whereas inside the type it is the leading axis (purities in benchmarks/README.md). Rows of
-    different types share columns but not meaning: cluster within a type only.
+    different types share columns but not meaning: cluster within a type only. One type is
+    densified at a time (float32), so sparse input never becomes all cells x genes dense.
     """
-    x = np.asarray(counts, dtype=np.float64)
-    y = np.log1p(x * (1e4 / np.maximum(x.sum(1, keepdims=True), 1.0)))
-    out = np.zeros((len(y), n_components))
+    from sklearn.decomposition import PCA
+
+    x = sparse.csr_matrix(counts, dtype=np.float32)
+    out = np.zeros((x.shape[0], n_components))
     for name in np.unique(labels):
         sel = np.flatnonzero(labels == name)
-        centred = y[sel] - y[sel].mean(0)
-        q = min(n_components, *centred.shape)
+        rows = x[sel].toarray()
+        y = np.log1p(rows * (1e4 / np.maximum(rows.sum(1, keepdims=True), 1.0)))
+        q = min(n_components, len(sel) - 1, y.shape[1])
         if q > 0:
-            u, sv, _ = np.linalg.svd(centred, full_matrices=False)
-            out[sel, :q] = u[:, :q] * sv[:q]
+            out[sel, :q] = PCA(q, random_state=0).fit_transform(y)
     return out
 
 

@@ -287,7 +287,7 @@ def cluster_space(cells: ad.AnnData, part: np.ndarray, labels: np.ndarray, e: di
     x = sparse.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X)[part]
     if "deepcolor_used" in cells.var:
         x = x[:, np.flatnonzero(cells.var["deepcolor_used"].to_numpy(dtype=bool))]
-    return env.within_type_components(x.toarray(), labels[part], 10)
+    return env.within_type_components(x, labels[part], 10)
 
 
 def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.Series:
