@@ -24,15 +24,21 @@ from cellfate.spatial import pipeline
 HERE = Path(__file__).resolve().parent
 
 
-def control(folder: Path, out: Path, cfg: dict) -> dict:
-    """Mode 1's named columns and p-values on the sub-population's true density."""
+def control(folder: Path, out: Path, cfg: dict, blurred: bool = False) -> dict:
+    """Mode 1's named columns and p-values on the sub-population's true density (at each cell's
+    home; ``blurred``: averaged over the analysis' state-blind placement of the cell instead)."""
     out.mkdir(parents=True, exist_ok=True)
     cells, spots = ad.read_h5ad(folder / "cells.h5ad"), ad.read_h5ad(folder / "spots.h5ad")
     density = pd.DataFrame(cells.obsm["true_partner_density"], index=cells.obs_names).copy()
     home_spot = cells.obs["home_spot"].astype(str).to_numpy()
     lineage = home_spot != ""
     home = spots.obs_names.get_indexer(home_spot[lineage])
-    density.loc[lineage, "fibroblast"] = spots.obs["subpopulation_density"].to_numpy()[home]
+    sub = spots.obs["subpopulation_density"].to_numpy()
+    if blurred:
+        placed = _placed(folder, cfg)[3]
+        density.loc[lineage, "fibroblast"] = np.asarray(placed, dtype=float) @ sub / np.asarray(placed).sum(1)
+    else:
+        density.loc[lineage, "fibroblast"] = sub[home]
     cells.obsm["true_partner_density"] = density
     cells.write_h5ad(out / "cells.h5ad")
     pipeline.environment(out / "cells.h5ad", folder / "p_mat.npy", folder / "lt.tsv", out / "modes.tsv",
@@ -60,13 +66,9 @@ def map_correlations(folder: Path) -> dict:
             "map_sub_rest": float(np.corrcoef(mapped, rest)[0, 1])}
 
 
-def condition_correlations(folder: Path, cfg: dict) -> dict:
-    """Over the modelled cells: correlation of each driver-cluster column of the condition
-    ``clusters`` (as the analysis builds it: state-blind placement, partner clusters) with the log
-    true sub-population density at the cell's home (``c_<column>``), and the ceiling of that
-    placement: the correlation when the partner map is the true sub-population density itself,
-    with the modelled cells placed state-blind (``c_exact_state_blind``) or by their own DeepCOLOR
-    rows (``c_exact_rows``). Says how much of the condition the lineage placement loses."""
+def _placed(folder: Path, cfg: dict) -> tuple:
+    """The analysis' own state-blind placement of the modelled cells and its condition
+    ``clusters``: (cells, spots, lineage mask, placement cells x spots, c, column names)."""
     s = pipeline.settings({**cfg, "environment": {**cfg["environment"], "condition": "clusters"}})
     e = s["environment"]
     cells, spots = ad.read_h5ad(folder / "cells.h5ad"), ad.read_h5ad(folder / "spots.h5ad")
@@ -78,6 +80,17 @@ def condition_correlations(folder: Path, cfg: dict) -> dict:
                                         folder / "cells.h5ad", folder / "p_mat.npy")
     c, names, _ = pipeline.condition_matrix(cells, lineage, labels, partners, e, folder / "p_mat.npy", folder,
                                             s["seed"], placed)
+    return cells, spots, lineage, placed, c, names
+
+
+def condition_correlations(folder: Path, cfg: dict) -> dict:
+    """Over the modelled cells: correlation of each driver-cluster column of the condition
+    ``clusters`` (as the analysis builds it: state-blind placement, partner clusters) with the log
+    true sub-population density at the cell's home (``c_<column>``), and the ceiling of that
+    placement: the correlation when the partner map is the true sub-population density itself,
+    with the modelled cells placed state-blind (``c_exact_state_blind``) or by their own DeepCOLOR
+    rows (``c_exact_rows``). Says how much of the condition the lineage placement loses."""
+    cells, spots, lineage, placed, c, names = _placed(folder, cfg)
     home = spots.obs_names.get_indexer(cells.obs["home_spot"].astype(str).to_numpy()[lineage])
     dens = spots.obs["subpopulation_density"].to_numpy()
     truth = np.log(dens[home])
@@ -95,6 +108,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a deepcolor_bench.py --chain --subpopulation --out folder")
     parser.add_argument("seeds", type=int, nargs="+")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/truth_subpopulation")
+    parser.add_argument("--blurred", action="store_true",
+                        help="the true density averaged over each cell's state-blind placement (default: at its home)")
     parser.add_argument("--maps-only", action="store_true",
                         help="only the map and condition correlations (no true-density analysis; seconds per seed)")
     args = parser.parse_args()
@@ -105,7 +120,7 @@ def main() -> None:
     out = args.out or args.run / "truth_subpopulation"
     for seed in args.seeds:
         folder = args.run / f"positive_{seed}"
-        row = {} if args.maps_only else control(folder, out / f"positive_{seed}", cfg)
+        row = {} if args.maps_only else control(folder, out / f"positive_{seed}", cfg, args.blurred)
         row.update(map_correlations(folder))
         if args.maps_only:
             row.update(condition_correlations(folder, cfg))
