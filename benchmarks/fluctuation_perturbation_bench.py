@@ -43,7 +43,8 @@ def main() -> None:
                 args.model or str(r / "pretrain/model"),
                 args.medians or str(r / "tokenize/gene_medians.tsv"),
                 f"{tmp}/t.tsv",
-                spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed, "shift": args.shift}
+                spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed,
+                      "shift": args.shift}
                 | ({} if args.hidden_layer is None else {"hidden_layer": args.hidden_layer}),
                 settings={"device": "cpu", "max_tokens": args.max_tokens, "pooling": "mean"},
                 truth_h5ad=str(r / "simulated/bifurcation/truth.h5ad"),

@@ -9,9 +9,10 @@ simulated lineage (same gene programme, another draw of cells: another lab's pan
 cells screened). Then the screen (seeds 0-4, no surrogates) and the zero-shot kNN on the demo's
 corpus cells (the demo model: 0.833).
 
-Run after the demo: ``PYTHONPATH=src .venv/bin/python benchmarks/fluctuation_perturbation_own_tokens.py
---out /tmp/fp_own --cells 600 --steps 800``; then the bench with ``--model /tmp/fp_own/model
---medians /tmp/fp_own/gene_medians.tsv``.
+Run after the demo (``--cells 0``: no added cells, the demo's vocabulary, a control):
+``PYTHONPATH=src .venv/bin/python benchmarks/fluctuation_perturbation_own_tokens.py --out /tmp/fp_own
+--cells 1800 --steps 2400 --seed 0``; then ``benchmarks/fluctuation_perturbation_bench.py --model
+/tmp/fp_own/model --medians /tmp/fp_own/gene_medians.tsv --shift contrast`` (numbers: benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from cellfate.corpus.tokenizer import RankValueTokenizer
 from cellfate.foundation import fate_screen as fs
@@ -38,8 +40,10 @@ SHARDS = ["panglaodb/SRA900001_SRS900001", "panglaodb/SRA900001_SRS900002", "exp
 
 
 def fresh_cells(n_cells: int, seed: int, cell_seed: int) -> ad.AnnData:
-    """New cells of the demo's lineage: its programme (seed), another draw of cells (cell_seed)."""
-    spec = BifurcationSpec(seed=seed, n_cells=600, n_genes=100, branch_time=0.4)
+    """New cells of the demo's lineage: its programme (config simulate.bifurcation, seed), another
+    draw of cells (cell_seed)."""
+    sim = yaml.safe_load(Path("config/config.yaml").read_text())["simulate"]
+    spec = BifurcationSpec(seed=seed, **sim["bifurcation"])
     programme = draw_programme(spec, sample_rng(seed, "bifurcation"))
     rng = np.random.default_rng([cell_seed, 77])
     pseudotime = sample_pseudotime(spec, n_cells, rng)
@@ -71,7 +75,8 @@ def main() -> None:
     r, out = Path(a.results), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     vocab = json.loads((r / "tokenize/token_dictionary.json").read_text())
-    cells = fresh_cells(max(a.cells, 1), 0, 1)
+    simulate_seed = yaml.safe_load(Path("config/config.yaml").read_text())["simulate"]["seed"]
+    cells = fresh_cells(max(a.cells, 1), simulate_seed, 1)
     new = [g for g in cells.var_names if g not in vocab] if a.cells else []
     vocab = vocab | {g: len(vocab) + i for i, g in enumerate(new)}
     (out / "token_dictionary.json").write_text(json.dumps(vocab))
@@ -86,10 +91,11 @@ def main() -> None:
     data["cell_type"] = list(cells.obs["cell_type"]) * a.copies
     datasets.Dataset.from_dict(data).save_to_disk(str(shard))
     np.save(str(shard) + ".lengths.npy", np.array(data["length"], dtype=np.int32))
-    print(f"{len(new)} new tokens; pancreas shard {len(rows)} cells, mean length {np.mean(data['length']):.1f}", flush=True)
+    mean_length = np.mean(data["length"])
+    print(f"{len(new)} new tokens; pancreas shard {len(rows)} cells, mean length {mean_length:.1f}", flush=True)
     shards = [str(r / "tokenize/shards" / s) for s in SHARDS] + ([str(shard)] if a.cells else [])
-    settings = TrainSettings(token_dictionary=str(out / "token_dictionary.json"), model_config="config/models/tiny.yaml",
-                             shards=shards, output_model=str(out / "model"), checkpoint_dir=str(out / "ckpt"),
+    settings = TrainSettings(token_dictionary=str(out / "token_dictionary.json"),
+                             model_config="config/models/tiny.yaml", shards=shards, output_model=str(out / "model"), checkpoint_dir=str(out / "ckpt"),
                              history=str(out / "history.tsv"), heldout=str(out / "heldout.tsv"), max_steps=a.steps,
                              batch_size=16, lr=0.005, warmup_steps=60, heldout_fraction=0.1, eval_every=100,
                              checkpoint_every=10_000, log_every=100, megabatch_batches=10, num_workers=0,
