@@ -67,7 +67,8 @@ def run_original(data: Path, out: Path, epochs: tuple[int, int], threads: int) -
     print(json.dumps({"fit_seconds": seconds, "peak_mb": peak_mb()}))
 
 
-def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early_stopping: bool, tag: str) -> None:
+def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early_stopping: bool, tag: str,
+             type_pcs: int = 0) -> None:
     """Our model on the same matrices, with the demo's training settings."""
     import anndata as ad
     import torch
@@ -79,7 +80,10 @@ def run_ours(data: Path, out: Path, epochs: tuple[int, int], threads: int, early
     d = np.load(data, allow_pickle=False)
     cells, spots = ad.AnnData(X=d["cells"].astype(np.float32)), ad.AnnData(X=d["spots"].astype(np.float32))
     cells.var_names = spots.var_names = [f"g{i}" for i in range(cells.n_vars)]
-    cfg = DeepColorConfig(train=TrainConfig(epochs_sc=epochs[0], epochs_map=epochs[1], batch_size=128, lr=3e-3,
+    if type_pcs:
+        cells.obs["cell_type"] = d["labels"]
+    cfg = DeepColorConfig(n_type_pcs=type_pcs, train=TrainConfig(epochs_sc=epochs[0], epochs_map=epochs[1],
+                                                                 batch_size=128, lr=3e-3,
                                             early_stopping=early_stopping, patience=20))
     start = time.perf_counter()
     model = DeepColor.fit(cells, spots, cfg)
@@ -144,9 +148,12 @@ def _parser() -> argparse.ArgumentParser:
                              "alone drive the lineage); the named clusters' purity is reported")
     parser.add_argument("--subpopulation-markers", type=int, default=5,
                         help="with --subpopulation: EnvironmentSpec.subpopulation_markers")
-    parser.add_argument("--cluster-space", choices=("latent", "expression"), default="latent",
-                        help="with --chain and condition clusters, a screen: k-means of the partners on DeepCOLOR's "
-                             "X_zl (the workflow's) or on 10 PCs of their log-normalised expression")
+    parser.add_argument("--cluster-space", choices=("latent", "expression"), default=None,
+                        help="with --chain and condition clusters: spatial.environment.cluster_space (k-means of the "
+                             "partners on DeepCOLOR's X_zl or on 10 PCs of log expression within each type; "
+                             "default: the config's)")
+    parser.add_argument("--deepcolor", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --chain: spatial.deepcolor settings (YAML value), e.g. n_type_pcs=5 epochs_map=400")
     parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
                         help="with --chain: any other spatial.environment setting (YAML value), e.g. epochs_vae=120")
     parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
@@ -162,6 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-original", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--run-ours", nargs=3, metavar=("DATA", "OUT", "TAG"))
     parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument("--type-pcs", type=int, default=0,
+                        help="ours: DeepColorConfig.n_type_pcs (within-type components the map head reads)")
     return parser
 
 
@@ -172,19 +181,21 @@ def main() -> None:
         return run_original(Path(args.run_original[0]), Path(args.run_original[1]), epochs, args.threads)
     if args.run_ours:
         data, out, tag = args.run_ours
-        return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag)
+        return run_ours(Path(data), Path(out), epochs, args.threads, not args.no_early_stopping, tag, args.type_pcs)
 
     if args.chain:
         overrides = {k: v for k, v in (("placement", args.placement),
                                        ("placement_temperature", args.placement_temperature),
-                                       ("placement_smoothing", args.placement_smoothing)) if v is not None}
+                                       ("placement_smoothing", args.placement_smoothing),
+                                       ("cluster_space", args.cluster_space)) if v is not None}
         import yaml
 
         overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.env)})
         seeds = args.only_seeds or list(range(args.first_seed, args.first_seed + args.chain))
         return chain_benchmark(seeds, args.out, args.controls, args.maps, overrides, args.no_truth_control,
                                args.analysis_seed, (args.subpopulation, args.subpopulation_markers),
-                               args.cluster_space, args.simulator)
+                               {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.deepcolor)},
+                               args.simulator)
     if args.tissue == "cells":
         return cell_level_benchmark(args, epochs)
 
@@ -271,8 +282,9 @@ def cell_level_benchmark(args: argparse.Namespace, epochs: tuple[int, int]) -> N
         folder.mkdir(exist_ok=True)
         data = folder / "data.npz"
         x_cells, x_spots = cells.X[:, keep].toarray(), spots.X[:, keep].toarray()
-        np.savez(data, cells=x_cells, spots=x_spots)
-        runs = {"ours": ("ours", child(sys.executable, ["--run-ours", str(data), str(folder), "ours", *common]))}
+        np.savez(data, cells=x_cells, spots=x_spots, labels=np.asarray(cells.obs["cell_type"].astype(str), dtype="U"))
+        runs = {"ours": ("ours", child(sys.executable, ["--run-ours", str(data), str(folder), "ours", *common,
+                                                        "--type-pcs", str(args.type_pcs)]))}
         if have_original:
             runs["original deepcolor 0.0.6"] = ("original", child(ORIGINAL_PYTHON, ["--run-original", str(data),
                                                                                  str(folder), *common]))
@@ -320,8 +332,7 @@ def simulate_chain_tissue(seed: int, negative: bool, subpopulation: tuple[float,
 
 
 def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | None = None,
-              subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent",
-              simulator: str = "environment") -> dict:
+              subpopulation: tuple[float, int] = (0.0, 5), simulator: str = "environment") -> dict:
     """One control on one seed: simulate, DeepCOLOR, environment dynamics (with the truth-c control).
     With ``maps``, the tissue and DeepCOLOR's outputs of an earlier run in that folder are reused."""
     from cellfate.io import write_h5ad, write_table
@@ -341,13 +352,9 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
         write_table(table, folder / "lt.tsv", index=True)
         pipeline.deepcolor(folder / "ref.h5ad", f["spots"], folder / "model", f["cells"], f["p"],
                            folder / "mapped.h5ad", cfg)
-    original = pipeline.env.cluster_colocalization_condition
-    space = _cluster_space(f["cells"], cfg, cluster_space)
-    try:
-        pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"],
-                             cfg, spots_h5ad=f["spots"])
-    finally:
-        pipeline.env.cluster_colocalization_condition = original
+    space = _cluster_space(f["cells"], cfg, None)
+    pipeline.environment(f["cells"], f["p"], folder / "lt.tsv", f["modes"], folder / "genes.tsv", f["ligands"],
+                         cfg, spots_h5ad=f["spots"])
     import pandas as pd
 
     modes = pd.read_csv(f["modes"], sep="\t")
@@ -358,33 +365,20 @@ def chain_run(seed: int, negative: bool, folder: Path, cfg: dict, maps: Path | N
     return {**rows, **chain_details(modes), **purity, **placement_distances(folder, cfg)}
 
 
-def _cluster_space(cells_h5ad: Path, cfg: dict, how: str) -> np.ndarray | None:
-    """Benchmark screening only: with ``expression``, the partners' clusters (condition
-    ``clusters``) are drawn on 10 PCs of their log-normalised expression instead of X_zl (the
-    condition function is wrapped until :func:`chain_run` restores it). Returns those PCs."""
-    if how == "latent":
-        return None
+def _cluster_space(cells_h5ad: Path, cfg: dict, how: str | None) -> np.ndarray:
+    """The space the analysis clustered the partners in (``how``: a cluster_space, None: the
+    config's), from the package's own function, for the purity columns."""
     import anndata as ad
-    from sklearn.decomposition import PCA
 
-    from cellfate.counts import dense
     from cellfate.spatial import pipeline
 
     s = pipeline.settings(cfg)
     cells = ad.read_h5ad(cells_h5ad)
     labels = cells.obs[s["cell_type_key"]].astype(str).to_numpy()
-    e = s["environment"]
+    e = {**s["environment"], **({"cluster_space": how} if how else {})}
     partners = list(e["partners"] or [t for t in dict.fromkeys(labels) if t not in e["cells"]])
-    x = dense(cells.X[np.flatnonzero(np.isin(labels, partners))]).astype(np.float64)
-    pcs = PCA(10, random_state=0).fit_transform(np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4))
-
-    original = pipeline.env.cluster_colocalization_condition
-
-    def on_expression(p_rows, p_part, part_labels, latent, *rest):
-        return original(p_rows, p_part, part_labels, pcs, *rest)
-
-    pipeline.env.cluster_colocalization_condition = on_expression
-    return pcs
+    part = np.flatnonzero(np.isin(labels, partners))
+    return pipeline.cluster_space(cells, part, labels, e, cells_h5ad)
 
 
 def cluster_purity(folder: Path, cfg: dict, modes, space: np.ndarray | None = None) -> dict:
@@ -483,7 +477,7 @@ def condition_truth_agreement(cells, lineage: np.ndarray, labels: np.ndarray, pa
 
 def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps: str | None = None,
                     overrides: dict | None = None, no_truth: bool = False, analysis_seed: int | None = None,
-                    subpopulation: tuple[float, int] = (0.0, 5), cluster_space: str = "latent",
+                    subpopulation: tuple[float, int] = (0.0, 5), deepcolor: dict | None = None,
                     simulator: str = "environment") -> None:
     """DeepCOLOR -> colocalization -> conditioned dynamics on these seeds of each control (demo settings)."""
     import logging
@@ -498,6 +492,7 @@ def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps
         _skip_truth_control()
     cfg = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["spatial"]
     cfg["environment"] = {**cfg["environment"], **(overrides or {})}
+    cfg["deepcolor"] = {**cfg["deepcolor"], **(deepcolor or {})}
     cfg["seed"] = cfg.get("seed", 42) if analysis_seed is None else analysis_seed
     root = Path(out or tempfile.mkdtemp(prefix="environment_chain_"))
     results = []
@@ -506,7 +501,7 @@ def chain_benchmark(seeds: list[int], out: str | None, controls: list[str], maps
             start = time.perf_counter()
             name = f"{'negative' if negative else 'positive'}_{seed}"
             row = chain_run(seed, negative, root / name, cfg, None if maps is None else Path(maps).resolve() / name,
-                            subpopulation, cluster_space, simulator)
+                            subpopulation, simulator)
             results.append({"control": "negative" if negative else "positive", "seed": seed,
                             "seconds": time.perf_counter() - start, **row})
             print(json.dumps(results[-1]), flush=True)

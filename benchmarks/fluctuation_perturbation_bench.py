@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--n-drivers", type=int, default=10)
     parser.add_argument("--model", default=None, help="model folder (default: <results>/pretrain/model)")
     parser.add_argument("--hidden-layer", type=int, default=None, help="hidden state read (default: the screen's)")
+    parser.add_argument("--shift", default="goal", help="goal | contrast (toward the fate minus toward the other)")
+    parser.add_argument("--medians", default=None, help="gene medians (default: <results>/tokenize/gene_medians.tsv)")
     parser.add_argument("--max-tokens", type=int, default=64, help="token budget (the demo model was trained at 64)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -39,9 +41,10 @@ def main() -> None:
                 str(r / "dynamics/bifurcation.h5ad"),
                 str(r / "dynamics/bifurcation/fluctuation_genes.tsv"),
                 args.model or str(r / "pretrain/model"),
-                str(r / "tokenize/gene_medians.tsv"),
+                args.medians or str(r / "tokenize/gene_medians.tsv"),
                 f"{tmp}/t.tsv",
-                spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed}
+                spec={"fate_key": "branch", "fates": ["alpha", "beta"], "n_drivers": args.n_drivers, "seed": seed,
+                      "shift": args.shift}
                 | ({} if args.hidden_layer is None else {"hidden_layer": args.hidden_layer}),
                 settings={"device": "cpu", "max_tokens": args.max_tokens, "pooling": "mean"},
                 truth_h5ad=str(r / "simulated/bifurcation/truth.h5ad"),
@@ -63,7 +66,10 @@ def main() -> None:
                     "decoy_set_fdr": sets[(fate, "decoy")],
                 }
             )
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2g}"))
+    frame = pd.DataFrame(rows)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.2g}"))
+    print(f"driver sets {int((frame['driver_set_fdr'] < 0.05).sum())}/{len(frame)}, "
+          f"decoy sets {int((frame['decoy_set_fdr'] < 0.05).sum())}/{len(frame)}")
 
 
 if __name__ == "__main__":

@@ -47,17 +47,22 @@ def test_cells_are_mapped_without_the_unspliced_counts_the_test_explains() -> No
     import anndata as ad
     import scipy.sparse as sp
 
+    from cellfate.spatial.model import DeepColorConfig
     from cellfate.spatial.pipeline import _mapping_view
 
-    class Model:  # only latent() is read
+    class Model:  # only latent() and config.type_key are read
+        config = DeepColorConfig()
+
         def latent(self, view):
             return np.asarray(view.X.sum(1))
 
     s = np.array([[5, 0, 2], [1, 3, 0]])
     u = np.array([[1, 1, 0], [0, 2, 4]])
     cells = ad.AnnData(X=sp.csr_matrix(s + u + 1), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
+    cells.obs["cell_type"] = ["a", "b"]
     view, z = _mapping_view(cells, Model(), np.zeros((2, 1)))
     assert np.array_equal(view.X.toarray(), s + 1) and np.array_equal(z.ravel(), (s + 1).sum(1))
+    assert list(view.obs["cell_type"]) == ["a", "b"]  # within-type map components read the types
     spliced_x = ad.AnnData(X=sp.csr_matrix(s), layers={"spliced": sp.csr_matrix(s), "unspliced": sp.csr_matrix(u)})
     assert _mapping_view(spliced_x, Model(), np.zeros((2, 1)))[0] is spliced_x  # X already spliced: unchanged
 

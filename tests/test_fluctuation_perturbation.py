@@ -165,3 +165,29 @@ def test_run_keeps_perturbed_cells_within_the_token_budget(world, tmp_path, monk
     drawn = table[table["group"] != "driver"]  # decoys and controls: drawn from genes detected in 5+ cells
     assert drawn["gene_id"].map(dict(zip(adata.var_names, detected))).ge(FateScreenSpec().min_detected).all()
     assert (out / "t.tsv").is_file() and (out / "s.tsv").is_file()
+
+
+def test_contrast_shift_is_the_goal_shift_minus_the_other_fates(world) -> None:
+    """``shift: contrast``: the change of the cosine to the fate minus that to the other fate. With two
+    fates it is antisymmetric (toward alpha = away from beta) and equals the difference of the two
+    goal shifts; a read-out that kept the goal term, or subtracted the progenitors, fails both."""
+    from cellfate.foundation.fate_screen import per_cell_shifts
+
+    adata, embedder, tokenizer, _ = world
+    mapping = vocabulary_mapping(list(adata.var_names), sorted(tokenizer.gene_token), 0)
+    rows = tokenize_counts(adata.layers["spliced"], mapping["model_gene_id"].tolist(), tokenizer)
+    state = cell_states(adata.obs, FateScreenSpec()).to_numpy()
+    genes = mapping["model_gene_id"].head(4)
+    tokens = {g: tokenizer.gene_token[g] for g in genes}
+    small = {"max_cells": 12, "max_state_cells": 40}
+
+    def shifts(fate: str, shift: str) -> np.ndarray:
+        spec = FateScreenSpec.from_config(small | {"shift": shift})
+        return per_cell_shifts(embedder, rows, state, fate, tokens, spec)["shift"].to_numpy()
+
+    contrast_alpha, contrast_beta = shifts("alpha", "contrast"), shifts("beta", "contrast")
+    np.testing.assert_allclose(contrast_alpha, -contrast_beta, atol=1e-6)
+    np.testing.assert_allclose(contrast_alpha, shifts("alpha", "goal") - shifts("beta", "goal"), atol=1e-6)
+    assert np.abs(contrast_alpha).max() > 1e-5  # not trivially zero
+    with pytest.raises(CellfateError, match="shift must be goal or contrast"):
+        FateScreenSpec.from_config({"shift": "toward"})

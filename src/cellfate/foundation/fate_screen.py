@@ -67,6 +67,11 @@ class FateScreenSpec:
     # The hidden state read: -2, the second-to-last (Geneformer's read-out for a model not fine-tuned:
     # the last layer is shaped by the masked-gene objective). The pooling is foundation.perturb's.
     hidden_layer: int = -2
+    # goal: the change of the cosine to the fate; contrast: that minus the change of the cosine to the
+    # other fates (their mean), Geneformer's goal against alternative states. Where the fates differ
+    # little from each other next to their common difference from the progenitors, the goal shift
+    # reads "toward any terminal state" rather than the fate choice.
+    shift: str = "goal"
     fdr: float = 0.05
     seed: int = 0
 
@@ -81,6 +86,8 @@ class FateScreenSpec:
         if "fates" in values:
             values["fates"] = tuple(str(f) for f in values["fates"] or ())
         screen = cls(**values)
+        if screen.shift not in ("goal", "contrast"):
+            raise CellfateError(f"fluctuation_perturbation: shift must be goal or contrast, not {screen.shift!r}")
         if not screen.fates or not 0 < screen.terminal_fraction <= 1:
             raise CellfateError("fluctuation_perturbation: needs fates, and terminal_fraction in (0, 1]")
         if min(screen.n_drivers, screen.n_controls, screen.max_cells, screen.max_state_cells) < 1 or screen.n_decoys < 0:
@@ -198,7 +205,9 @@ def per_cell_shifts(
     perturber = Perturber(embedder, batch_size)
     cosine = perturber.cosines(matrix, jobs, targets, desc=f"toward {fate}")
     base = perturber.cosines(matrix, originals(matrix), targets, desc="originals")
-    shift = cosine[:, 0] - base[jobs.cell, 0]
+    delta = cosine - base[jobs.cell]
+    n_alt = len(spec.fates) - 1
+    shift = delta[:, 0] - (delta[:, 1 : 1 + n_alt].mean(1) if spec.shift == "contrast" and n_alt else 0.0)
     gene_of = {t: g for g, t in tokens.items()}
     return pd.DataFrame({"gene_id": [gene_of[int(t)] for t in jobs.token], "cell": start[jobs.cell], "shift": shift})
 

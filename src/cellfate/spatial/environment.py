@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 from cellfate.dynamics.module import VicdyfConfig, VicdyfModule
 from cellfate.dynamics.train import CountTensors, TrainingPlan, train
@@ -160,8 +161,9 @@ def cluster_colocalization_condition(p_lineage: np.ndarray, p_partners: np.ndarr
     """Cells x partner clusters: colocalization with each sub-population of each partner type.
 
     exdyn conditions on every partner *cell*; one column per cell makes c as wide as the data and
-    its Jacobian noisy, so the partner cells of each type are first grouped (k-means on their
-    latent state) and a cell's condition is its colocalization with each group. A mode's weights
+    its Jacobian noisy, so the partner cells of each type are first grouped (k-means on
+    ``partner_latent``: their latent state, or better :func:`within_type_components`) and a cell's
+    condition is its colocalization with each group. A mode's weights
     then point at a sub-population. Returns c, column names ``type:k`` and each column's type.
     """
     from sklearn.cluster import KMeans
@@ -181,6 +183,32 @@ def cluster_colocalization_condition(p_lineage: np.ndarray, p_partners: np.ndarr
             names.append(f"{name}:{g}")
             types.append(name)
     return np.stack(columns, axis=1), names, types
+
+
+def within_type_components(counts: np.ndarray | sparse.spmatrix, labels: np.ndarray,
+                           n_components: int = 10) -> np.ndarray:
+    """Cells x ``n_components``: each cell's leading principal components of log-normalised
+    expression (log1p of counts per 10k) computed among the cells of its own type only.
+
+    Partner clusters are meant to find a type's sub-populations. DeepCOLOR's latent state (and
+    any PCA over all types) spends its axes on what tells types apart; a sub-population that
+    differs from the rest of its type by a few marker genes is then mixed into several clusters,
+    whereas inside the type it is the leading axis (purities in benchmarks/README.md). Rows of
+    different types share columns but not meaning: cluster within a type only. One type is
+    densified at a time (float32), so sparse input never becomes all cells x genes dense.
+    """
+    from sklearn.decomposition import PCA
+
+    x = sparse.csr_matrix(counts, dtype=np.float32)
+    out = np.zeros((x.shape[0], n_components))
+    for name in np.unique(labels):
+        sel = np.flatnonzero(labels == name)
+        rows = x[sel].toarray()
+        y = np.log1p(rows * (1e4 / np.maximum(rows.sum(1, keepdims=True), 1.0)))
+        q = min(n_components, len(sel) - 1, y.shape[1])
+        if q > 0:
+            out[sel, :q] = PCA(q, random_state=0).fit_transform(y)
+    return out
 
 
 def neighbourhood_condition(xy_cells: np.ndarray, xy_all: np.ndarray, labels_all: np.ndarray, partners: list[str],

@@ -43,6 +43,10 @@ class DeepColorConfig:
     likelihood: str = "nb"
     n_expression_pcs: int = 20  # see cellfate.spatial.module: 0 and map_rate "decoded" give the original
     map_rate: str = "observed"
+    # within-type components the map head reads besides the global ones (0: none). Needs the
+    # cells' types in obs[type_key] when fitting and when mapping (see DeepColorModule.init_type_pcs)
+    n_type_pcs: int = 0
+    type_key: str = "cell_type"
     train: training.TrainConfig = field(default_factory=training.TrainConfig)
 
     @classmethod
@@ -123,14 +127,16 @@ class DeepColor:
     """A DeepCOLOR model: fit on (cells, spots), then read its outputs for any cells."""
 
     def __init__(self, config: DeepColorConfig, genes: pd.Index, spot_names: pd.Index,
-                 module: DeepColorModule | None = None, history: list[dict] | None = None) -> None:
+                 module: DeepColorModule | None = None, history: list[dict] | None = None,
+                 type_names: list[str] | None = None) -> None:
         self.config = config
         self.genes = pd.Index(genes)
         self.spot_names = pd.Index(spot_names)
         self.module = module or DeepColorModule(ModuleConfig(
             n_genes=len(genes), n_spots=len(spot_names), n_latent=config.n_latent,
             n_hidden=config.n_hidden, spatial_likelihood=config.likelihood,
-            n_expression_pcs=config.n_expression_pcs, map_rate=config.map_rate))
+            n_expression_pcs=config.n_expression_pcs, map_rate=config.map_rate,
+            n_type_pcs=config.n_type_pcs, type_names=tuple(type_names or ())))
         self.history = history or []
         self.device = next(self.module.parameters()).device
 
@@ -143,10 +149,11 @@ class DeepColor:
         config = config or DeepColorConfig()
         data = match_inputs(cells, spots, config.min_gene_counts, cells_path, spots_path)
         torch.manual_seed(config.train.seed)
-        model = cls(config, data.genes, data.spot_names)
+        types = sorted(set(_type_labels(cells, config, cells_path))) if config.n_type_pcs else None
+        model = cls(config, data.genes, data.spot_names, type_names=types)
         model.device = resolve_device(device)
         model.module.to(model.device)
-        rows = training.Rows(data.cells, model.device)
+        rows = training.Rows(data.cells, model.device, codes=model._type_codes(cells, cells_path))
         spot_x = torch.as_tensor(data.spots.toarray(), dtype=torch.float32, device=model.device)
         log.info("fitting DeepCOLOR: %d cells, %d spots, %d genes", data.cells.shape[0], spot_x.shape[0], len(data.genes))
         model.history = training.fit(model.module, rows, spot_x, config.train)
@@ -158,7 +165,14 @@ class DeepColor:
         if len(missing):
             raise CellfateError(f"{len(missing)} genes of the model are missing from the cells, e.g. {missing[0]!r}")
         x = counts_matrix(cells, None, "single-cell")[:, cells.var_names.get_indexer(self.genes)]
-        return training.Rows(x, self.device)
+        return training.Rows(x, self.device, codes=self._type_codes(cells))
+
+    def _type_codes(self, cells: ad.AnnData, path: PathLike | None = None) -> np.ndarray | None:
+        """Each cell's index in the model's types (-1: a type it was not fitted on), when the map
+        head reads within-type components; else None."""
+        if not self.module.config.n_type_pcs:
+            return None
+        return pd.Index(self.module.config.type_names).get_indexer(_type_labels(cells, self.config, path))
 
     def latent(self, cells: ad.AnnData) -> np.ndarray:
         """Posterior mean of z (``X_zl``), cells x latent."""
@@ -226,7 +240,8 @@ class DeepColor:
             raise CellfateError("not a saved DeepCOLOR model (no module.pt)", path)
         meta = json.loads((path / "config.json").read_text())
         config = DeepColorConfig.from_dict(meta["deepcolor"])
-        module = DeepColorModule(ModuleConfig(**meta["module"]))
+        types = tuple(meta["module"].get("type_names", ()))  # JSON gives a list
+        module = DeepColorModule(ModuleConfig(**{**meta["module"], "type_names": types}))
         where = resolve_device(device)
         module.load_state_dict(torch.load(path / "module.pt", map_location=where, weights_only=True))
         module.to(where).eval()
@@ -235,6 +250,14 @@ class DeepColor:
         history_file = path / "history.tsv"
         history = pd.read_csv(history_file, sep="\t").to_dict("records") if history_file.stat().st_size > 1 else []
         return cls(config, genes, spots, module=module, history=history)
+
+
+def _type_labels(cells: ad.AnnData, config: DeepColorConfig, path: PathLike | None = None) -> np.ndarray:
+    """The cells' type labels (obs[config.type_key]) as strings; missing: a one-line error."""
+    if config.type_key not in cells.obs:
+        raise CellfateError(f"no obs column {config.type_key!r} with the cell types, which the map head's "
+                            "within-type components (n_type_pcs) need", path)
+    return cells.obs[config.type_key].astype(str).to_numpy()
 
 
 def p_mat_from_map2sp(map2sp: np.ndarray) -> np.ndarray:

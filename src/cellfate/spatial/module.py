@@ -10,7 +10,10 @@ the map head reads z *and* the cell's leading expression components (``n_express
 the spot mixture is made of the cells' observed expression (``map_rate='observed'``), not of the
 decoded lambda(z). With decoded rates and z alone every cell's map equals its type's mean: the
 VAE's lambda(z) is nearly constant within a type, so a within-type choice of cells cannot change
-any spot's mixture and the spot likelihood has no gradient for it.
+any spot's mixture and the spot likelihood has no gradient for it. Optionally
+(``n_type_pcs``) the head also reads components computed inside each cell type, where a type's
+own sub-structure (a sub-population's few marker genes) is the leading axis rather than lost
+behind the differences between types.
 Losses return named parts so the training loop can log them.
 """
 
@@ -38,6 +41,8 @@ class ModuleConfig:
     spatial_likelihood: str = "nb"  # "nb" or "poisson"
     n_expression_pcs: int = 20  # expression components the map head reads besides z (0: z only)
     map_rate: str = "observed"  # what spots mix: "observed" expression or the "decoded" lambda(z)
+    n_type_pcs: int = 0  # components computed inside each cell type, one block of inputs per type
+    type_names: tuple[str, ...] = ()  # the types of those blocks (their order is the code order)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +72,12 @@ class DeepColorModule(nn.Module):
         n_pc = config.n_expression_pcs
         self.register_buffer("pc_mean", torch.zeros(g))
         self.register_buffer("pc_loadings", torch.zeros(g, n_pc))
-        self.map_head = mlp(k + n_pc, h, 2, config.n_spots)
+        n_t, k_t = len(config.type_names), config.n_type_pcs
+        if k_t and not n_t:
+            raise ValueError("n_type_pcs > 0 needs the cell types (type_names)")
+        self.register_buffer("type_pc_mean", torch.zeros(n_t if k_t else 0, g))
+        self.register_buffer("type_pc_loadings", torch.zeros(n_t if k_t else 0, g, k_t))
+        self.map_head = mlp(k + n_pc + (n_t * k_t if k_t else 0), h, 2, config.n_spots)
         # softplus(-3) ~ 0.05: spots start explained by the cells, not by the background offset
         self.raw_gene_scale = nn.Parameter(torch.full((g,), 0.5413))  # softplus -> 1
         self.raw_gene_offset = nn.Parameter(torch.full((g,), -3.0))
@@ -120,11 +130,58 @@ class DeepColorModule(nn.Module):
         first = (y @ load[:, 0]).std().clamp_min(1e-8)
         self.pc_loadings.copy_(load / first)
 
-    def map_features(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """What the map head reads: z, then the cell's expression components."""
-        if self.config.n_expression_pcs == 0:
-            return z
-        return torch.cat([z, (self.log_normalise(x) - self.pc_mean) @ self.pc_loadings], dim=-1)
+    @staticmethod
+    def _principal_axes(y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and the k leading axes of y (genes x k; zero columns past the rank), scaled so
+        the first axis' scores have unit sd."""
+        mean = y.mean(0)
+        y = y - mean
+        load = torch.zeros(y.shape[1], k, dtype=y.dtype, device=y.device)
+        q = min(k, *y.shape)
+        if q > 0:
+            load[:, :q] = torch.linalg.svd(y, full_matrices=False)[2][:q].T
+        return mean, load / (y @ load[:, 0]).std().clamp_min(1e-8) if q > 0 and len(y) > 1 else load
+
+    @torch.no_grad()
+    def init_type_pcs(self, x: torch.Tensor, codes: torch.Tensor) -> None:
+        """Leading axes of each type's log expression around its own mean.
+
+        The global components are spent on what separates the types; a type's own sub-structure
+        (a sub-population with a few marker genes) is then far down or absent, and the map head
+        cannot place those cells apart from the rest of their type. Inside a type it is the top axis.
+        """
+        if self.config.n_type_pcs == 0:
+            return
+        y = self.log_normalise(x)
+        for t in range(len(self.config.type_names)):
+            sel = codes == t
+            if int(sel.sum()) >= 2:
+                mean, load = self._principal_axes(y[sel], self.config.n_type_pcs)
+                self.type_pc_mean[t], self.type_pc_loadings[t] = mean, load
+
+    def type_features(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Cells x (types x n_type_pcs): each cell's within-type components in its own type's
+        block, zeros elsewhere (and everywhere for a type not seen in training, code -1)."""
+        k = self.config.n_type_pcs
+        out = torch.zeros(len(x), len(self.config.type_names) * k, dtype=x.dtype, device=x.device)
+        y = self.log_normalise(x)
+        for t in torch.unique(codes).tolist():
+            if t >= 0:
+                sel = codes == t
+                out[sel, t * k:(t + 1) * k] = (y[sel] - self.type_pc_mean[t]) @ self.type_pc_loadings[t]
+        return out
+
+    def map_features(self, x: torch.Tensor, z: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """What the map head reads: z, then the cell's expression components, then its
+        within-type components (``codes``: each cell's type index in ``type_names``)."""
+        parts = [z]
+        if self.config.n_expression_pcs:
+            parts.append((self.log_normalise(x) - self.pc_mean) @ self.pc_loadings)
+        if self.config.n_type_pcs:
+            if codes is None:
+                raise ValueError("this map head reads within-type components: the cells' types are needed")
+            parts.append(self.type_features(x, codes))
+        return torch.cat(parts, dim=-1)
 
     def map_rate(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The expression a cell adds to a spot, relative to its mean count (as lambda is)."""

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "ligands": {"n_top_targets": 20},
     "environment": {"cells": ["progenitor", "alpha", "beta"], "partners": None, "condition": "colocalization",
                     "placement": "map", "placement_temperature": 0.1, "placement_smoothing": 1.5,
-                    "clusters_per_type": 3, "n_neighbors": 15, "folds": 5, "n_permutations": 200, "stratum_cells": 10, "alpha": 0.05,
+                    "clusters_per_type": 3, "cluster_space": "expression", "n_neighbors": 15, "folds": 5, "n_permutations": 200, "stratum_cells": 10, "alpha": 0.05,
                     "min_counts": 10, "n_top_genes": None, "n_modes": 3, "n_latent": 10, "n_hidden": 50, "epochs_vae": 100,
                     "epochs_dynamics": 100, "batch_size": 100, "lr": 1e-3, "patience": 0},
 }
@@ -86,7 +86,7 @@ def deepcolor(reference: PathLike, spots: PathLike, model_dir: PathLike, cells_h
     cells = read_h5ad(reference, what="reference h5ad")
     spot_data = read_h5ad(spots, what="spots h5ad", obsm=("spatial",))
     labels = cell_type_labels(cells, cfg["cell_type_key"], reference)
-    config = DeepColorConfig.from_dict({"seed": cfg["seed"], **cfg["deepcolor"]})
+    config = DeepColorConfig.from_dict({"seed": cfg["seed"], "type_key": cfg["cell_type_key"], **cfg["deepcolor"]})
     model = DeepColor.fit(cells, spot_data, config, cells_path=reference, spots_path=spots, device=cfg["device"])
     model.save(model_dir)
     zl = model.latent(cells)
@@ -124,7 +124,8 @@ def _mapping_view(cells: ad.AnnData, model: DeepColor, zl: np.ndarray) -> tuple[
     if "spliced" in cells.layers and x.sum() <= sparse.csr_matrix(cells.layers["spliced"]).sum():
         return cells, zl  # the counts are the spliced ones already (velocyto's X)
     rest = (x - unspliced).maximum(0)
-    view = ad.AnnData(X=rest, var=cells.var[[]].copy(), obs=cells.obs[[]].copy())
+    keep = [model.config.type_key] if model.config.type_key in cells.obs else []  # within-type components read it
+    view = ad.AnnData(X=rest, var=cells.var[[]].copy(), obs=cells.obs[keep].copy())
     return view, model.latent(view)
 
 
@@ -252,7 +253,8 @@ def condition_matrix(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray,
         p_rows = p[rows] if lineage_map is None else lineage_map
         if how == "colocalization":
             return env.colocalization_condition(p_rows, p[part], labels[part], partners), partners, partners
-        return env.cluster_colocalization_condition(p_rows, p[part], labels[part], cells.obsm["X_zl"][part], partners,
+        space = cluster_space(cells, part, labels, e, path)
+        return env.cluster_colocalization_condition(p_rows, p[part], labels[part], space, partners,
                                                     int(e["clusters_per_type"]), seed)
     if how == "neighbourhood":
         if "spatial" not in cells.obsm:
@@ -270,6 +272,22 @@ def condition_matrix(cells: ad.AnnData, lineage: np.ndarray, labels: np.ndarray,
                             "neighbourhood, truth nor an obs column", path)
     onehot = pd.get_dummies(cells.obs[how].astype(str)[lineage])
     return onehot.to_numpy(dtype=float), list(onehot.columns), list(onehot.columns)
+
+
+def cluster_space(cells: ad.AnnData, part: np.ndarray, labels: np.ndarray, e: dict[str, Any],
+                  path: PathLike) -> np.ndarray:
+    """Where the partner cells (rows ``part``) are clustered for condition ``clusters``:
+    ``e['cluster_space']`` ``latent`` (DeepCOLOR's X_zl) or ``expression`` (10 principal components
+    of log expression within each partner type, over the genes DeepCOLOR used)."""
+    how = e.get("cluster_space", "expression")
+    if how == "latent":
+        return cells.obsm["X_zl"][part]
+    if how != "expression":
+        raise CellfateError(f"spatial.environment.cluster_space must be latent or expression, not {how!r}", path)
+    x = sparse.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X)[part]
+    if "deepcolor_used" in cells.var:
+        x = x[:, np.flatnonzero(cells.var["deepcolor_used"].to_numpy(dtype=bool))]
+    return env.within_type_components(x, labels[part], 10)
 
 
 def _type_expression(cells: ad.AnnData, labels: np.ndarray, partner: str) -> pd.Series:

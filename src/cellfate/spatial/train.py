@@ -56,9 +56,12 @@ class TrainConfig:
 class Rows:
     """Dense torch batches from a count matrix held dense (small) or as CSR (large)."""
 
-    def __init__(self, x: np.ndarray | sp.spmatrix, device: torch.device, dense_limit: int = 50_000_000) -> None:
+    def __init__(self, x: np.ndarray | sp.spmatrix, device: torch.device, dense_limit: int = 50_000_000,
+                 codes: np.ndarray | None = None) -> None:
         self.n = x.shape[0]
         self.device = device
+        # each row's cell-type index (for a map head that reads within-type components), or None
+        self.codes = None if codes is None else torch.as_tensor(np.asarray(codes), dtype=torch.long, device=device)
         if sp.issparse(x) and x.shape[0] * x.shape[1] > dense_limit:
             self.csr, self.dense = sp.csr_matrix(x, dtype=np.float32), None
         else:
@@ -74,6 +77,10 @@ class Rows:
         for start in range(0, self.n, size):
             idx = np.arange(start, min(start + size, self.n))
             yield idx, self[idx]
+
+    def codes_of(self, idx: np.ndarray) -> torch.Tensor | None:
+        """The type codes of these rows (None when the rows carry none)."""
+        return None if self.codes is None else self.codes[torch.as_tensor(idx, device=self.device)]
 
 
 @torch.no_grad()
@@ -163,7 +170,8 @@ def decode(module: DeepColorModule, z: torch.Tensor, chunk: int = 4096) -> torch
 @torch.no_grad()
 def map_inputs(module: DeepColorModule, cells: Rows, z: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """The map head's input for every cell (z and the cell's expression components)."""
-    return torch.cat([module.map_features(x, z[idx[0]:idx[-1] + 1]) for idx, x in cells.chunks(chunk)])
+    return torch.cat([module.map_features(x, z[idx[0]:idx[-1] + 1], cells.codes_of(idx))
+                      for idx, x in cells.chunks(chunk)])
 
 
 @torch.no_grad()
@@ -194,7 +202,10 @@ def train_map(module: DeepColorModule, cells: Rows, spots: torch.Tensor, cfg: Tr
     the phase's cost. The full loss is logged once at the end.
     """
     spot_size = spots.mean(1)
-    module.init_expression_pcs(cells[rng.permutation(cells.n)[:20_000]])
+    sample = rng.permutation(cells.n)[:20_000]
+    module.init_expression_pcs(cells[sample])
+    if module.config.n_type_pcs:
+        module.init_type_pcs(cells[sample], cells.codes_of(sample))
     z_mean, z_std = posterior(module, cells)
     features = map_inputs(module, cells, z_mean)
     decoded = module.config.map_rate == "decoded"
