@@ -136,6 +136,27 @@ def all_samples():
     return [(source, sample) for source in SOURCES for sample in sample_ids(source)]
 
 
+# The demo's simulated lineage in the pretraining corpus (simulate.lineage_corpus_cells; 0: not):
+# one more tokenized sample, "lineage/bifurcation", in the medians, dictionary and pretraining
+# shards, but not in the classifier's or the kNN's cells (its cell types are not the corpus').
+LINEAGE_CORPUS_CELLS = int(
+    (config.get("simulate") or {}).get("lineage_corpus_cells") or 0
+)
+LINEAGE_SAMPLES = [("lineage", "bifurcation")] if LINEAGE_CORPUS_CELLS else []
+
+
+def tokenize_samples():
+    """(source, sample_id) of every tokenized sample: the corpus and the lineage cells."""
+    return all_samples() + LINEAGE_SAMPLES
+
+
+def corpus_h5ad(wildcards):
+    """The cells that tokenization reads for one sample: QC'd, or the simulated lineage's."""
+    if wildcards.source == "lineage":
+        return f"{SIM}/lineage/{wildcards.sample}.h5ad"
+    return f"{RESULTS}/qc/{wildcards.source}/{wildcards.sample}.h5ad"
+
+
 def qc_h5ads():
     """The QC'd AnnData of every sample: the corpus that tokenization reads."""
     return [f"{RESULTS}/qc/{source}/{sample}.h5ad" for source, sample in all_samples()]

@@ -16,8 +16,13 @@ PRETRAIN_JOB_KEYS = (
 )
 
 
-# The tokenized shard folder of every sample (its .lengths.npy lies beside it).
+# The tokenized shard folder of every sample (its .lengths.npy lies beside it), the simulated
+# lineage's included; the zero-shot kNN reads the corpus samples' only (their cell types).
 PRETRAIN_SHARDS = [
+    f"{RESULTS}/tokenize/shards/{source}/{sample}"
+    for source, sample in tokenize_samples()
+]
+KNN_SHARDS = [
     f"{RESULTS}/tokenize/shards/{source}/{sample}" for source, sample in all_samples()
 ]
 # One node: gpu=N (the Slurm plugin asks --gpus=N; torchrun starts N processes; 0 = one CPU
@@ -106,6 +111,7 @@ rule pretrain_card:
             {k: v for k, v in PRETRAIN.items() if k not in PRETRAIN_JOB_KEYS}
         ),
         shards=PRETRAIN_SHARDS,
+        knn_shards=KNN_SHARDS,
         knn_k=10,  # zero-shot kNN of cell types: k = 10, cosine, 5-fold
     script:
         "../workflow_scripts/pretrain_card.py"

@@ -92,6 +92,25 @@ rule simulate_bifurcation:
         "../workflow_scripts/simulate_bifurcation.py"
 
 
+# Fresh cells of the bifurcation's lineage (another draw, not the cells screened) that join the
+# pretraining corpus when simulate.lineage_corpus_cells > 0 (rules/tokenize.smk).
+rule simulate_lineage_corpus:
+    output:
+        f"{SIM}/lineage/bifurcation.h5ad",
+    log:
+        f"{LOGS}/simulate/lineage_corpus.log",
+    benchmark:
+        f"{BENCH}/simulate/lineage_corpus.tsv"
+    conda:
+        "../envs/simulate.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        sim=sim_params("bifurcation") | {"lineage_corpus_cells": LINEAGE_CORPUS_CELLS},
+    script:
+        "../workflow_scripts/simulate_lineage_corpus.py"
+
+
 rule simulate_tissue:
     output:
         spots=f"{SIM}/tissue/spots.h5ad",

@@ -42,7 +42,7 @@ TOKENIZE_MAX_LENGTH = (
     TOKENIZE["max_length"] or {"v1": 2048, "v2": 4096}[TOKENIZE["version"]]
 )
 TOKENIZE_SHARDS = [
-    f"{TOK}/shards/{source}/{sample}" for source, sample in all_samples()
+    f"{TOK}/shards/{source}/{sample}" for source, sample in tokenize_samples()
 ]
 # What `rule all` requests: every sample's shards and lengths, the summary and figures.
 TOKENIZE_TARGETS = (
@@ -66,7 +66,7 @@ TOKENIZE_TARGETS = (
 
 rule tokenize_sketch:
     input:
-        h5ad=f"{RESULTS}/qc/{{source}}/{{sample}}.h5ad",
+        h5ad=corpus_h5ad,
     output:
         f"{TOK}/sketches/{{source}}/{{sample}}.npz",
     log:
@@ -84,7 +84,8 @@ rule tokenize_sketch:
 rule tokenize_median_bins:
     input:
         sketches=[
-            f"{TOK}/sketches/{source}/{sample}.npz" for source, sample in all_samples()
+            f"{TOK}/sketches/{source}/{sample}.npz"
+            for source, sample in tokenize_samples()
         ],
     output:
         f"{TOK}/median_bins.npz",
@@ -102,7 +103,7 @@ rule tokenize_median_bins:
 
 rule tokenize_median_values:
     input:
-        h5ad=f"{RESULTS}/qc/{{source}}/{{sample}}.h5ad",
+        h5ad=corpus_h5ad,
         bins=f"{TOK}/median_bins.npz",
     output:
         f"{TOK}/median_values/{{source}}/{{sample}}.npz",
@@ -123,7 +124,7 @@ rule tokenize_medians:
         bins=f"{TOK}/median_bins.npz",
         values=[
             f"{TOK}/median_values/{source}/{sample}.npz"
-            for source, sample in all_samples()
+            for source, sample in tokenize_samples()
         ],
     output:
         f"{TOK}/gene_medians.tsv",
@@ -164,7 +165,7 @@ rule tokenize_dictionary:
 
 rule tokenize_sample:
     input:
-        h5ad=f"{RESULTS}/qc/{{source}}/{{sample}}.h5ad",
+        h5ad=corpus_h5ad,
         dictionary=f"{TOK}/token_dictionary.json",
         # the medians the tokenizer divides by: the corpus's own, or a pretrained model's
         medians=TOKENIZE["gene_medians"] or f"{TOK}/gene_medians.tsv",
@@ -177,7 +178,7 @@ rule tokenize_sample:
     benchmark:
         f"{BENCH}/tokenize/shards/{{source}}/{{sample}}.tsv"
     wildcard_constraints:
-        source="|".join(SOURCES),
+        source="|".join(SOURCES + [s for s, _ in LINEAGE_SAMPLES]),
         sample=r"[A-Za-z0-9][A-Za-z0-9_.-]*(?<!\.lengths\.npy)(?<!\.stats\.json)",
     conda:
         "../envs/tokenize.yaml"
@@ -214,7 +215,7 @@ rule tokenize_summary:
 
 rule tokenize_median_accuracy:
     input:
-        h5ads=qc_h5ads(),
+        h5ads=qc_h5ads() + [f"{SIM}/lineage/{x}.h5ad" for _, x in LINEAGE_SAMPLES],
         medians=f"{TOK}/gene_medians.tsv",
     output:
         f"{TOK}/median_accuracy.tsv",
@@ -246,7 +247,7 @@ rule figure_tokenize_lengths:
     conda:
         "../envs/figures.yaml"
     params:
-        labels=[f"{source}/{sample}" for source, sample in all_samples()],
+        labels=[f"{source}/{sample}" for source, sample in tokenize_samples()],
         max_length=TOKENIZE_MAX_LENGTH,
     script:
         "../workflow_scripts/figure_tokenize_lengths.py"

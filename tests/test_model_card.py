@@ -75,6 +75,13 @@ def test_pretraining_learns_cell_identity(learned) -> None:
     assert row["knn_accuracy"] > 2 * row["knn_majority_share"], row.to_dict()
     assert 0 < row["knn_accuracy_untrained"] <= 1
     assert row["knn_cells"] == 600
+    # the kNN on part of the corpus (the demo's lineage cells are pretrained on, not classified);
+    # the held-out split and unigram stay the trainer's, drawn on every shard
+    part = learning_table(settings.output_model, settings.shards, settings.heldout,
+                          heldout_fraction=settings.heldout_fraction, heldout_max_cells=settings.heldout_max_cells,
+                          seed=settings.seed, knn_shards=settings.shards[:1])
+    assert part.iloc[-1]["knn_cells"] == 300
+    assert part.iloc[-1]["unigram_cross_entropy"] == row["unigram_cross_entropy"]
 
 
 def test_no_learning_without_steps(learned, tmp_path) -> None:

@@ -120,5 +120,5 @@ def test_changed_analysis_setting_keeps_the_fitted_models(demo_results: Path, tm
 
 def test_until_tokenize_stops_before_pretraining(demo_results: Path) -> None:
     jobs = _planned(demo_results, "--forceall", "--until", "tokenize_sample")
-    assert jobs["tokenize_sample"] == 4 and jobs["tokenize_medians"] == 1 and jobs["qc_sample"] >= 4
+    assert jobs["tokenize_sample"] == 5 and jobs["tokenize_medians"] == 1 and jobs["qc_sample"] >= 4  # + lineage
     assert not any(rule.startswith(("pretrain", "figure_", "classify", "vicdyf", "deepcolor")) for rule in jobs), jobs

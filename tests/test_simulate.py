@@ -17,7 +17,7 @@ from scipy.integrate import solve_ivp
 
 from cellfate.genes import mouse_gene_table
 from cellfate.simulate import demo
-from cellfate.simulate.bifurcation import BifurcationSpec, _integrate, simulate_bifurcation
+from cellfate.simulate.bifurcation import BifurcationSpec, _integrate, lineage_corpus_cells, simulate_bifurcation
 from cellfate.simulate.corpus import corpus_model, simulate_sample
 from cellfate.simulate.tissue import TissueSpec, simulate_tissue
 from cellfate.sources.rdata import read_rdata_dgcmatrix
@@ -225,6 +225,28 @@ def test_bifurcation_drivers_rise_only_in_their_fate(bif) -> None:
     assert (s[early][:, progenitor].mean(0) > 3 * s[late][:, progenitor].mean(0)).all()
     assert set(bif.var.loc[bif.var["fate_driver"] == "alpha", "symbol"]) >= {"Arx", "Irx2"}
     assert set(bif.var.loc[bif.var["fate_driver"] == "beta", "symbol"]) >= {"Pdx1", "Nkx6-1"}
+
+
+def test_lineage_corpus_is_the_same_programme_in_other_cells(bif, tmp_path: Path) -> None:
+    """The pretraining corpus' lineage cells: the screened cells' genes and expression programme,
+    but another draw of cells (never the screened ones), in the file layout tokenization reads."""
+    from cellfate.corpus.reader import open_counts
+
+    cells = lineage_corpus_cells(BifurcationSpec(n_cells=600, n_genes=100, seed=0), 900)
+    assert list(cells.var_names) == list(bif.var_names)
+    assert set(cells.obs["cell_type"]) == {"progenitor", "alpha", "beta"}
+    assert not set(cells.obs["barcode"]) & set(bif.obs["barcode"])
+    x, y = np.asarray(cells.X.todense(), dtype=float), np.asarray(bif.layers["spliced"], dtype=float)
+    assert not {r.tobytes() for r in x} & {r.tobytes() for r in y}  # no screened cell among them
+    for state in ("progenitor", "alpha", "beta"):  # the same programme: the same mean profile per state
+        a = x[(cells.obs["cell_type"] == state).to_numpy()].mean(0)
+        b = y[(bif.obs["branch"] == state).to_numpy()].mean(0)
+        assert np.corrcoef(a, b)[0, 1] > 0.95, state
+    path = tmp_path / "lineage.h5ad"
+    demo.lineage_corpus({"seed": 0, "bifurcation": {"n_cells": 600}, "lineage_corpus_cells": 50}, str(path))
+    with open_counts(path) as counts:
+        counts.require_obs("n_counts", "filter_pass")
+        assert counts.n_obs == 50 and list(counts.gene_ids()) == list(bif.var_names)
 
 
 def test_tissue_truth_separates_colocalized_pairs() -> None:

@@ -172,7 +172,7 @@ def test_demo_corpus_end_to_end(demo_corpus, tmp_path) -> None:  # noqa: F811 - 
 def test_demo_shards_load_and_join(demo_results) -> None:
     """The demo DAG writes one save_to_disk folder per sample; they load and join as one corpus."""
     folders = sorted((demo_results / "tokenize/shards").glob("*/*/state.json"))
-    assert len(folders) == 5  # the corpus's four samples and the cross-species human sample
+    assert len(folders) == 6  # the corpus's four samples, the simulated lineage and the cross-species human sample
     corpus = datasets.concatenate_datasets([datasets.load_from_disk(str(f.parent)) for f in folders])
     lengths = np.concatenate([np.load(f"{f.parent}.lengths.npy") for f in folders])
     assert len(corpus) == len(lengths) > 0 and corpus["length"] == lengths.tolist()

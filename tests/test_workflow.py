@@ -39,9 +39,10 @@ def test_demo_dag_is_complete(tmp_path) -> None:
         assert jobs[rule] == 1, rule
     assert jobs["download_panglaodb_counts"] == jobs["read_panglaodb"] == 2
     assert jobs["qc_sample"] == 5  # every sample of every source, and the cross-species human sample
-    assert jobs["tokenize_sketch"] == 4  # gene medians come from the mouse corpus only
-    assert jobs["tokenize_median_values"] == 4 and jobs["tokenize_median_bins"] == 1  # exact medians: pass 2
-    assert jobs["tokenize_sample"] == 4 and jobs["tokenize_cross_species"] == 1
+    # gene medians come from the mouse corpus and the lineage cells (simulate.lineage_corpus_cells)
+    assert jobs["simulate_lineage_corpus"] == 1 and jobs["tokenize_sketch"] == 5
+    assert jobs["tokenize_median_values"] == 5 and jobs["tokenize_median_bins"] == 1  # exact medians: pass 2
+    assert jobs["tokenize_sample"] == 5 and jobs["tokenize_cross_species"] == 1
     for rule in ("tokenize_medians", "tokenize_dictionary", "pretrain", "figure_pretrain_curve", "classify_cells",
                  "embed_cells", "perturb_screen", "cross_species", "velocyto_count", "vicdyf_fit", "vicdyf_fluctuation",
                  "vicdyf_validate", "deepcolor", "colocalization", "pair_clusters", "ligand_activity",

@@ -15,5 +15,6 @@ run(
         snakemake.output.heldout,
         settings=dict(snakemake.params.settings),
         knn_k=snakemake.params.knn_k,
+        knn_shards=list(snakemake.params.knn_shards),
     ),
 )

@@ -79,11 +79,12 @@ def untrained_copy(pretrained, seed: int):
 
 def learning_table(model_dir: str | os.PathLike[str], shards: Sequence[str], heldout_tsv: str | os.PathLike[str], *,
                    heldout_fraction: float, heldout_max_cells: int, seed: int, label: str = "cell_type",
-                   knn_k: int = 10, max_cells: int = 20_000) -> pd.DataFrame:
+                   knn_k: int = 10, max_cells: int = 20_000, knn_shards: Sequence[str] | None = None) -> pd.DataFrame:
     """``heldout_loss.tsv`` with the unigram baseline, the gap below it and the zero-shot kNN added.
 
-    The held-out cells are drawn exactly as the trainer drew them (same lengths, fraction, cap,
-    seed), so the unigram model is fit on the same training cells and scored on the same cells.
+    The held-out cells are drawn exactly as the trainer drew them (same shards, lengths, fraction,
+    cap, seed), so the unigram model is fit on the same training cells and scored on the same
+    cells. The kNN reads ``knn_shards`` (default ``shards``).
     """
     from cellfate.foundation.cells import load_cells
     from cellfate.foundation.data import load_corpus, split_heldout
@@ -96,7 +97,7 @@ def learning_table(model_dir: str | os.PathLike[str], shards: Sequence[str], hel
     vocab = pretrained.vocab
     unigram = unigram_cross_entropy(corpus.__getitems__(train_idx.tolist()), corpus.__getitems__(held_idx.tolist()),
                                     vocab.special_ids, vocab.vocab_size)
-    cells = load_cells(list(shards), attributes=(label,), max_cells=max_cells, seed=seed)
+    cells = load_cells(list(knn_shards or shards), attributes=(label,), max_cells=max_cells, seed=seed)
     embeddings = Embedder(pretrained).embed(cells.rows(), desc="kNN embeddings")
     y = cells.obs[label].astype(str).to_numpy()
     untrained = Embedder(untrained_copy(pretrained, seed)).embed(cells.rows(), desc="kNN control")

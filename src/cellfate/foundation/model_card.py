@@ -91,11 +91,13 @@ def corpus_summary(shards: list[str]) -> dict[str, Any]:
 
 def publish_pretrained(trained: str | os.PathLike[str], medians: str | os.PathLike[str], shards: list[str],
                        heldout_tsv: str | os.PathLike[str], out: str | os.PathLike[str],
-                       heldout_out: str | os.PathLike[str], *, settings: Mapping[str, Any], knn_k: int = 10) -> dict[str, Any]:
+                       heldout_out: str | os.PathLike[str], *, settings: Mapping[str, Any], knn_k: int = 10,
+                       knn_shards: list[str] | None = None) -> dict[str, Any]:
     """The trainer's folder + gene medians + model card -> ``out``; the learning checks -> ``heldout_out``.
 
     ``settings`` are the pretraining settings (the held-out split is redrawn from them, and they go
-    on the card).
+    on the card). ``knn_shards`` (default ``shards``): the cells whose types the zero-shot kNN
+    tells apart, when the pretraining corpus holds cells outside that task.
     """
     from cellfate.foundation.learning import learning_table
     from cellfate.foundation.train import TrainSettings
@@ -105,7 +107,7 @@ def publish_pretrained(trained: str | os.PathLike[str], medians: str | os.PathLi
         trained, shards, heldout_tsv,
         heldout_fraction=settings.get("heldout_fraction", TrainSettings.heldout_fraction),
         heldout_max_cells=settings.get("heldout_max_cells", TrainSettings.heldout_max_cells),
-        seed=settings.get("seed", TrainSettings.seed), knn_k=knn_k,
+        seed=settings.get("seed", TrainSettings.seed), knn_k=knn_k, knn_shards=knn_shards,
     )
     row = table.iloc[-1].to_dict() if len(table) else {}
     config = json.loads((Path(trained) / "config.json").read_text())

@@ -216,3 +216,41 @@ def simulate_bifurcation(spec: BifurcationSpec) -> ad.AnnData:
     adata.layers["true_velocity"] = velocity[order].astype(np.float32)
     adata.uns["simulation"] = {"kind": "bifurcation", "branch_time": tb, "duration": spec.duration, "seed": spec.seed}
     return adata
+
+
+def lineage_corpus_cells(spec: BifurcationSpec, n_cells: int) -> ad.AnnData:
+    """Fresh cells of the same lineage, as a QC'd corpus sample, for the pretraining corpus.
+
+    A foundation model's corpus holds the tissue under study, but not the very cells screened: so
+    the programme (genes, rates, switch times) is the one :func:`simulate_bifurcation` draws, and
+    the cells are another draw (their own random stream), like another lab's sample of the same
+    tissue. The file has what tokenization reads: CSR counts, ``n_counts``, ``filter_pass`` and
+    the cell attributes (``cell_type`` = progenitor/alpha/beta).
+    """
+    import scipy.sparse as sp
+
+    programme = draw_programme(spec, sample_rng(spec.seed, "bifurcation"))
+    rng = sample_rng(spec.seed, "lineage_corpus")
+    pseudotime = sample_pseudotime(spec, n_cells, rng)
+    fate = rng.choice(["alpha", "beta"], size=n_cells)
+    library = rng.lognormal(0.0, 0.25, n_cells)
+    _, mean_s, _ = expected_counts(programme, fate, pseudotime)
+    counts = rng.poisson(mean_s * library[:, None]).astype(np.float32)
+    barcodes = random_barcodes(n_cells, rng)
+    obs = pd.DataFrame(
+        {
+            "barcode": barcodes,
+            "source": "lineage",
+            "sample": "bifurcation",
+            "tissue": "endocrine pancreas",
+            "cell_type": np.where(pseudotime < spec.branch_time, "progenitor", fate),
+            "n_counts": counts.sum(axis=1),
+            "n_genes": (counts > 0).sum(axis=1),
+            "filter_pass": True,
+        },
+        index=pd.Index([f"lineage:{b}" for b in barcodes], name="cell_id"),
+    )
+    var = programme.genes[["symbol"]].copy()
+    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
+    adata.uns["simulation"] = {"kind": "lineage_corpus", "seed": spec.seed, "n_cells": n_cells}
+    return adata

@@ -17,7 +17,7 @@ import numpy as np
 from cellfate.io import write_h5ad, write_table, write_text
 from cellfate.simulate import source_formats
 from cellfate.simulate.bam import write_velocyto_inputs
-from cellfate.simulate.bifurcation import BifurcationSpec, simulate_bifurcation
+from cellfate.simulate.bifurcation import BifurcationSpec, lineage_corpus_cells, simulate_bifurcation
 from cellfate.simulate.corpus import add_duplicates, corpus_model, simulate_sample, tissue_cell_types, truth_table
 from cellfate.simulate.tissue import TissueSpec, simulate_tissue
 
@@ -104,3 +104,9 @@ def cellxgene_listing(rows: list[Config], h5ads: list[str], listing: str) -> Non
             }
         )
     write_text(listing, json.dumps(entries, indent=1) + "\n")
+
+
+def lineage_corpus(sim: Config, out: str) -> None:
+    """Fresh cells of the demo's lineage (``simulate.lineage_corpus_cells``) for the pretraining corpus."""
+    spec = BifurcationSpec(seed=sim["seed"], **sim.get("bifurcation", {}))
+    write_h5ad(lineage_corpus_cells(spec, int(sim["lineage_corpus_cells"])), out)
