@@ -120,15 +120,9 @@ class DeepColorModule(nn.Module):
         k = self.config.n_expression_pcs
         if k == 0:
             return
-        y = self.log_normalise(x)
-        self.pc_mean.copy_(y.mean(0))
-        y = y - self.pc_mean
-        q = min(k, *y.shape)
-        _, _, v = torch.linalg.svd(y, full_matrices=False)
-        load = torch.zeros_like(self.pc_loadings)
-        load[:, :q] = v[:q].T
-        first = (y @ load[:, 0]).std().clamp_min(1e-8)
-        self.pc_loadings.copy_(load / first)
+        mean, load = self._principal_axes(self.log_normalise(x), k)
+        self.pc_mean.copy_(mean)
+        self.pc_loadings.copy_(load)
 
     @staticmethod
     def _principal_axes(y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
