@@ -108,7 +108,7 @@ def _least_correlated(spec: PointTissueSpec, rng: np.random.Generator, tries: in
     best, best_worst = None, np.inf
     for _ in range(tries):
         sets = [_thomas(spec, n, rng) for n in n_each]
-        counts = np.stack([np.log1p([len(v) for v in cKDTree(s).query_ball_point(grid, spec.radius)])
+        counts = np.stack([np.log1p(cKDTree(s).query_ball_point(grid, spec.radius, return_length=True))
                            for s in sets], 1)
         worst = np.abs(np.corrcoef(counts.T)[np.triu_indices(len(sets), 1)]).max() if len(sets) > 1 else 0.0
         if worst < best_worst:
@@ -122,7 +122,7 @@ def draw_cells(spec: PointTissueSpec, rng: np.random.Generator) -> Cells:
     n_lin = rng.poisson(spec.cell_density * spec.lineage_share * spec.size**2)
     xy = np.concatenate(sets + [rng.uniform(0, spec.size, size=(n_lin, 2))])
     kind = np.repeat(np.arange(len(sets) + 1), [len(s) for s in sets] + [n_lin])
-    near = np.stack([np.array([len(v) for v in cKDTree(s).query_ball_point(xy, spec.radius)]) for s in sets], 1)
+    near = np.stack([cKDTree(s).query_ball_point(xy, spec.radius, return_length=True) for s in sets], 1)
     near = near - (kind[:, None] == np.arange(len(sets))[None, :])  # a partner cell does not count itself
     return Cells(xy=xy, kind=kind, near=near)
 
@@ -309,7 +309,7 @@ def spot_data(spec: PointTissueSpec, genes: Genes, cells: Cells, rng: np.random.
     pairs = sorted({tuple(sorted((types[a], types[b]))) for a in range(len(types)) for b in range(len(types))
                     if a != b and truth[a, b] > 1.0})
     tree = [cKDTree(cells.xy[cells.kind == k]) for k in range(n_part)]
-    density = np.stack([[len(v) for v in t.query_ball_point(centres, spec.radius)] for t in tree], 1)
+    density = np.stack([t.query_ball_point(centres, spec.radius, return_length=True) for t in tree], 1)
     names = pd.Index([f"spot_{i:04d}" for i in range(len(centres))], name="spot_id")
     obs = pd.DataFrame({"n_cells_true": abundance.sum(1).astype(int),
                         "driver_density": density[:, list(spec.partners).index(spec.driver)]}, index=names)
