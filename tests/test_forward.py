@@ -215,6 +215,8 @@ def test_settings_refuse_bad_interventions() -> None:
         fp.forward_settings({"forward": {"paths": 3}})
     with pytest.raises(CellfateError, match="readout must be one of"):
         fp.forward_settings({"forward": {"readout": "walk"}})
+    with pytest.raises(CellfateError, match="resample must be one of"):
+        fp.forward_settings({"forward": {"resample": "jackknife"}})
     with pytest.raises(CellfateError, match="distinct name"):
         fp.forward_settings({"forward": {"interventions": [{"name": "a", "kind": "remove"}, {"name": "a", "kind": "remove"}]}})
     with pytest.raises(CellfateError, match="kind must be"):
